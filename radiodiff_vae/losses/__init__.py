@@ -1,0 +1,1 @@
+"""Training objectives: the VAE-GAN loss, its adversarial terms and the perceptual (LPIPS) term."""

@@ -1,0 +1,1 @@
+"""Networks: the RadioVAE autoencoder and the PatchGAN discriminator."""
