@@ -1,0 +1,575 @@
+"""RadioVAE: the variational autoencoder of the RadioDiff VAE, built from diffusers' blocks.
+
+One configurable class covers both architectures of ``docs/architecture.md``:
+
+* ``radiodiff-vae`` (default, the report): three strided-conv downsamplings, transposed-conv upsamplings, no
+  attention, two resnets per level on both sides. A 1x320x320 map becomes a 3x40x40 latent.
+* ``radiodiff-ldm-f4`` (the original RadioDiff code): two downsamplings, nearest+conv upsamplings, one
+  self-attention in each mid block, three resnets per decoder level. Its state dict has exactly the keys and shapes
+  of ``diffusers.AutoencoderKL`` built with the same numbers.
+"""
+
+import inspect
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D
+from diffusers.models.upsampling import Upsample2D
+from diffusers.utils.accelerate_utils import apply_forward_hook
+
+UPSAMPLE_TYPES = ("conv_transpose", "nearest")
+
+PRESETS: Dict[str, Dict[str, object]] = {
+    # The report (seed section 2): 320 -> 160 -> 80 -> 40, 64:1 compression.
+    "radiodiff-vae": dict(
+        block_out_channels=(128, 256, 512),
+        layers_per_block=2,
+        decoder_layers_per_block=2,
+        num_downsamples=3,
+        upsample_type="conv_transpose",
+        mid_block_add_attention=False,
+        latent_channels=3,
+        norm_num_groups=32,
+        sample_size=320,
+    ),
+    # The original RadioDiff code (CompVis ldm "f4" first stage with z_channels 3): loads its checkpoints.
+    "radiodiff-ldm-f4": dict(
+        block_out_channels=(128, 256, 512),
+        layers_per_block=2,
+        decoder_layers_per_block=3,
+        num_downsamples=2,
+        upsample_type="nearest",
+        mid_block_add_attention=True,
+        latent_channels=3,
+        norm_num_groups=32,
+        sample_size=320,
+    ),
+    # The default layout with small channel counts: tests and the CPU quick start.
+    "tiny": dict(
+        block_out_channels=(32, 64, 128),
+        layers_per_block=2,
+        decoder_layers_per_block=2,
+        num_downsamples=3,
+        upsample_type="conv_transpose",
+        mid_block_add_attention=False,
+        latent_channels=3,
+        norm_num_groups=8,
+        sample_size=64,
+    ),
+}
+
+
+@dataclass
+class RadioVAEOutput(DecoderOutput):
+    """Output of :meth:`RadioVAE.forward`.
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch, out_channels, height, width)`): the reconstruction.
+        latent_dist (`DiagonalGaussianDistribution`, *optional*): the posterior, returned when
+            ``return_posterior=True`` so that one forward feeds the reconstruction and KL terms of the loss.
+    """
+
+    latent_dist: Optional[DiagonalGaussianDistribution] = None
+
+
+def _make_up_block(
+    in_channels: int, out_channels: int, num_layers: int, upsample_type: Optional[str], norm_num_groups: int, act_fn: str
+) -> UpDecoderBlock2D:
+    """An ``UpDecoderBlock2D``; ``upsample_type`` None means no upsampling at the end of the block."""
+    block = UpDecoderBlock2D(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_layers=num_layers,
+        resnet_eps=1e-6,
+        resnet_act_fn=act_fn,
+        resnet_groups=norm_num_groups,
+        add_upsample=upsample_type == "nearest",
+        temb_channels=None,
+    )
+    if upsample_type == "conv_transpose":
+        # diffusers' block only knows nearest+conv; the report's decoder uses a 4x4 stride-2 transposed conv.
+        # The module keeps the name `upsamplers.0.conv` so checkpoints read the same either way.
+        block.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv_transpose=True, out_channels=out_channels)])
+    return block
+
+
+class RadioEncoder(nn.Module):
+    """Maps ``(B, in_channels, H, W)`` to the posterior moments ``(B, 2 * latent_channels, H / f, W / f)``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_channels: int,
+        block_out_channels: Tuple[int, ...],
+        layers_per_block: int,
+        num_downsamples: int,
+        norm_num_groups: int,
+        act_fn: str,
+        mid_block_add_attention: bool,
+    ):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
+        self.down_blocks = nn.ModuleList()
+        previous_channels = block_out_channels[0]
+        for level, channels in enumerate(block_out_channels):
+            self.down_blocks.append(
+                DownEncoderBlock2D(
+                    in_channels=previous_channels,
+                    out_channels=channels,
+                    num_layers=layers_per_block,
+                    resnet_eps=1e-6,
+                    resnet_act_fn=act_fn,
+                    resnet_groups=norm_num_groups,
+                    add_downsample=level < num_downsamples,
+                    # padding 0 pads (0, 1, 0, 1) before the stride-2 conv, as the CompVis encoder does
+                    downsample_padding=0,
+                )
+            )
+            previous_channels = channels
+        self.mid_block = UNetMidBlock2D(
+            in_channels=block_out_channels[-1],
+            resnet_eps=1e-6,
+            resnet_act_fn=act_fn,
+            output_scale_factor=1,
+            resnet_time_scale_shift="default",
+            attention_head_dim=block_out_channels[-1],
+            resnet_groups=norm_num_groups,
+            temb_channels=None,
+            add_attention=mid_block_add_attention,
+        )
+        self.conv_norm_out = nn.GroupNorm(num_channels=block_out_channels[-1], num_groups=norm_num_groups, eps=1e-6)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(block_out_channels[-1], 2 * latent_channels, kernel_size=3, padding=1)
+        self.gradient_checkpointing = False
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        hidden = self.conv_in(sample)  # (B, C0, H, W)
+        for block in [*self.down_blocks, self.mid_block]:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden = self._gradient_checkpointing_func(block, hidden)
+            else:
+                hidden = block(hidden)
+        hidden = self.conv_act(self.conv_norm_out(hidden))  # (B, C_last, H/f, W/f)
+        return self.conv_out(hidden)  # (B, 2 * latent_channels, H/f, W/f)
+
+
+class RadioDecoder(nn.Module):
+    """Maps a latent ``(B, latent_channels, h, w)`` to a map ``(B, out_channels, h * f, w * f)``."""
+
+    def __init__(
+        self,
+        latent_channels: int,
+        out_channels: int,
+        block_out_channels: Tuple[int, ...],
+        layers_per_block: int,
+        num_upsamples: int,
+        upsample_type: str,
+        norm_num_groups: int,
+        act_fn: str,
+        mid_block_add_attention: bool,
+    ):
+        super().__init__()
+        reversed_channels = tuple(reversed(block_out_channels))
+        self.conv_in = nn.Conv2d(latent_channels, reversed_channels[0], kernel_size=3, padding=1)
+        self.mid_block = UNetMidBlock2D(
+            in_channels=reversed_channels[0],
+            resnet_eps=1e-6,
+            resnet_act_fn=act_fn,
+            output_scale_factor=1,
+            resnet_time_scale_shift="default",
+            attention_head_dim=reversed_channels[0],
+            resnet_groups=norm_num_groups,
+            temb_channels=None,
+            add_attention=mid_block_add_attention,
+        )
+        self.up_blocks = nn.ModuleList()
+        previous_channels = reversed_channels[0]
+        for index, channels in enumerate(reversed_channels):
+            self.up_blocks.append(
+                _make_up_block(
+                    previous_channels,
+                    channels,
+                    num_layers=layers_per_block,
+                    upsample_type=upsample_type if index < num_upsamples else None,
+                    norm_num_groups=norm_num_groups,
+                    act_fn=act_fn,
+                )
+            )
+            previous_channels = channels
+        self.conv_norm_out = nn.GroupNorm(num_channels=block_out_channels[0], num_groups=norm_num_groups, eps=1e-6)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
+        self.gradient_checkpointing = False
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        hidden = self.conv_in(latent)  # (B, C_last, h, w)
+        for block in [self.mid_block, *self.up_blocks]:
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden = self._gradient_checkpointing_func(block, hidden)
+            else:
+                hidden = block(hidden)
+        hidden = self.conv_act(self.conv_norm_out(hidden))  # (B, C0, h * f, w * f)
+        return self.conv_out(hidden)  # (B, out_channels, h * f, w * f), linear output
+
+
+class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
+    r"""The RadioDiff VAE: a KL-regularised autoencoder for single-channel radio maps.
+
+    Parameters:
+        in_channels (`int`, defaults to 1): channels of the input map.
+        out_channels (`int`, defaults to 1): channels of the reconstruction.
+        block_out_channels (`Tuple[int]`, defaults to `(128, 256, 512)`): channels of each resolution level.
+        layers_per_block (`int`, defaults to 2): resnet blocks per encoder level.
+        decoder_layers_per_block (`int`, defaults to 2): resnet blocks per decoder level (3 in the original code).
+        num_downsamples (`int`, defaults to 3): stride-2 downsamplings, after the first `num_downsamples` levels;
+            the downsampling factor is `2 ** num_downsamples`. The decoder upsamples as often.
+        upsample_type (`str`, defaults to `"conv_transpose"`): `"conv_transpose"` (4x4 stride-2 transposed conv, the
+            report) or `"nearest"` (nearest x2 then 3x3 conv, the original code and `AutoencoderKL`).
+        mid_block_add_attention (`bool`, defaults to `False`): one self-attention in each mid block.
+        latent_channels (`int`, defaults to 3): channels of the latent.
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
+        act_fn (`str`, defaults to `"silu"`): activation of the resnets (Swish).
+        sample_size (`int`, defaults to 320): the training resolution; also the tile size when tiling is enabled.
+        scaling_factor (`float`, defaults to 1.0): latent multiplier for a diffusion model (`z * scaling_factor`).
+            1.0 means "not measured"; training stores `1 / std` of its latents, a converted original checkpoint 0.3.
+        use_quant_conv (`bool`, defaults to `True`): 1x1 conv on the posterior moments.
+        use_post_quant_conv (`bool`, defaults to `True`): 1x1 conv on the latent before decoding.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["ResnetBlock2D"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        block_out_channels: Tuple[int, ...] = (128, 256, 512),
+        layers_per_block: int = 2,
+        decoder_layers_per_block: int = 2,
+        num_downsamples: int = 3,
+        upsample_type: str = "conv_transpose",
+        mid_block_add_attention: bool = False,
+        latent_channels: int = 3,
+        norm_num_groups: int = 32,
+        act_fn: str = "silu",
+        sample_size: int = 320,
+        scaling_factor: float = 1.0,
+        use_quant_conv: bool = True,
+        use_post_quant_conv: bool = True,
+    ):
+        super().__init__()
+        _check_architecture(
+            block_out_channels, num_downsamples, upsample_type, norm_num_groups, sample_size, scaling_factor
+        )
+        self.encoder = RadioEncoder(
+            in_channels=in_channels,
+            latent_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            num_downsamples=num_downsamples,
+            norm_num_groups=norm_num_groups,
+            act_fn=act_fn,
+            mid_block_add_attention=mid_block_add_attention,
+        )
+        self.decoder = RadioDecoder(
+            latent_channels=latent_channels,
+            out_channels=out_channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=decoder_layers_per_block,
+            num_upsamples=num_downsamples,
+            upsample_type=upsample_type,
+            norm_num_groups=norm_num_groups,
+            act_fn=act_fn,
+            mid_block_add_attention=mid_block_add_attention,
+        )
+        self.quant_conv = nn.Conv2d(2 * latent_channels, 2 * latent_channels, 1) if use_quant_conv else None
+        self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None
+
+        self.use_slicing = False
+        self.use_tiling = False
+        # Tiles are `sample_size` pixels wide and overlap by a quarter, both rounded to the downsampling factor.
+        self.tile_sample_min_size = max(self.downsample_factor, sample_size // self.downsample_factor * self.downsample_factor)
+        self.tile_overlap_factor = 0.25
+
+    # ----------------------------------------------------------------------------------------------------------
+    # construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "RadioVAE":
+        """Builds a named architecture (see `PRESETS`); keyword arguments override single config values."""
+        if name not in PRESETS:
+            raise ValueError(f"Unknown RadioVAE preset {name!r}: expected one of {sorted(PRESETS)}.")
+        unknown = sorted(set(overrides) - set(cls._init_parameter_names()))
+        if unknown:
+            raise ValueError(
+                f"Unknown RadioVAE config key(s) {unknown} for preset {name!r}: expected any of "
+                f"{sorted(cls._init_parameter_names())}."
+            )
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def _init_parameter_names(cls) -> Tuple[str, ...]:
+        return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")
+
+    @property
+    def downsample_factor(self) -> int:
+        """Spatial factor between a map and its latent (8 for `radiodiff-vae`, 4 for `radiodiff-ldm-f4`)."""
+        return 2 ** self.config.num_downsamples
+
+    def latent_shape(self, height: int, width: int) -> Tuple[int, int, int]:
+        """`(latent_channels, height / f, width / f)` of the latent of a `height` x `width` map."""
+        _check_spatial(height, width, self.downsample_factor, "map")
+        factor = self.downsample_factor
+        return (self.config.latent_channels, height // factor, width // factor)
+
+    def get_last_layer(self) -> torch.nn.Parameter:
+        """Weight of the decoder's output conv, where the adaptive GAN weight compares gradient norms."""
+        return self.decoder.conv_out.weight
+
+    # ----------------------------------------------------------------------------------------------------------
+    # encode
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if self.use_tiling and max(height, width) > self.tile_sample_min_size:
+            return self._tiled(x, self._encode_tile, self.tile_sample_min_size, 1 / self.downsample_factor)
+        return self._encode_tile(x)
+
+    def _encode_tile(self, x: torch.Tensor) -> torch.Tensor:
+        moments = self.encoder(x)  # (B, 2 * latent_channels, H/f, W/f)
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)
+        return moments
+
+    @apply_forward_hook
+    def encode(
+        self, x: torch.Tensor, return_dict: bool = True
+    ) -> Union[AutoencoderKLOutput, Tuple[DiagonalGaussianDistribution]]:
+        """Encodes maps `x` of shape `(B, in_channels, H, W)`, values in [-1, 1], into the posterior.
+
+        Returns `AutoencoderKLOutput` whose `latent_dist` has mean and std of shape `(B, latent_channels, H/f, W/f)`
+        (a one-tuple when `return_dict=False`).
+        """
+        _check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode")
+        if self.use_slicing and x.shape[0] > 1:
+            moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
+        else:
+            moments = self._encode(x)
+        posterior = DiagonalGaussianDistribution(moments)
+        if not return_dict:
+            return (posterior,)
+        return AutoencoderKLOutput(latent_dist=posterior)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # decode
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        height, width = z.shape[-2:]
+        tile_latent_size = self.tile_sample_min_size // self.downsample_factor
+        if self.use_tiling and max(height, width) > tile_latent_size:
+            return self._tiled(z, self._decode_tile, tile_latent_size, self.downsample_factor)
+        return self._decode_tile(z)
+
+    def _decode_tile(self, z: torch.Tensor) -> torch.Tensor:
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
+        return self.decoder(z)  # (B, out_channels, h * f, w * f)
+
+    @apply_forward_hook
+    def decode(
+        self, z: torch.Tensor, return_dict: bool = True, generator: Optional[torch.Generator] = None
+    ) -> Union[DecoderOutput, Tuple[torch.Tensor]]:
+        """Decodes latents `z` of shape `(B, latent_channels, h, w)` into maps `(B, out_channels, h * f, w * f)`.
+
+        `z` is the unscaled latent (divide by `scaling_factor` first if it comes from a diffusion model).
+        """
+        _check_tensor(z, self.config.latent_channels, 1, "latent", "decode")
+        if self.use_slicing and z.shape[0] > 1:
+            decoded = torch.cat([self._decode(z_slice) for z_slice in z.split(1)])
+        else:
+            decoded = self._decode(z)
+        if not return_dict:
+            return (decoded,)
+        return DecoderOutput(sample=decoded)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # tiling: overlapping tiles, blended with weights that fall linearly to the tile borders inside the overlap
+    def _tiled(
+        self, x: torch.Tensor, function: Callable[[torch.Tensor], torch.Tensor], tile: int, scale: float
+    ) -> torch.Tensor:
+        """Applies `function` (which maps a `tile`-sized input to a `tile * scale` output) over overlapping tiles."""
+        factor = self.downsample_factor
+        unit = factor if scale < 1 else 1  # input sizes must stay multiples of the factor when encoding
+        overlap = int(tile * self.tile_overlap_factor) // unit * unit
+        stride = max(unit, tile - overlap)
+        height, width = x.shape[-2:]
+        output, weight = None, None
+        for top in _tile_starts(height, tile, stride):
+            for left in _tile_starts(width, tile, stride):
+                piece = function(x[..., top : top + tile, left : left + tile])
+                if output is None:
+                    out_height, out_width = round(height * scale), round(width * scale)
+                    output = piece.new_zeros(piece.shape[0], piece.shape[1], out_height, out_width)
+                    weight = piece.new_zeros(1, 1, out_height, out_width)
+                ramp = _blend_ramp(piece.shape[-2], piece.shape[-1], max(1, round(overlap * scale)), piece)
+                out_top, out_left = round(top * scale), round(left * scale)
+                window = (..., slice(out_top, out_top + piece.shape[-2]), slice(out_left, out_left + piece.shape[-1]))
+                output[window] += piece * ramp
+                weight[window] += ramp
+        return output / weight
+
+    # ----------------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sample_posterior: bool = False,
+        return_dict: bool = True,
+        generator: Optional[torch.Generator] = None,
+        return_posterior: bool = False,
+    ) -> Union[RadioVAEOutput, Tuple[torch.Tensor, ...]]:
+        """Encodes and decodes `sample` `(B, in_channels, H, W)`.
+
+        Args:
+            sample_posterior: decode a draw from the posterior (training) instead of its mean.
+            generator: makes that draw repeatable.
+            return_posterior: also return the posterior, so that a training step needs a single forward.
+
+        Returns:
+            `RadioVAEOutput` with `sample` `(B, out_channels, H, W)` (and `latent_dist`), or the tuple
+            `(sample,)` / `(sample, latent_dist)` when `return_dict=False`.
+        """
+        posterior = self.encode(sample).latent_dist
+        latent = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        decoded = self.decode(latent).sample
+        if not return_dict:
+            return (decoded, posterior) if return_posterior else (decoded,)
+        return RadioVAEOutput(sample=decoded, latent_dist=posterior if return_posterior else None)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "RadioVAE":
+        """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt."""
+        folder = pretrained_model_name_or_path
+        if isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder):
+            _check_saved_folder(os.path.join(folder, kwargs.get("subfolder") or ""), kwargs.get("variant"))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checks and small helpers
+def _check_architecture(
+    block_out_channels: Tuple[int, ...],
+    num_downsamples: int,
+    upsample_type: str,
+    norm_num_groups: int,
+    sample_size: int,
+    scaling_factor: float,
+) -> None:
+    if len(block_out_channels) == 0:
+        raise ValueError("block_out_channels must name at least one level, got an empty sequence.")
+    if not 0 <= num_downsamples <= len(block_out_channels):
+        raise ValueError(
+            f"num_downsamples must be between 0 and len(block_out_channels)={len(block_out_channels)}, "
+            f"got {num_downsamples}."
+        )
+    if upsample_type not in UPSAMPLE_TYPES:
+        raise ValueError(f"upsample_type must be one of {UPSAMPLE_TYPES}, got {upsample_type!r}.")
+    bad = [channels for channels in block_out_channels if channels % norm_num_groups]
+    if bad:
+        raise ValueError(f"Every entry of block_out_channels must be divisible by norm_num_groups={norm_num_groups}, got {bad}.")
+    if sample_size % 2**num_downsamples:
+        raise ValueError(f"sample_size must be a multiple of the downsampling factor {2**num_downsamples}, got {sample_size}.")
+    if not (math.isfinite(scaling_factor) and scaling_factor > 0):
+        raise ValueError(f"scaling_factor must be a positive finite number, got {scaling_factor}.")
+
+
+def _check_spatial(height: int, width: int, factor: int, what: str) -> None:
+    if height % factor or width % factor or height == 0 or width == 0:
+        raise ValueError(
+            f"Expected a {what} whose height and width are positive multiples of the downsampling factor {factor}, "
+            f"got {height}x{width}. Crop or resize it (RadioMapSeer's 256x256 and the report's 320x320 both work)."
+        )
+
+
+def _check_tensor(x: torch.Tensor, channels: int, factor: int, what: str, method: str) -> None:
+    """Rejects anything `method` cannot turn into a meaningful result, before any compute."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"RadioVAE.{method} expected a torch.Tensor {what}, got {type(x).__name__}.")
+    if x.ndim != 4:
+        raise ValueError(
+            f"RadioVAE.{method} expected a 4-D {what} tensor (batch, {channels}, height, width), got shape {tuple(x.shape)}."
+        )
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"RadioVAE.{method} expected a {what} with {channels} channel(s) (batch, {channels}, height, width), "
+            f"got {x.shape[1]} channel(s) in shape {tuple(x.shape)}."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"RadioVAE.{method} got an empty batch (shape {tuple(x.shape)}).")
+    _check_spatial(x.shape[-2], x.shape[-1], factor, what)
+    if not torch.is_floating_point(x):
+        raise ValueError(f"RadioVAE.{method} expected a floating-point {what}, got dtype {x.dtype}.")
+    # One device sync per call; skipped while torch.compile traces so that compiled graphs stay whole.
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"RadioVAE.{method} got a {what} with {bad} non-finite value(s) (NaN or inf).")
+
+
+def _tile_starts(length: int, tile: int, stride: int) -> list:
+    """Start offsets of tiles of size `tile` that cover `[0, length)`; the last tile ends at `length`."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def _blend_ramp(height: int, width: int, overlap: int, like: torch.Tensor) -> torch.Tensor:
+    """Weights `(1, 1, height, width)` that rise linearly from the tile border to 1 over `overlap` pixels."""
+
+    def ramp(size: int) -> torch.Tensor:
+        position = torch.arange(size, device=like.device, dtype=like.dtype)
+        distance_to_border = torch.minimum(position + 0.5, size - position - 0.5)
+        return (distance_to_border / overlap).clamp(max=1.0)
+
+    return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
+
+
+def _check_saved_folder(folder: str, variant: Optional[str]) -> None:
+    """Names the missing or unreadable file of a `save_pretrained` folder instead of failing deep inside diffusers."""
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(
+            f"{config_path} is missing: a RadioVAE folder holds config.json and diffusion_pytorch_model.safetensors "
+            "(written by save_pretrained)."
+        )
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); the saved model is corrupt.") from error
+    suffix = f".{variant}" if variant else ""
+    weights = [os.path.join(folder, f"diffusion_pytorch_model{suffix}.{ext}") for ext in ("safetensors", "bin")]
+    index = os.path.join(folder, f"diffusion_pytorch_model{suffix}.safetensors.index.json")
+    if os.path.isfile(index):
+        return
+    existing = [path for path in weights if os.path.isfile(path)]
+    if not existing:
+        raise FileNotFoundError(
+            f"{weights[0]} is missing: a RadioVAE folder holds config.json and diffusion_pytorch_model.safetensors."
+        )
+    if existing[0].endswith(".safetensors"):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(existing[0], framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{existing[0]} cannot be read as safetensors ({error}); the saved model is corrupt.") from error
