@@ -1,0 +1,522 @@
+"""The evaluation job: a trained VAE and a dataset of radio maps -> metrics, a markdown table and a figure.
+
+``radiodiff-vae evaluate`` and the training script's validation both call :func:`evaluate_vae`; the CLI then writes
+the result with :func:`save_evaluation`. Maps are scored on the ``[0, 1]`` scale of the data (``(x + 1) / 2`` of
+the model's ``[-1, 1]``), the reconstruction clamped to that range, as radio-map papers do.
+
+Example::
+
+    from radiodiff_vae import RadioVAE
+    from radiodiff_vae.data import SyntheticRadioMaps
+    from radiodiff_vae.evaluation import evaluate_vae, save_evaluation
+
+    result = evaluate_vae(RadioVAE.from_pretrained("my-vae"), SyntheticRadioMaps(8, 4), batch_size=8)
+    print(result.table)
+    save_evaluation(result, "eval-out")  # metrics.json, metrics.md, per_image.csv, examples.png
+"""
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from .data.conventions import RADIOMAPSEER_DB_RANGE
+from .metrics import compute_metrics, summarize_metrics
+
+__all__ = [
+    "EvaluationResult",
+    "atomic_output",
+    "downsample_factor_of",
+    "evaluate_vae",
+    "format_markdown_table",
+    "load_vae",
+    "plot_examples",
+    "reconstruct",
+    "save_evaluation",
+]
+
+# Files written by ``save_evaluation`` inside the output folder.
+METRICS_FILE = "metrics.json"
+TABLE_FILE = "metrics.md"
+PER_IMAGE_FILE = "per_image.csv"
+FIGURE_FILE = "examples.png"
+OUTPUT_FILES = (METRICS_FILE, TABLE_FILE, PER_IMAGE_FILE, FIGURE_FILE)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# files
+@contextlib.contextmanager
+def atomic_output(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path`` and move it onto ``path`` only when the block succeeds.
+
+    A crash or an exception inside the block leaves any earlier ``path`` untouched and no partial file behind.
+    Yields the open file for modes ``"w"``/``"wb"``, or the temporary path (a ``str``) for ``mode="path"``, for
+    writers that insist on a file name (safetensors, matplotlib).
+    """
+    path = Path(path)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        if mode == "path":
+            os.close(handle)
+            yield temp_name
+        else:
+            with os.fdopen(handle, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as file:
+                yield file
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+def load_vae(
+    name_or_path: Union[str, os.PathLike],
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+    subfolder: Optional[str] = None,
+) -> torch.nn.Module:
+    """Load a saved VAE from a local ``save_pretrained`` folder or a Hub id, in eval mode on ``device``.
+
+    A training checkpoint folder that holds the model under ``vae/`` is found without naming the subfolder. A folder
+    whose ``config.json`` names ``AutoencoderKL`` loads as ``diffusers.AutoencoderKL``, so the same tools compare the
+    two classes. Raises ``FileNotFoundError`` for a missing folder or an unreachable Hub id.
+    """
+    from .models.autoencoder_radio import RadioVAE
+
+    path = Path(name_or_path)
+    model_class: Any = RadioVAE
+    if path.exists():
+        if not path.is_dir():
+            raise FileNotFoundError(f"model must be a folder written by save_pretrained, got the file {path}")
+        if subfolder is None and not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
+            subfolder = "vae"
+        config_path = path / (subfolder or "") / "config.json"
+        if config_path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                if json.loads(config_path.read_text(encoding="utf-8")).get("_class_name") == "AutoencoderKL":
+                    from diffusers import AutoencoderKL
+
+                    model_class = AutoencoderKL
+        model = model_class.from_pretrained(str(path), subfolder=subfolder)
+    else:
+        text = str(name_or_path)
+        # A Hub id is "name" or "owner/name"; anything that looks like a file path is a missing local folder.
+        if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "") or not text:
+            raise FileNotFoundError(f"model folder {text!r} does not exist")
+        try:
+            model = RadioVAE.from_pretrained(text, subfolder=subfolder)
+        except OSError as error:
+            raise FileNotFoundError(
+                f"model {text!r} is neither a local folder nor a loadable Hub repository ({error})"
+            ) from error
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def downsample_factor_of(vae: torch.nn.Module) -> int:
+    """Spatial factor between a map and its latent, for a ``RadioVAE`` or a ``diffusers.AutoencoderKL``."""
+    factor = getattr(vae, "downsample_factor", None)
+    if factor is None:
+        # AutoencoderKL downsamples once per level except the last.
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return int(factor)
+
+
+def _model_dtype(vae: torch.nn.Module) -> torch.dtype:
+    return next(vae.parameters()).dtype
+
+
+def _model_device(vae: torch.nn.Module) -> torch.device:
+    return next(vae.parameters()).device
+
+
+def check_maps_fit_model(vae: torch.nn.Module, channels: int, height: int, width: int, source: str) -> None:
+    """Raise ``ValueError`` when maps of shape ``(channels, height, width)`` from ``source`` cannot enter ``vae``."""
+    expected = int(vae.config.in_channels)
+    if channels != expected:
+        raise ValueError(
+            f"the model takes {expected}-channel maps but {source} has {channels}-channel maps "
+            f"(shape {(channels, height, width)})"
+        )
+    factor = downsample_factor_of(vae)
+    if height % factor or width % factor:
+        raise ValueError(
+            f"{source} has {height}x{width} maps, but the model needs height and width divisible by {factor}"
+        )
+
+
+@torch.no_grad()
+def encode_latents(
+    vae: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    sample_posterior: bool = False,
+    seeds: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
+    """Unscaled latents of maps: (B, C, H, W) in [-1, 1] -> (B, latent_channels, H / f, W / f).
+
+    ``sample_posterior=False`` takes the posterior mean. With ``sample_posterior=True`` each image draws its noise from
+    its own generator seeded by ``seeds[i]``, so an image's latent does not depend on which batch it landed in.
+    """
+    posterior = vae.encode(pixel_values.to(_model_device(vae), _model_dtype(vae))).latent_dist
+    if not sample_posterior:
+        return posterior.mode()
+    if seeds is None or len(seeds) != pixel_values.shape[0]:
+        raise ValueError(f"sample_posterior=True needs one seed per image ({pixel_values.shape[0]}), got {seeds}")
+    noise = torch.stack(
+        [
+            torch.randn(posterior.mean.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+            for seed in seeds
+        ]
+    ).to(posterior.mean.device, posterior.mean.dtype)
+    return posterior.mean + posterior.std * noise
+
+
+@torch.no_grad()
+def reconstruct(
+    vae: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    sample_posterior: bool = False,
+    seeds: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
+    """Encode and decode maps: (B, C, H, W) in [-1, 1] -> (B, C, H, W) float32 on the input's device."""
+    latents = encode_latents(vae, pixel_values, sample_posterior, seeds)
+    return vae.decode(latents).sample.to(pixel_values.device, torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the evaluation job
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_vae` measured.
+
+    Args:
+        metrics: the content of ``metrics.json``: for every metric name a summary (``mean``, ``std``, ``min``,
+            ``max``, ``p5`` ... ``p95``, ``count``), plus ``per_simulation`` (the same per simulation) and ``settings``.
+        per_image: ``{metric: (N,) float64}``, one score per evaluated map, in ``names`` order.
+        names: map names, e.g. ``"12_3"``.
+        simulations: the simulation of each map, e.g. ``"IRT4"``.
+        indices: each map's index in the dataset that was passed in.
+        table: ``metrics.md``, a markdown table of the summaries.
+        figure: the matplotlib figure of the best, median and worst maps (None when not drawn).
+    """
+
+    metrics: Dict[str, Any]
+    per_image: Dict[str, torch.Tensor]
+    names: List[str]
+    simulations: List[str]
+    indices: List[int]
+    table: str
+    figure: Any = field(default=None, repr=False)
+
+
+def _subsample(dataset: Dataset, num_samples: Optional[int], seed: int) -> Tuple[Dataset, List[int]]:
+    total = len(dataset)
+    if total == 0:
+        raise ValueError("the dataset to evaluate is empty")
+    if num_samples is None or num_samples >= total:
+        return dataset, list(range(total))
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    # A seeded random subset (sorted, so the progress and per-image files follow the dataset order).
+    chosen = sorted(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:num_samples].tolist())
+    return Subset(dataset, chosen), chosen
+
+
+def _as_list(values: Any, batch_size: int, default: str) -> List[str]:
+    if values is None:
+        return [default] * batch_size
+    if isinstance(values, str):
+        return [values] * batch_size
+    return [str(value) for value in values]
+
+
+def evaluate_vae(
+    vae: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int = 8,
+    num_samples: Optional[int] = None,
+    seed: int = 0,
+    sample_posterior: bool = False,
+    non_building_only: bool = False,
+    db_range: Optional[Tuple[float, float]] = RADIOMAPSEER_DB_RANGE,
+    num_workers: int = 0,
+    draw_figure: bool = True,
+    progress: bool = True,
+    settings: Optional[Mapping[str, Any]] = None,
+) -> EvaluationResult:
+    """Reconstruct every map of ``dataset`` with ``vae`` and score it.
+
+    Args:
+        vae: a ``RadioVAE`` (or ``diffusers.AutoencoderKL``) already on its device and dtype; put in eval mode here.
+        dataset: yields dicts with ``"pixel_values"`` (C, H, W) in [-1, 1], and optionally ``"buildings"`` (1, H, W),
+            ``"name"`` and ``"simulation"``.
+        batch_size: maps per forward pass.
+        num_samples: score a seeded random subset of this many maps (None: all).
+        seed: seeds the subset and, with ``sample_posterior``, the posterior draws (map ``i`` uses ``seed + i``).
+        sample_posterior: decode a posterior draw instead of the posterior mean.
+        non_building_only: score only pixels outside buildings (needs ``"buildings"`` in the items).
+        db_range: the (dB at 0, dB at 1) the maps were scaled from; adds ``rmse_db`` and ``mae_db``. None: no dB.
+        num_workers: DataLoader workers.
+        draw_figure: draw the best / median / worst figure (by PSNR).
+        progress: show a tqdm progress bar.
+        settings: extra entries recorded under ``metrics["settings"]`` (model name, data source, ...).
+
+    Returns:
+        An :class:`EvaluationResult`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    subset, indices = _subsample(dataset, num_samples, seed)
+    first = subset[0]
+    if "pixel_values" not in first:
+        raise ValueError(f"dataset items must hold 'pixel_values', got keys {sorted(first)}")
+    if non_building_only and "buildings" not in first:
+        raise ValueError("non_building_only needs a 'buildings' mask in the dataset items, which this dataset lacks")
+    check_maps_fit_model(vae, *first["pixel_values"].shape, source="the dataset")
+    vae.eval()
+
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    per_image: Dict[str, List[torch.Tensor]] = {}
+    names: List[str] = []
+    simulations: List[str] = []
+    position = 0
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+        pixel_values = batch["pixel_values"].float()
+        count = pixel_values.shape[0]
+        batch_indices = indices[position : position + count]
+        reconstruction = reconstruct(vae, pixel_values, sample_posterior, [seed + i for i in batch_indices])
+        mask = (batch["buildings"] < 0.5) if non_building_only else None
+        scores = compute_metrics(
+            (reconstruction.clamp(-1, 1) + 1) / 2, (pixel_values.clamp(-1, 1) + 1) / 2, mask=mask, db_range=db_range
+        )
+        for name, values in scores.items():
+            per_image.setdefault(name, []).append(values.double().cpu())
+        names += _as_list(batch.get("name"), count, default="")
+        simulations += _as_list(batch.get("simulation"), count, default="")
+        position += count
+    names = [name or f"map_{index}" for name, index in zip(names, indices)]
+    scores_per_image = {name: torch.cat(chunks) for name, chunks in per_image.items()}
+
+    metrics: Dict[str, Any] = dict(summarize_metrics(scores_per_image))
+    metrics["per_simulation"] = {}
+    for simulation in sorted(set(simulations)):
+        chosen = torch.tensor([sim == simulation for sim in simulations])
+        metrics["per_simulation"][simulation or "unknown"] = summarize_metrics(
+            {name: values[chosen] for name, values in scores_per_image.items()}
+        )
+    metrics["settings"] = {
+        "num_images": len(names),
+        "num_images_in_dataset": len(dataset),
+        "seed": seed,
+        "sample_posterior": sample_posterior,
+        "pixels": "non-building" if non_building_only else "all",
+        "db_range": list(db_range) if db_range is not None else None,
+        "scale": "maps in [0, 1] = (x + 1) / 2, reconstructions clamped to [0, 1]",
+        **dict(settings or {}),
+    }
+    result = EvaluationResult(
+        metrics=metrics,
+        per_image=scores_per_image,
+        names=names,
+        simulations=simulations,
+        indices=indices,
+        table="",
+    )
+    result.table = format_markdown_table(result)
+    if draw_figure:
+        result.figure = plot_examples(
+            vae,
+            dataset,
+            result,
+            db_range=db_range or (0.0, 1.0),
+            sample_posterior=sample_posterior,
+            seed=seed,
+            non_building_only=non_building_only,
+        )
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reporting
+_TABLE_LABELS = {
+    "psnr": "PSNR (dB) ↑",
+    "ssim": "SSIM ↑",
+    "nmse": "NMSE ↓",
+    "rmse": "RMSE ↓",
+    "mae": "MAE ↓",
+    "rmse_db": "RMSE (dB of path gain) ↓",
+    "mae_db": "MAE (dB of path gain) ↓",
+}
+
+
+def _format_number(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.3e}"
+    return f"{value:.4f}"
+
+
+def format_markdown_table(result: EvaluationResult) -> str:
+    """Markdown tables of the summaries: one row per metric overall, then the means per simulation."""
+    metric_names = [name for name in result.per_image if name in _TABLE_LABELS]
+    settings = result.metrics["settings"]
+    lines = [
+        f"Reconstruction of {settings['num_images']} maps ({settings['pixels']} pixels, "
+        f"{'posterior sample' if settings['sample_posterior'] else 'posterior mean'}).",
+        "",
+        "| metric | mean | std | p5 | median | p95 | min | max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in metric_names:
+        stats = result.metrics[name]
+        row = [stats[key] for key in ("mean", "std", "p5", "p50", "p95", "min", "max")]
+        lines.append(f"| {_TABLE_LABELS[name]} | " + " | ".join(_format_number(v) for v in row) + " |")
+    per_simulation = result.metrics["per_simulation"]
+    if len(per_simulation) > 1 or (per_simulation and "unknown" not in per_simulation):
+        lines += [
+            "",
+            "Mean per simulation:",
+            "",
+            "| simulation | maps | " + " | ".join(_TABLE_LABELS[name] for name in metric_names) + " |",
+            "|---|---|" + "---|" * len(metric_names),
+        ]
+        for simulation, summary in per_simulation.items():
+            means = " | ".join(_format_number(summary[name]["mean"]) for name in metric_names)
+            lines.append(f"| {simulation} | {summary[metric_names[0]]['count']} | {means} |")
+    return "\n".join(lines) + "\n"
+
+
+def _example_positions(psnr: torch.Tensor) -> List[Tuple[str, int]]:
+    """Positions (into the evaluated list) of the best, median and worst map by PSNR."""
+    finite = torch.nan_to_num(psnr, nan=-math.inf)
+    order = torch.argsort(finite, descending=True, stable=True).tolist()
+    return [("best", order[0]), ("median", order[len(order) // 2]), ("worst", order[-1])]
+
+
+def plot_examples(
+    vae: torch.nn.Module,
+    dataset: Dataset,
+    result: EvaluationResult,
+    db_range: Tuple[float, float] = RADIOMAPSEER_DB_RANGE,
+    sample_posterior: bool = False,
+    seed: int = 0,
+    non_building_only: bool = False,
+) -> Any:
+    """Figure with the best, median and worst map by PSNR: input | reconstruction | absolute error, in dB.
+
+    With ``non_building_only`` the error panel leaves building pixels blank, as the scores do. The maps are reconstructed again (with the same per-map seeds) rather than kept from the evaluation pass, so
+    memory does not grow with the dataset. Returns a ``matplotlib.figure.Figure``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    db_min, db_max = db_range
+    span = db_max - db_min
+    examples = _example_positions(result.per_image["psnr"])
+    figure = Figure(figsize=(11.5, 3.4 * len(examples)), layout="constrained")
+    axes = figure.subplots(len(examples), 3, squeeze=False)
+    for row, (label, position) in enumerate(examples):
+        index = result.indices[position]
+        item = dataset[index]
+        target = item["pixel_values"].float().unsqueeze(0)
+        output = reconstruct(vae, target, sample_posterior, [seed + index])
+        target_db = ((target.clamp(-1, 1) + 1) / 2 * span + db_min)[0, 0].numpy()
+        output_db = ((output.clamp(-1, 1) + 1) / 2 * span + db_min)[0, 0].numpy()
+        error_db = abs(output_db - target_db)
+        if non_building_only:
+            error_db[item["buildings"][0].numpy() >= 0.5] = float("nan")
+        psnr_value = float(result.per_image["psnr"][position])
+        ssim_value = float(result.per_image["ssim"][position])
+        simulation = f" ({result.simulations[position]})" if result.simulations[position] else ""
+        panels = [
+            (target_db, f"{label}: {result.names[position]}{simulation} input", "viridis", (db_min, db_max)),
+            (output_db, f"reconstruction, PSNR {psnr_value:.2f} dB, SSIM {ssim_value:.3f}", "viridis", (db_min, db_max)),
+            (error_db, f"|error|, mean {np.nanmean(error_db):.2f} dB", "magma", (0.0, max(float(np.nanmax(error_db)), 1e-6))),
+        ]
+        for column, (image, title, colormap, (low, high)) in enumerate(panels):
+            axis = axes[row, column]
+            shown = axis.imshow(image, cmap=colormap, vmin=low, vmax=high)
+            axis.set_title(title, fontsize=9)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02).set_label("dB", fontsize=8)
+    return figure
+
+
+def save_evaluation(
+    result: EvaluationResult, output_dir: Union[str, os.PathLike], overwrite: bool = False
+) -> Dict[str, Path]:
+    """Write ``metrics.json``, ``metrics.md``, ``per_image.csv`` and (when drawn) ``examples.png`` into ``output_dir``.
+
+    Every file is written to a temporary name and moved into place, so an interrupted save leaves the earlier files
+    whole. Raises ``FileExistsError`` when results are already there and ``overwrite`` is False.
+    """
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, overwrite)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written: Dict[str, Path] = {}
+
+    # Render everything in memory first, so that a failing step writes nothing.
+    figure_bytes = None
+    if result.figure is not None:
+        buffer = io.BytesIO()
+        result.figure.savefig(buffer, format="png", dpi=110)
+        figure_bytes = buffer.getvalue()
+    csv_text = io.StringIO()
+    writer = csv.writer(csv_text, lineterminator="\n")
+    metric_names = list(result.per_image)
+    writer.writerow(["index", "name", "simulation", *metric_names])
+    for position, (index, name, simulation) in enumerate(zip(result.indices, result.names, result.simulations)):
+        writer.writerow([index, name, simulation, *(repr(float(result.per_image[m][position])) for m in metric_names)])
+    json_text = json.dumps(_json_safe(result.metrics), indent=2) + "\n"
+
+    for file_name, content in (
+        (METRICS_FILE, json_text.encode()),
+        (TABLE_FILE, result.table.encode()),
+        (PER_IMAGE_FILE, csv_text.getvalue().encode()),
+        (FIGURE_FILE, figure_bytes),
+    ):
+        if content is None:
+            continue
+        with atomic_output(output_dir / file_name) as file:
+            file.write(content)
+        written[file_name] = output_dir / file_name
+    return written
+
+
+def check_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool) -> None:
+    """Raise before any work when ``output_dir`` cannot take the results (a file, or earlier results)."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"output_dir {output_dir} exists and is not a folder")
+    existing = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"output_dir {output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them"
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no inf/nan: write them as the strings "inf", "-inf" and "nan" (Python's float() reads them back)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
