@@ -61,6 +61,27 @@ def test_default_constructor_is_the_report_preset():
     assert any(isinstance(module, Attention) for module in RadioVAE.from_preset("radiodiff-ldm-f4").modules())
 
 
+def test_decoder_mirrors_the_encoder_level_by_level():
+    model = tiny()
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.shape[-1]
+
+        return hook
+
+    for index, block in enumerate(model.encoder.down_blocks):
+        block.resnets[-1].register_forward_hook(record(f"encoder.{index}"))
+    for index, block in enumerate(model.decoder.up_blocks):
+        block.resnets[-1].register_forward_hook(record(f"decoder.{index}"))
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 64, 64))
+    # encoder levels run at 64, 32, 16; decoder levels at 16, 32, 64: resnets at full resolution on both sides
+    assert [seen[f"encoder.{i}"] for i in range(3)] == [64, 32, 16]
+    assert [seen[f"decoder.{i}"] for i in range(3)] == [16, 32, 64]
+
+
 def test_ldm_f4_state_dict_is_autoencoder_kl():
     reference = autoencoder_kl_like_f4().eval()
     model = RadioVAE.from_preset("radiodiff-ldm-f4").eval()
@@ -245,5 +266,7 @@ def test_bad_construction_is_rejected():
         RadioVAE.from_preset("tiny", num_downsamples=4)
     with pytest.raises(ValueError, match="upsample_type"):
         RadioVAE.from_preset("tiny", upsample_type="bilinear")
+    with pytest.raises(ValueError, match="upsample_position"):
+        RadioVAE.from_preset("tiny", upsample_position="middle")
     with pytest.raises(ValueError, match="norm_num_groups"):
         RadioVAE.from_preset("tiny", norm_num_groups=7)

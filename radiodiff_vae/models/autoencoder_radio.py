@@ -27,6 +27,7 @@ from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 UPSAMPLE_TYPES = ("conv_transpose", "nearest")
+UPSAMPLE_POSITIONS = ("first", "last")
 
 PRESETS: Dict[str, Dict[str, object]] = {
     # The report (seed section 2): 320 -> 160 -> 80 -> 40, 64:1 compression.
@@ -36,6 +37,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
         decoder_layers_per_block=2,
         num_downsamples=3,
         upsample_type="conv_transpose",
+        upsample_position="first",
         mid_block_add_attention=False,
         latent_channels=3,
         norm_num_groups=32,
@@ -48,6 +50,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
         decoder_layers_per_block=3,
         num_downsamples=2,
         upsample_type="nearest",
+        upsample_position="last",
         mid_block_add_attention=True,
         latent_channels=3,
         norm_num_groups=32,
@@ -60,6 +63,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
         decoder_layers_per_block=2,
         num_downsamples=3,
         upsample_type="conv_transpose",
+        upsample_position="first",
         mid_block_add_attention=False,
         latent_channels=3,
         norm_num_groups=8,
@@ -81,24 +85,53 @@ class RadioVAEOutput(DecoderOutput):
     latent_dist: Optional[DiagonalGaussianDistribution] = None
 
 
+class UpsampleFirstDecoderBlock2D(UpDecoderBlock2D):
+    """An ``UpDecoderBlock2D`` that upsamples *before* its resnets, so that the decoder mirrors the encoder level by
+    level (resnets at 80, 160 and 320 for a 40x40 latent) instead of ending on an upsampling with no resnet after it."""
+
+    def forward(self, hidden_states: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for upsampler in self.upsamplers or ():
+            hidden_states = upsampler(hidden_states)  # (B, C_in, 2h, 2w)
+        for resnet in self.resnets:
+            hidden_states = resnet(hidden_states, temb=temb)
+        return hidden_states
+
+
 def _make_up_block(
-    in_channels: int, out_channels: int, num_layers: int, upsample_type: Optional[str], norm_num_groups: int, act_fn: str
+    in_channels: int,
+    out_channels: int,
+    num_layers: int,
+    upsample_type: Optional[str],
+    upsample_position: str,
+    norm_num_groups: int,
+    act_fn: str,
 ) -> UpDecoderBlock2D:
-    """An ``UpDecoderBlock2D``; ``upsample_type`` None means no upsampling at the end of the block."""
-    block = UpDecoderBlock2D(
+    """A decoder level; ``upsample_type`` None means the level does not change resolution."""
+    block_class = UpsampleFirstDecoderBlock2D if upsample_position == "first" else UpDecoderBlock2D
+    block = block_class(
         in_channels=in_channels,
         out_channels=out_channels,
         num_layers=num_layers,
         resnet_eps=1e-6,
         resnet_act_fn=act_fn,
         resnet_groups=norm_num_groups,
-        add_upsample=upsample_type == "nearest",
+        add_upsample=False,
         temb_channels=None,
     )
-    if upsample_type == "conv_transpose":
-        # diffusers' block only knows nearest+conv; the report's decoder uses a 4x4 stride-2 transposed conv.
-        # The module keeps the name `upsamplers.0.conv` so checkpoints read the same either way.
-        block.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv_transpose=True, out_channels=out_channels)])
+    if upsample_type is not None:
+        # Built here rather than by diffusers' block, which only knows nearest+conv after its resnets. The module
+        # keeps diffusers' name `upsamplers.0.conv`, so an AutoencoderKL state dict loads into the "last" layout.
+        channels = in_channels if upsample_position == "first" else out_channels
+        block.upsamplers = nn.ModuleList(
+            [
+                Upsample2D(
+                    channels,
+                    use_conv=upsample_type == "nearest",
+                    use_conv_transpose=upsample_type == "conv_transpose",
+                    out_channels=channels,
+                )
+            ]
+        )
     return block
 
 
@@ -173,6 +206,7 @@ class RadioDecoder(nn.Module):
         layers_per_block: int,
         num_upsamples: int,
         upsample_type: str,
+        upsample_position: str,
         norm_num_groups: int,
         act_fn: str,
         mid_block_add_attention: bool,
@@ -193,13 +227,18 @@ class RadioDecoder(nn.Module):
         )
         self.up_blocks = nn.ModuleList()
         previous_channels = reversed_channels[0]
+        num_levels = len(reversed_channels)
         for index, channels in enumerate(reversed_channels):
+            # "first": the last `num_upsamples` levels open with an upsampling (the mirror of the encoder);
+            # "last": the first `num_upsamples` levels close with one (AutoencoderKL's layout).
+            upsamples = index >= num_levels - num_upsamples if upsample_position == "first" else index < num_upsamples
             self.up_blocks.append(
                 _make_up_block(
                     previous_channels,
                     channels,
                     num_layers=layers_per_block,
-                    upsample_type=upsample_type if index < num_upsamples else None,
+                    upsample_type=upsample_type if upsamples else None,
+                    upsample_position=upsample_position,
                     norm_num_groups=norm_num_groups,
                     act_fn=act_fn,
                 )
@@ -234,6 +273,9 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             the downsampling factor is `2 ** num_downsamples`. The decoder upsamples as often.
         upsample_type (`str`, defaults to `"conv_transpose"`): `"conv_transpose"` (4x4 stride-2 transposed conv, the
             report) or `"nearest"` (nearest x2 then 3x3 conv, the original code and `AutoencoderKL`).
+        upsample_position (`str`, defaults to `"first"`): `"first"`: a decoder level upsamples before its resnets, so
+            the decoder mirrors the encoder (resnets at every resolution up to the full one); `"last"`: after them,
+            the `AutoencoderKL` layout (same computation when `num_downsamples < len(block_out_channels)`).
         mid_block_add_attention (`bool`, defaults to `False`): one self-attention in each mid block.
         latent_channels (`int`, defaults to 3): channels of the latent.
         norm_num_groups (`int`, defaults to 32): GroupNorm groups.
@@ -258,6 +300,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         decoder_layers_per_block: int = 2,
         num_downsamples: int = 3,
         upsample_type: str = "conv_transpose",
+        upsample_position: str = "first",
         mid_block_add_attention: bool = False,
         latent_channels: int = 3,
         norm_num_groups: int = 32,
@@ -269,7 +312,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     ):
         super().__init__()
         _check_architecture(
-            block_out_channels, num_downsamples, upsample_type, norm_num_groups, sample_size, scaling_factor
+            block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size, scaling_factor
         )
         self.encoder = RadioEncoder(
             in_channels=in_channels,
@@ -288,6 +331,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             layers_per_block=decoder_layers_per_block,
             num_upsamples=num_downsamples,
             upsample_type=upsample_type,
+            upsample_position=upsample_position,
             norm_num_groups=norm_num_groups,
             act_fn=act_fn,
             mid_block_add_attention=mid_block_add_attention,
@@ -469,6 +513,7 @@ def _check_architecture(
     block_out_channels: Tuple[int, ...],
     num_downsamples: int,
     upsample_type: str,
+    upsample_position: str,
     norm_num_groups: int,
     sample_size: int,
     scaling_factor: float,
@@ -482,6 +527,8 @@ def _check_architecture(
         )
     if upsample_type not in UPSAMPLE_TYPES:
         raise ValueError(f"upsample_type must be one of {UPSAMPLE_TYPES}, got {upsample_type!r}.")
+    if upsample_position not in UPSAMPLE_POSITIONS:
+        raise ValueError(f"upsample_position must be one of {UPSAMPLE_POSITIONS}, got {upsample_position!r}.")
     bad = [channels for channels in block_out_channels if channels % norm_num_groups]
     if bad:
         raise ValueError(f"Every entry of block_out_channels must be divisible by norm_num_groups={norm_num_groups}, got {bad}.")
