@@ -1,0 +1,221 @@
+"""Model card, Hub upload and download, offline reload: against the in-memory Hub of tests/hub_server.py.
+
+``huggingface_hub`` and diffusers read ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` when they are imported, so the steps that
+a user runs with those variables set (push, ``from_pretrained``, offline reload) run in fresh interpreters with the
+environment a user would have; the test process only serves the Hub and checks what arrived.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import load_file, save_file
+
+from hub_server import HubServer
+from radiodiff_vae import RadioVAE
+from radiodiff_vae.hub import push_to_hub, render_model_card, save_model_card
+from radiodiff_vae.hub.model_card import template_path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ID = "test-user/radio-vae"
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer() as server:
+        yield server
+
+
+def _tiny_vae(seed: int) -> RadioVAE:
+    torch.manual_seed(seed)
+    return RadioVAE.from_preset("tiny", sample_size=32)
+
+
+def _sample_png(path: Path) -> Path:
+    Image.new("L", (12, 8), color=200).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- model card
+def test_model_card_metadata_and_sections():
+    vae = _tiny_vae(0)
+    args = argparse.Namespace(learning_rate=5e-6, max_train_steps=150000, hub_token="hf_secret", dataset_name="radiomapseer")
+    metrics = {"psnr": torch.tensor([30.0, 34.0]), "ssim": {"mean": 0.5, "std": 0.1}, "rmse_db": 2.25}
+    text = render_model_card(vae, args, metrics, "sample.png", repo_id=REPO_ID)
+
+    card = ModelCard(text)
+    assert card.data.library_name == "radiodiff-vae"
+    assert "radio-map" in card.data.tags and "vae" in card.data.tags
+    assert card.data.datasets == ["radiomapseer"]
+    assert sorted(card.data.metrics) == ["psnr", "rmse_db", "ssim"]
+    results = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert results == {"psnr": 32.0, "ssim": 0.5, "rmse_db": 2.25}  # tensor averaged, summary mean taken
+    assert "hf_secret" not in text  # tokens never reach a public card
+    assert "| preset | `tiny` |" in text
+    assert "3 x 4 x 4 at 32 x 32" in text  # tiny preset, f8, sample_size 32
+    assert "| `learning_rate` | 5e-06 |" in text and "| `max_train_steps` | 150000 |" in text
+    assert "![inputs, reconstructions and error](sample.png)" in text
+    assert f'RadioVAE.from_pretrained("{REPO_ID}")' in text
+    parameter_count = sum(p.numel() for p in vae.parameters())
+    assert f"{parameter_count / 1e6:.2f} M" in text
+    for section in ("## Architecture", "## Training configuration", "## Evaluation", "## How to load", "## Limitations"):
+        assert section in text
+    assert "@article{wang2025radiodiff" in text and "yapar2022radiomapseer" in text
+
+
+def test_model_card_without_extras_and_converted_preset():
+    config = RadioVAE.from_preset("radiodiff-ldm-f4", scaling_factor=0.3).config
+    text = render_model_card(config)
+    assert ModelCard(text).data.eval_results is None
+    assert "| preset | `radiodiff-ldm-f4` |" in text and "| `scaling_factor` | 0.3 |" in text
+    assert "3 x 80 x 80 at 320 x 320" in text
+    assert "Not recorded with this checkpoint." in text and "No sample figure" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(metrics={"psnr": "high"}), "metrics\\['psnr'\\] must be a number"),
+        (dict(metrics={"psnr": {"std": 1.0}}), "without 'mean'"),
+        (dict(sample_image="/tmp/x.png"), "relative to the card"),
+        (dict(training_args=[("lr", 1)]), "training_args must be a mapping"),
+    ],
+)
+def test_model_card_rejects_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        render_model_card(_tiny_vae(0).config, **kwargs)
+    with pytest.raises(ValueError, match="missing"):
+        render_model_card({"in_channels": 1})
+
+
+def test_save_model_card_is_atomic_and_checks_first(tmp_path):
+    vae = _tiny_vae(0)
+    figure = _sample_png(tmp_path / "grid.png")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_model_card(folder, vae, sample_image=tmp_path / "missing.png")
+    with pytest.raises(ValueError, match="must be a number"):
+        save_model_card(folder, vae, metrics={"psnr": None}, sample_image=figure)
+    assert list(folder.iterdir()) == []  # nothing half-written after either error
+    with pytest.raises(NotADirectoryError):
+        save_model_card(tmp_path / "nowhere", vae)
+
+    card_path = save_model_card(folder, vae, metrics={"psnr": 31.5}, sample_image=figure)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "grid.png"]
+    assert card_path.read_text(encoding="utf-8").count("](grid.png)") == 1
+    assert (folder / "grid.png").read_bytes() == figure.read_bytes()
+
+
+def test_template_ships_inside_the_package():
+    path = template_path()
+    assert path.parent.name == "templates" and path.parent.parent.name == "radiodiff_vae"
+    root_card = REPO_ROOT / "model_card.md"
+    assert root_card.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------- Hub round trip
+_CLIENT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from safetensors.torch import save_file
+    from radiodiff_vae import RadioVAE
+    from radiodiff_vae.hub import push_to_hub
+
+    work, step = sys.argv[1], sys.argv[2]
+    report = {}
+    if step == "push":
+        vae = RadioVAE.from_pretrained(work + "/local")
+        first = push_to_hub(vae, "%(repo)s", training_args={"learning_rate": 5e-6}, metrics={"psnr": 30.5},
+                            sample_image=work + "/sample.png")
+        with torch.no_grad():
+            vae.decoder.conv_out.bias.add_(1.0)  # a second, different commit on main
+        second = push_to_hub(vae, "%(repo)s", commit_message="bias + 1")
+        report = {"first": first.oid, "second": second.oid}
+        json.dump(report, open(work + "/commits.json", "w"))
+    commits = json.load(open(work + "/commits.json"))
+    main = RadioVAE.from_pretrained("%(repo)s", cache_dir=work + "/cache")
+    pinned = RadioVAE.from_pretrained("%(repo)s", revision=commits["first"], cache_dir=work + "/cache")
+    save_file(main.state_dict(), f"{work}/{step}_main.safetensors")
+    save_file(pinned.state_dict(), f"{work}/{step}_pinned.safetensors")
+    """
+    % {"repo": REPO_ID}
+)
+
+
+def _run_client(work: Path, step: str, env: dict) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _CLIENT, str(work), step], env=env, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, f"{step} failed:\n{result.stdout}\n{result.stderr}"
+
+
+def _assert_bitwise_equal(loaded: dict, expected: dict) -> None:
+    assert loaded.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+
+
+def test_push_download_and_offline_reload(hub, tmp_path):
+    vae = _tiny_vae(1)
+    vae.save_pretrained(tmp_path / "local")
+    _sample_png(tmp_path / "sample.png")
+    first_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
+    second_weights = dict(first_weights)
+    second_weights["decoder.conv_out.bias"] = first_weights["decoder.conv_out.bias"] + 1.0
+
+    base_env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
+    base_env.update(
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(tmp_path / "hf_home"),  # no saved token, no user cache
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    _run_client(tmp_path, "push", base_env)
+
+    # What the Hub holds: one commit per push with config, weights, card and figure.
+    repo = hub.repos[("model", REPO_ID)]
+    commits = json.loads((tmp_path / "commits.json").read_text())
+    files = repo.resolve(commits["first"]).files
+    assert sorted(files) == [".gitattributes", "README.md", "config.json", WEIGHTS, "sample.png"]
+    _assert_bitwise_equal(load_safetensors_bytes(files[WEIGHTS]), first_weights)
+    assert files["sample.png"] == (tmp_path / "sample.png").read_bytes()
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.library_name == "radiodiff-vae" and card.data.eval_results[0].metric_value == 30.5
+    assert "![inputs, reconstructions and error](sample.png)" in card.text
+    assert json.loads(files["config.json"])["_class_name"] == "RadioVAE"
+    assert repo.branches["main"] == commits["second"] != commits["first"]
+
+    # Downloaded into a fresh cache: main is the second push, the pinned revision the first, bit for bit.
+    _assert_bitwise_equal(load_file(tmp_path / "push_main.safetensors"), second_weights)
+    _assert_bitwise_equal(load_file(tmp_path / "push_pinned.safetensors"), first_weights)
+
+    # Offline with the warm cache: same weights, and not one request reaches the server.
+    served_before = len(hub.requests)
+    _run_client(tmp_path, "offline", {**base_env, "HF_HUB_OFFLINE": "1"})
+    assert hub.requests[served_before:] == []
+    _assert_bitwise_equal(load_file(tmp_path / "offline_main.safetensors"), second_weights)
+    _assert_bitwise_equal(load_file(tmp_path / "offline_pinned.safetensors"), first_weights)
+
+
+def test_push_checks_input_before_any_request(hub, tmp_path):
+    served_before = len(hub.requests)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        push_to_hub(_tiny_vae(0), "test-user/other", sample_image=tmp_path / "missing.png", endpoint=hub.url, token=False)
+    with pytest.raises(ValueError, match="repo_id must be"):
+        push_to_hub(_tiny_vae(0), "a/b/c", endpoint=hub.url, token=False)
+    with pytest.raises(ValueError, match="expects a RadioVAE"):
+        push_to_hub(object(), "test-user/other", endpoint=hub.url, token=False)
+    assert hub.requests[served_before:] == []
+    assert ("model", "test-user/other") not in hub.repos
