@@ -110,19 +110,20 @@ def load_vae(
                     from diffusers import AutoencoderKL
 
                     model_class = AutoencoderKL
-        model = model_class.from_pretrained(str(path), subfolder=subfolder)
+        model = model_class.from_pretrained(str(path), subfolder=subfolder, torch_dtype=dtype)
     else:
         text = str(name_or_path)
         # A Hub id is "name" or "owner/name"; anything that looks like a file path is a missing local folder.
         if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "") or not text:
             raise FileNotFoundError(f"model folder {text!r} does not exist")
         try:
-            model = RadioVAE.from_pretrained(text, subfolder=subfolder)
+            model = RadioVAE.from_pretrained(text, subfolder=subfolder, torch_dtype=dtype)
         except OSError as error:
             raise FileNotFoundError(
                 f"model {text!r} is neither a local folder nor a loadable Hub repository ({error})"
             ) from error
-    return model.to(device=device, dtype=dtype).eval()
+    # The dtype was set by from_pretrained (diffusers keeps its float32-only modules there); only move here.
+    return model.to(device).eval()
 
 
 def downsample_factor_of(vae: torch.nn.Module) -> int:
