@@ -1,0 +1,195 @@
+"""LPIPS perceptual distance with the VGG16 trunk, for single-channel radio maps.
+
+The ``lpips`` package ships the linear heads of LPIPS but gets the VGG16 trunk from torchvision, which downloads
+``vgg16-397923af.pth`` into ``torch.hub.get_dir()/checkpoints`` on first use. Here the trunk file is located (and,
+where allowed, downloaded) *before* the network is built, and both parts are loaded strictly: a machine without
+the file fails at once with a message that says what to put where, instead of training against random features.
+"""
+
+import itertools
+import os
+import re
+import urllib.error
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+LPIPS_VERSION = "0.1"
+# torchvision's VGG16_Weights.IMAGENET1K_V1, the trunk the `lpips` heads were calibrated on.
+VGG16_TRUNK_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+def vgg16_trunk_path() -> Path:
+    """Where torch looks for the VGG16 trunk: ``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``.
+
+    ``torch.hub.get_dir()`` is ``$TORCH_HOME/hub`` (default ``~/.cache/torch/hub``) unless ``torch.hub.set_dir``
+    was called.
+    """
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG16_TRUNK_URL)
+
+
+def _downloads_disabled_by_environment() -> bool:
+    # The Hugging Face stack's offline switch; offline clusters already set it for the Hub.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _OFFLINE_VALUES
+
+
+def _missing_trunk_message(path: Path, reason: str) -> str:
+    return (
+        f"The LPIPS perceptual loss needs the ImageNet weights of torchvision's VGG16 trunk, which are not on this "
+        f"machine: torch looks for them at {path} (torch.hub.get_dir()/checkpoints; set TORCH_HOME or call "
+        f"torch.hub.set_dir to move it). {reason} Copy {path.name} (from {VGG16_TRUNK_URL}) to that path, or pass "
+        f"perceptual_weight=0 to RadioVAELoss to train without the perceptual term."
+    )
+
+
+def ensure_vgg16_trunk(allow_download: Optional[bool] = None) -> Path:
+    """Returns the path of the VGG16 trunk weights, downloading them first if they are missing and allowed.
+
+    Args:
+        allow_download (`bool`, *optional*): whether a missing file may be downloaded. ``None`` (default) allows it
+            unless the environment variable ``HF_HUB_OFFLINE`` is set.
+
+    Raises:
+        FileNotFoundError: the file is missing and may not, or could not, be downloaded. The message names the
+            expected path and the ``perceptual_weight=0`` alternative.
+    """
+    path = vgg16_trunk_path()
+    if path.is_file():
+        return path
+    if allow_download is None:
+        allow_download = not _downloads_disabled_by_environment()
+    if not allow_download:
+        reason = (
+            "Downloading was not attempted (HF_HUB_OFFLINE is set)."
+            if _downloads_disabled_by_environment()
+            else "Downloading was not attempted (allow_download=False)."
+        )
+        raise FileNotFoundError(_missing_trunk_message(path, reason))
+    hash_prefix = re.search(r"-([0-9a-f]+)\.pth$", path.name).group(1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Writes to a temporary file next to `path` and moves it into place once the hash matches.
+        torch.hub.download_url_to_file(VGG16_TRUNK_URL, str(path), hash_prefix=hash_prefix, progress=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise FileNotFoundError(_missing_trunk_message(path, f"Downloading it failed ({error}).")) from error
+    return path
+
+
+def _lpips_heads_path() -> Path:
+    import lpips
+
+    return Path(lpips.__file__).parent / "weights" / f"v{LPIPS_VERSION}" / "vgg.pth"
+
+
+def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
+    """Builds ``lpips.LPIPS(net="vgg")`` with its trunk and heads loaded strictly from local files, frozen, in eval.
+
+    Args:
+        allow_download (`bool`, *optional*): see :func:`ensure_vgg16_trunk`.
+
+    Raises:
+        FileNotFoundError: the trunk or the heads file is missing.
+        ValueError: a file holds tensors with other names or shapes than expected.
+    """
+    import lpips
+
+    trunk_path = ensure_vgg16_trunk(allow_download)
+    heads_path = _lpips_heads_path()
+    if not heads_path.is_file():
+        raise FileNotFoundError(
+            f"The lpips package has no VGG heads at {heads_path}; reinstall it (pip install --force-reinstall lpips) "
+            f"or pass perceptual_weight=0 to RadioVAELoss."
+        )
+    with warnings.catch_warnings():
+        # lpips still calls torchvision's deprecated `vgg16(pretrained=...)`; nothing is downloaded here.
+        warnings.filterwarnings("ignore", message=r".*(pretrained|weights).*deprecated", category=UserWarning)
+        # pnet_rand/pretrained False: lpips builds the network without downloading anything; weights follow.
+        network = lpips.LPIPS(net="vgg", version=LPIPS_VERSION, pretrained=False, pnet_rand=True, verbose=False)
+
+    # The trunk: lpips splits torchvision's `features.<i>` into slices, keeping the index: `slice<k>.<i>.<param>`.
+    try:
+        trunk_state = torch.load(trunk_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: torch raises several types here
+        raise ValueError(
+            f"{trunk_path} is not a readable VGG16 state dict ({error}). Delete it so that it can be fetched again."
+        ) from error
+    wanted = network.net.state_dict()
+    trunk_sources = {key: "features." + key.split(".", 1)[1] for key in wanted}
+    _check_tensors(trunk_path, trunk_state, {trunk_sources[key]: value for key, value in wanted.items()})
+    network.net.load_state_dict({key: trunk_state[source] for key, source in trunk_sources.items()}, strict=True)
+
+    heads_state = torch.load(heads_path, map_location="cpu", weights_only=True)
+    head_keys = {key: value for key, value in network.state_dict().items() if key.startswith("lin")}
+    _check_tensors(heads_path, heads_state, head_keys)
+    network.load_state_dict({key: heads_state[key] for key in head_keys}, strict=False)
+
+    network.eval()
+    network.requires_grad_(False)
+    return network
+
+
+def _check_tensors(path: Path, state: dict, expected: dict) -> None:
+    """Raises a ValueError unless ``state`` holds every key of ``expected`` with the same shape."""
+    missing = sorted(set(expected) - set(state))
+    wrong = sorted(
+        f"{key}: {tuple(state[key].shape)} instead of {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    )
+    if missing or wrong:
+        raise ValueError(
+            f"{path} does not hold the expected weights: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+            f"wrong shapes {wrong[:5]}. Delete it so that it can be fetched again."
+        )
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS distance between maps in [-1, 1], one value per map; gradients flow to both inputs.
+
+    Single-channel maps are repeated to three channels for the VGG16 trunk. The network is frozen, always in eval
+    mode (its heads contain dropout, which ``.train()`` on a parent module must not switch on), and left out of
+    ``state_dict()``: it is rebuilt from its files, so checkpoints do not carry its 59 MB. ``load_state_dict`` of
+    a parent accepts checkpoints with or without its keys.
+
+    Args:
+        allow_download (`bool`, *optional*): see :func:`ensure_vgg16_trunk`.
+
+    Shapes: ``(B, 1 or 3, H, W)`` twice -> ``(B, 1, 1, 1)``.
+    """
+
+    def __init__(self, allow_download: Optional[bool] = None):
+        super().__init__()
+        self.lpips = load_lpips_vgg16(allow_download)
+        self.register_state_dict_post_hook(_drop_own_entries)
+        self.register_load_state_dict_pre_hook(_fill_own_entries)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        super().train(mode)
+        self.lpips.eval()
+        return self
+
+    def forward(self, inputs: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        if inputs.shape != reconstructions.shape or inputs.ndim != 4 or inputs.shape[1] not in (1, 3):
+            raise ValueError(
+                f"PerceptualLoss expects two maps of the same shape (B, 1 or 3, H, W), got {tuple(inputs.shape)} "
+                f"and {tuple(reconstructions.shape)}."
+            )
+        if inputs.shape[1] == 1:
+            inputs = inputs.expand(-1, 3, -1, -1)  # (B, 3, H, W), a view
+            reconstructions = reconstructions.expand(-1, 3, -1, -1)
+        return self.lpips(inputs, reconstructions)  # (B, 1, 1, 1)
+
+
+def _drop_own_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _fill_own_entries(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    # Checkpoints leave the frozen network out (see `_drop_own_entries`); give a strict load its current tensors.
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+        state_dict.setdefault(prefix + name, tensor)

@@ -1,0 +1,276 @@
+"""RadioVAELoss: the VAE-GAN objective of the RadioDiff VAE (report section 3, defaults of docs/loss.md).
+
+A training step calls it twice on one autoencoder forward::
+
+    out = vae(x, sample_posterior=True, return_posterior=True)          # through the accelerate-prepared vae
+    loss, logs = criterion.generator_loss(x, out.sample, out.latent_dist, step, last_layer=raw_vae.get_last_layer())
+    accelerator.backward(loss); vae_optimizer.step()                    # vae params + criterion.trainable_autoencoder_parameters()
+    if criterion.disc_factor(step) > 0:
+        d_loss, d_logs = criterion.discriminator_loss(x, out.sample, step, discriminator=prepared_discriminator)
+        accelerator.backward(d_loss); disc_optimizer.step()
+"""
+
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+
+from ..models.discriminator import NLayerDiscriminator
+from .adversarial import (
+    adaptive_generator_weight,
+    check_gan_loss,
+    check_global_step,
+    discriminator_factor,
+    discriminator_gan_loss,
+    generator_gan_loss,
+)
+from .perceptual import PerceptualLoss
+
+GENERATOR_LOG_KEYS = ("total", "nll", "rec", "l1", "mse", "perceptual", "kl", "logvar", "d_weight", "g_loss")
+DISCRIMINATOR_LOG_KEYS = ("disc_loss", "logits_real", "logits_fake")
+
+
+class RadioVAELoss(nn.Module, ConfigMixin):
+    r"""VAE-GAN loss: pixel L1 + MSE + LPIPS under a learned variance, KL, and a PatchGAN with an adaptive weight.
+
+    Generator (autoencoder) objective, per batch of B maps::
+
+        rec   = |x - x_hat| + (x - x_hat)^2 + perceptual_weight * LPIPS(x, x_hat)     # per pixel, (B, C, H, W)
+        nll   = sum(rec / exp(logvar) + logvar) / B
+        kl    = sum(KL(q(z|x) || N(0, I))) / B
+        g     = -mean(D(x_hat))                                  (hinge; mean(softplus(-D(x_hat))) for vanilla)
+        total = nll + kl_weight * kl + d_weight * disc_factor * g
+        d_weight = clamp(||grad nll|| / (||grad g|| + 1e-4), 0, 1e4) * disc_weight   at the decoder's last layer
+
+    Discriminator objective: ``disc_factor * (mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat))))`` on detached maps.
+    ``disc_factor`` is 0 before ``disc_start`` (and then neither the discriminator nor the adaptive weight runs).
+
+    Parameters:
+        kl_weight (`float`, defaults to 1e-6): weight of the KL term.
+        perceptual_weight (`float`, defaults to 1.0): weight of LPIPS inside ``rec``; 0 skips LPIPS entirely (no
+            VGG16 weights needed).
+        logvar_init (`float`, defaults to 0.0): initial value of the log-variance ``logvar``.
+        learn_logvar (`bool`, defaults to `True`): train ``logvar`` (the report). `False` keeps it fixed, as the
+            original trainer did by never giving it to an optimizer.
+        disc_start (`int`, defaults to 50001): first step with the adversarial terms.
+        disc_factor_max (`float`, defaults to 0.5): ``disc_factor`` from ``disc_start`` on (after the ramp).
+        disc_ramp_steps (`int`, defaults to 0): steps over which ``disc_factor`` grows linearly to
+            ``disc_factor_max``; 0 switches it on at once.
+        disc_weight (`float`, defaults to 0.5): multiplies the adaptive weight.
+        gan_loss (`str`, defaults to `"hinge"`): `"hinge"` or `"vanilla"` (softplus / binary cross-entropy).
+        disc_in_channels (`int`, defaults to 1): input channels of the discriminator.
+        disc_num_layers (`int`, defaults to 3): stride-2 layers of the discriminator.
+        disc_base_channels (`int`, defaults to 64): filters of its first layer.
+        disc_use_actnorm (`bool`, defaults to `False`): ActNorm instead of BatchNorm in the discriminator.
+        allow_download (`bool`, *optional*): whether the VGG16 trunk of LPIPS may be downloaded when it is not in
+            ``torch.hub.get_dir()/checkpoints``; ``None`` allows it unless ``HF_HUB_OFFLINE`` is set. Not saved in
+            the config.
+
+    Attributes:
+        discriminator (`NLayerDiscriminator`): train it with its own optimizer.
+        logvar (`nn.Parameter`, 0-dim): requires grad only when ``learn_logvar``.
+        perceptual (`PerceptualLoss` or `None`): frozen LPIPS, absent when ``perceptual_weight == 0``.
+    """
+
+    config_name = "loss_config.json"
+    ignore_for_config = ["allow_download"]
+
+    @register_to_config
+    def __init__(
+        self,
+        kl_weight: float = 1e-6,
+        perceptual_weight: float = 1.0,
+        logvar_init: float = 0.0,
+        learn_logvar: bool = True,
+        disc_start: int = 50001,
+        disc_factor_max: float = 0.5,
+        disc_ramp_steps: int = 0,
+        disc_weight: float = 0.5,
+        gan_loss: str = "hinge",
+        disc_in_channels: int = 1,
+        disc_num_layers: int = 3,
+        disc_base_channels: int = 64,
+        disc_use_actnorm: bool = False,
+        allow_download: Optional[bool] = None,
+    ):
+        super().__init__()
+        for name, value in (
+            ("kl_weight", kl_weight),
+            ("perceptual_weight", perceptual_weight),
+            ("disc_factor_max", disc_factor_max),
+            ("disc_weight", disc_weight),
+        ):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < float("inf"):
+                raise ValueError(f"RadioVAELoss: {name} must be a finite number >= 0, got {value!r}.")
+        for name, value in (("disc_start", disc_start), ("disc_ramp_steps", disc_ramp_steps)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"RadioVAELoss: {name} must be an integer >= 0, got {value!r}.")
+        check_gan_loss(gan_loss)
+
+        # LPIPS first: it is the part that can fail (missing VGG16 weights), before anything else is built.
+        self.perceptual = PerceptualLoss(allow_download) if perceptual_weight > 0 else None
+        self.logvar = nn.Parameter(torch.full((), float(logvar_init)), requires_grad=learn_logvar)
+        self.discriminator = NLayerDiscriminator(
+            in_channels=disc_in_channels,
+            base_channels=disc_base_channels,
+            num_layers=disc_num_layers,
+            use_actnorm=disc_use_actnorm,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    def disc_factor(self, global_step: Union[int, torch.Tensor]) -> float:
+        """Weight of both adversarial terms at ``global_step``: 0 before ``disc_start``, then (ramped to)
+        ``disc_factor_max``. Raises a ValueError unless the step is a non-negative integer."""
+        return discriminator_factor(
+            global_step, self.config.disc_start, self.config.disc_factor_max, self.config.disc_ramp_steps
+        )
+
+    def trainable_autoencoder_parameters(self) -> List[nn.Parameter]:
+        """Parameters of this loss that the autoencoder's optimizer must train: ``[logvar]`` or ``[]``."""
+        return [self.logvar] if self.logvar.requires_grad else []
+
+    # ----------------------------------------------------------------------------------------------------------
+    def generator_loss(
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        posterior,
+        global_step: Union[int, torch.Tensor],
+        last_layer: Optional[torch.Tensor] = None,
+        weights: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The autoencoder's objective (class docstring) and its logs.
+
+        Args:
+            inputs (`torch.Tensor` of shape `(B, C, H, W)`): the maps, in [-1, 1].
+            reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the decoder's output, with its graph.
+            posterior (`DiagonalGaussianDistribution`): ``q(z | inputs)``; anything with ``kl() -> (B,)``.
+            global_step (`int`): the optimisation step, for ``disc_factor``.
+            last_layer (`torch.Tensor`, *optional*): ``vae.get_last_layer()``; needed from ``disc_start`` on when
+                gradients are enabled. Under no_grad (validation) the adaptive weight, and so the GAN term, is 0.
+            weights (`torch.Tensor`, *optional*): per-pixel weights of the nll, broadcastable to `(B, C, H, W)`
+                (e.g. a mask); the adaptive weight still uses the unweighted nll.
+
+        Returns:
+            The 0-dim loss, and Python floats: total, nll, rec (mean per pixel), l1, mse, perceptual (means),
+            kl, logvar, d_weight, disc_factor, g_loss (d_weight and g_loss are 0 while the discriminator is off).
+        """
+        step = check_global_step(global_step)
+        _check_maps(inputs, reconstructions, "generator_loss")
+        if weights is not None and torch.broadcast_shapes(weights.shape, inputs.shape) != inputs.shape:
+            raise ValueError(
+                f"generator_loss: weights of shape {tuple(weights.shape)} do not broadcast to the maps' shape "
+                f"{tuple(inputs.shape)}."
+            )
+        kl = _posterior_kl(posterior, inputs.shape[0])  # before any other work: it checks the posterior
+        batch_size = inputs.shape[0]
+        factor = self.disc_factor(step)
+
+        difference = inputs - reconstructions
+        l1 = difference.abs()  # (B, C, H, W)
+        mse = difference.square()
+        rec = l1 + mse
+        if self.perceptual is not None:
+            perceptual = self.perceptual(inputs.contiguous(), reconstructions.contiguous())  # (B, 1, 1, 1)
+            rec = rec + self.config.perceptual_weight * perceptual
+        else:
+            perceptual = l1.new_zeros(())
+        nll = rec / torch.exp(self.logvar) + self.logvar  # (B, C, H, W)
+        nll_loss = nll.sum() / batch_size
+        weighted_nll_loss = (nll * weights).sum() / batch_size if weights is not None else nll_loss
+        kl_loss = kl.to(nll_loss.device).sum() / batch_size
+
+        zero = nll_loss.new_zeros(())
+        g_loss, d_weight = zero, zero
+        if factor > 0:
+            g_loss = generator_gan_loss(self._logits_without_discriminator_grad(reconstructions), self.config.gan_loss)
+            if torch.is_grad_enabled() and reconstructions.requires_grad:
+                if last_layer is None:
+                    raise ValueError(
+                        f"generator_loss at step {step} (disc_start {self.config.disc_start}) needs last_layer "
+                        f"(vae.get_last_layer()) for the adaptive GAN weight, got None."
+                    )
+                d_weight = adaptive_generator_weight(nll_loss, g_loss, last_layer, self.config.disc_weight)
+
+        loss = weighted_nll_loss + self.config.kl_weight * kl_loss + d_weight * factor * g_loss
+        values = [loss, nll_loss, rec.mean(), l1.mean(), mse.mean(), perceptual.mean(), kl_loss, self.logvar]
+        values += [d_weight, g_loss]
+        logs = dict(zip(GENERATOR_LOG_KEYS, _to_floats(values)))
+        logs["disc_factor"] = factor
+        return loss, logs
+
+    def discriminator_loss(
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        global_step: Union[int, torch.Tensor],
+        discriminator: Optional[nn.Module] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, float]]:
+        """The discriminator's objective on detached maps, and its logs.
+
+        Args:
+            inputs (`torch.Tensor` of shape `(B, C, H, W)`): real maps.
+            reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the autoencoder's output (detached here).
+            global_step (`int`): the optimisation step.
+            discriminator (`nn.Module`, *optional*): the module to run, e.g. the accelerate-prepared (DDP)
+                wrapper of ``self.discriminator``; defaults to ``self.discriminator``.
+
+        Returns:
+            The 0-dim loss and the floats disc_loss, logits_real, logits_fake (means), disc_factor. Before
+            ``disc_start`` the loss is a constant 0 without grad and no discriminator runs: skip the
+            discriminator's backward and step then (``disc_factor(step) == 0``).
+        """
+        step = check_global_step(global_step)
+        _check_maps(inputs, reconstructions, "discriminator_loss")
+        factor = self.disc_factor(step)
+        if factor == 0:
+            logs = dict.fromkeys(DISCRIMINATOR_LOG_KEYS, 0.0)
+            logs["disc_factor"] = 0.0
+            return inputs.new_zeros((), dtype=torch.float32), logs
+
+        discriminator = self.discriminator if discriminator is None else discriminator
+        # Real and fake in two forwards, as the original: BatchNorm statistics stay those of one kind of map.
+        logits_real = discriminator(inputs.detach())
+        logits_fake = discriminator(reconstructions.detach())
+        d_loss = factor * discriminator_gan_loss(logits_real, logits_fake, self.config.gan_loss)
+        logs = dict(zip(DISCRIMINATOR_LOG_KEYS, _to_floats([d_loss, logits_real.mean(), logits_fake.mean()])))
+        logs["disc_factor"] = factor
+        return d_loss, logs
+
+    def _logits_without_discriminator_grad(self, reconstructions: torch.Tensor) -> torch.Tensor:
+        # The raw module with detached parameters: gradients reach the reconstructions but not the discriminator,
+        # and a DDP wrapper around it is never entered (its forward would wait for a gradient reduction that
+        # this objective's backward never performs).
+        detached = {name: parameter.detach() for name, parameter in self.discriminator.named_parameters()}
+        return torch.func.functional_call(self.discriminator, detached, (reconstructions,))
+
+
+def _check_maps(inputs: torch.Tensor, reconstructions: torch.Tensor, method: str) -> None:
+    if inputs.ndim != 4 or inputs.shape != reconstructions.shape:
+        raise ValueError(
+            f"{method} expects inputs and reconstructions of the same shape (B, C, H, W), got "
+            f"{tuple(inputs.shape)} and {tuple(reconstructions.shape)}."
+        )
+
+
+def _posterior_kl(posterior, batch_size: int) -> torch.Tensor:
+    """``posterior.kl()`` as a ``(B,)`` tensor (a deterministic posterior's KL is a single 0)."""
+    if not callable(getattr(posterior, "kl", None)):
+        raise ValueError(
+            f"generator_loss expects a posterior with a kl() method (DiagonalGaussianDistribution, e.g. "
+            f"vae.encode(x).latent_dist), got {type(posterior).__name__}."
+        )
+    kl = posterior.kl()
+    deterministic = getattr(posterior, "deterministic", False)
+    if kl.ndim != 1 or (kl.shape[0] != batch_size and not deterministic):
+        raise ValueError(
+            f"generator_loss: the posterior's kl() has shape {tuple(kl.shape)}, expected ({batch_size},) for a "
+            f"batch of {batch_size} maps."
+        )
+    return kl
+
+
+def _to_floats(values: List[torch.Tensor]) -> List[float]:
+    # One device-to-host transfer for all logged values.
+    return torch.stack([value.detach().float().reshape(()) for value in values]).tolist()
