@@ -1,0 +1,38 @@
+"""Radio-map data: RadioMapSeer, the built-in synthetic city generator, and 🤗 datasets.
+
+Every dataset yields dicts with ``"pixel_values"`` `(1, H, W)` in [-1, 1] (the gain map), ``"buildings"``
+`(1, H, W)` in [0, 1] (1 = building), ``"transmitter"`` `(1, H, W)` in [0, 1] (1 at the transmitter), ``"name"``
+(``"{map}_{tx}"``) and ``"simulation"``. Names load lazily so that ``datasets`` is imported only when needed.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "RADIOMAPSEER_DB_RANGE": "radiodiff_vae.data.conventions",
+    "RADIOMAPSEER_NATIVE_SIZE": "radiodiff_vae.data.conventions",
+    "db_to_unit": "radiodiff_vae.data.conventions",
+    "unit_to_db": "radiodiff_vae.data.conventions",
+    "SyntheticCityConfig": "radiodiff_vae.data.synthetic",
+    "SyntheticRadioMaps": "radiodiff_vae.data.synthetic",
+    "generate_radio_maps": "radiodiff_vae.data.synthetic",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'radiodiff_vae.data' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .conventions import RADIOMAPSEER_DB_RANGE, RADIOMAPSEER_NATIVE_SIZE, db_to_unit, unit_to_db
+    from .synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps
