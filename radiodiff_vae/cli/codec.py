@@ -29,7 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .evaluate import add_data_arguments, add_device_arguments, dataset_from_args, describe_data, resolve_device
+from .evaluate import (
+    add_data_arguments,
+    add_device_arguments,
+    check_resolution_fits_model,
+    dataset_from_args,
+    describe_data,
+    resolve_device,
+)
 
 LATENT_FORMAT = "radiodiff-vae-latents/1"
 LATENTS_KEY = "latents"
@@ -243,15 +250,16 @@ def run_encode(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"the folder of --output, {output.parent}, does not exist")
     device = resolve_device(args.device)
 
-    if args.input_dir is not None:
-        dataset = PngMapFolder(args.input_dir)
-        source = f"PNG folder {args.input_dir}"
+    # Cheap checks first: a PNG folder's headers, then the model, then (possibly slow) dataset construction.
+    folder = PngMapFolder(args.input_dir) if args.input_dir is not None else None
+    vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
+    if folder is not None:
+        dataset, source = folder, f"PNG folder {args.input_dir}"
     else:
-        dataset = dataset_from_args(args)
-        source = describe_data(args)
+        check_resolution_fits_model(vae, args.resolution)
+        dataset, source = dataset_from_args(args), describe_data(args)
     if len(dataset) == 0:
         raise ValueError(f"{source} holds no maps")
-    vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
     channels, height, width = dataset[0]["pixel_values"].shape
     check_maps_fit_model(vae, channels, height, width, source=source)
 

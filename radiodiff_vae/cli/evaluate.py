@@ -52,10 +52,10 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     if args.resolution is not None and args.resolution < 1:
         raise ValueError(f"--resolution must be a positive number of pixels, got {args.resolution}")
     if args.data_dir is not None:
-        from radiodiff_vae.data import RadioMapSeer
-
         if not os.path.isdir(args.data_dir):
             raise FileNotFoundError(f"--data_dir {args.data_dir} is not a folder")
+        from radiodiff_vae.data import RadioMapSeer
+
         options = {"split": args.split, "num_tx": args.num_tx, "resolution": args.resolution}
         if args.split_scheme is not None:
             options["split_scheme"] = args.split_scheme
@@ -81,6 +81,15 @@ def describe_data(args: argparse.Namespace) -> str:
     if args.dataset_name is not None:
         return f"dataset {args.dataset_name} ({args.split})"
     return f"synthetic ({args.synthetic_maps} maps x {args.synthetic_tx} tx, seed {args.data_seed})"
+
+
+def check_resolution_fits_model(vae: Any, resolution: Any) -> None:
+    """Reject ``--resolution`` before any map is read when the model cannot take maps of that size."""
+    from radiodiff_vae.evaluation import downsample_factor_of
+
+    factor = downsample_factor_of(vae)
+    if resolution is not None and resolution % factor:
+        raise ValueError(f"--resolution {resolution} is not divisible by the model's downsampling factor {factor}")
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,8 +164,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--db_range needs DB_AT_0 < DB_AT_1, got {db_range[0]} {db_range[1]}")
     check_output_dir(args.output_dir, args.overwrite)
     device = resolve_device(args.device)
-    dataset = dataset_from_args(args)
     vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
+    check_resolution_fits_model(vae, args.resolution)
+    dataset = dataset_from_args(args)
 
     result = evaluate_vae(
         vae,

@@ -1,0 +1,202 @@
+"""The evaluation job (radiodiff_vae.evaluation) and `radiodiff-vae evaluate`, on the tiny preset at 32x32."""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from radiodiff_vae import RadioVAE
+from radiodiff_vae.cli import main
+from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE
+from radiodiff_vae.evaluation import (
+    OUTPUT_FILES,
+    evaluate_vae,
+    load_vae,
+    reconstruct,
+    save_evaluation,
+)
+from radiodiff_vae.metrics import compute_metrics
+
+SIZE = 32
+
+
+def _maps(count: int, seed: int = 0) -> list:
+    """In-memory radio-map items: a smooth decay from a random point, a few building squares set to 0."""
+    generator = torch.Generator().manual_seed(seed)
+    coords = torch.linspace(-1, 1, SIZE)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    items = []
+    for index in range(count):
+        cx, cy = (torch.rand(2, generator=generator) - 0.5).tolist()
+        gain = (1 - ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt() / 2.5).clamp(0, 1)
+        buildings = torch.zeros(SIZE, SIZE)
+        buildings[4:10, 20:28] = 1
+        gain = gain * (1 - buildings)
+        items.append(
+            {
+                "pixel_values": (gain * 2 - 1)[None],
+                "buildings": buildings[None],
+                "name": f"{index + 1}_0",
+                "simulation": "IRT4" if index % 2 == 0 else "DPM",
+            }
+        )
+    return items
+
+
+@pytest.fixture(scope="module")
+def vae() -> RadioVAE:
+    torch.manual_seed(0)
+    return RadioVAE.from_preset("tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, vae) -> str:
+    folder = tmp_path_factory.mktemp("model") / "tiny-vae"
+    vae.save_pretrained(folder)
+    return str(folder)
+
+
+def test_scores_equal_metrics_of_the_reconstructions(vae):
+    items = _maps(5)
+    result = evaluate_vae(vae, items, batch_size=2, draw_figure=False, progress=False)
+    inputs = torch.stack([item["pixel_values"] for item in items])
+    expected = compute_metrics(
+        (reconstruct(vae, inputs).clamp(-1, 1) + 1) / 2, (inputs + 1) / 2, db_range=RADIOMAPSEER_DB_RANGE
+    )
+    assert set(result.per_image) == {"psnr", "ssim", "nmse", "rmse", "mae", "rmse_db", "mae_db"}
+    for name, values in expected.items():
+        assert torch.allclose(result.per_image[name], values.double(), rtol=1e-4, atol=1e-6), name
+        assert result.metrics[name]["mean"] == pytest.approx(values.double().mean().item(), rel=1e-4)
+    assert result.names == [f"{i}_0" for i in range(1, 6)]
+    # Per simulation: 3 IRT4 maps (even positions) and 2 DPM maps, each summarised on its own.
+    per_simulation = result.metrics["per_simulation"]
+    assert {key: value["psnr"]["count"] for key, value in per_simulation.items()} == {"IRT4": 3, "DPM": 2}
+    assert per_simulation["DPM"]["mae"]["mean"] == pytest.approx(expected["mae"][[1, 3]].double().mean().item(), rel=1e-4)
+    assert "| PSNR (dB) ↑ |" in result.table and "| DPM | 2 |" in result.table
+
+
+def test_non_building_mask_and_subset(vae):
+    items = _maps(6)
+    result = evaluate_vae(
+        vae, items, batch_size=4, num_samples=3, seed=1, non_building_only=True, draw_figure=False, progress=False
+    )
+    assert len(result.names) == 3 and result.metrics["settings"]["num_images"] == 3
+    assert result.indices == sorted(result.indices) and len(set(result.indices)) == 3
+    chosen = [items[index] for index in result.indices]
+    inputs = torch.stack([item["pixel_values"] for item in chosen])
+    mask = torch.stack([item["buildings"] for item in chosen]) < 0.5
+    expected = compute_metrics((reconstruct(vae, inputs).clamp(-1, 1) + 1) / 2, (inputs + 1) / 2, mask=mask)
+    assert torch.allclose(result.per_image["rmse"], expected["rmse"].double(), rtol=1e-4)
+    # The same seed picks the same subset.
+    again = evaluate_vae(vae, items, num_samples=3, seed=1, draw_figure=False, progress=False)
+    assert again.indices == result.indices
+
+
+def test_posterior_samples_do_not_depend_on_batching(vae):
+    items = _maps(4)
+    one = evaluate_vae(vae, items, batch_size=1, sample_posterior=True, seed=3, draw_figure=False, progress=False)
+    four = evaluate_vae(vae, items, batch_size=4, sample_posterior=True, seed=3, draw_figure=False, progress=False)
+    mean = evaluate_vae(vae, items, batch_size=4, draw_figure=False, progress=False)
+    assert torch.allclose(one.per_image["mae"], four.per_image["mae"], rtol=1e-5)
+    assert not torch.allclose(one.per_image["mae"], mean.per_image["mae"])
+
+
+def test_save_writes_every_file_and_refuses_to_clobber(vae, tmp_path):
+    result = evaluate_vae(vae, _maps(3), batch_size=3, progress=False)
+    # A perfect score is inf, which JSON cannot hold: it is written as the string "inf".
+    result.metrics["psnr"]["max"] = math.inf
+    written = save_evaluation(result, tmp_path / "out")
+    assert sorted(written) == sorted(OUTPUT_FILES)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for name in ("psnr", "ssim", "nmse", "rmse", "mae"):
+        assert {"mean", "std", "p5", "p50", "p95", "count"} <= set(metrics[name])
+    assert metrics["psnr"]["max"] == "inf"
+    rows = (tmp_path / "out" / "per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("index,name,simulation,psnr") and len(rows) == 4
+    with Image.open(tmp_path / "out" / "examples.png") as figure:
+        assert figure.format == "PNG" and figure.width > 500
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_evaluation(result, tmp_path / "out")
+
+
+def test_failed_save_leaves_earlier_results_whole(vae, tmp_path, monkeypatch):
+    result = evaluate_vae(vae, _maps(2), batch_size=2, progress=False)
+    save_evaluation(result, tmp_path)
+    before = (tmp_path / "metrics.json").read_bytes()
+
+    def broken_savefig(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(result.figure, "savefig", broken_savefig)
+    result.metrics["psnr"]["mean"] = 123.0
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_evaluation(result, tmp_path, overwrite=True)
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(OUTPUT_FILES)  # no temporary files left
+
+
+def test_evaluate_rejects_data_the_model_cannot_take(vae):
+    two_channel = [{"pixel_values": torch.zeros(2, SIZE, SIZE)}]
+    with pytest.raises(ValueError, match="1-channel maps but the dataset has 2-channel"):
+        evaluate_vae(vae, two_channel, progress=False)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        evaluate_vae(vae, [{"pixel_values": torch.zeros(1, 36, 36)}], progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate_vae(vae, [], progress=False)
+    with pytest.raises(ValueError, match="buildings"):
+        evaluate_vae(vae, [{"pixel_values": torch.zeros(1, SIZE, SIZE)}], non_building_only=True, progress=False)
+
+
+def test_load_vae_finds_a_checkpoint_subfolder(model_dir, tmp_path, vae):
+    checkpoint = tmp_path / "checkpoint-100"
+    RadioVAE.from_pretrained(model_dir).save_pretrained(checkpoint / "vae")
+    loaded = load_vae(checkpoint, dtype=torch.bfloat16)
+    assert not loaded.training and next(loaded.parameters()).dtype == torch.bfloat16
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_vae(tmp_path / "missing")
+
+
+def test_cli_evaluate_on_synthetic_maps(model_dir, tmp_path, capsys):
+    output = tmp_path / "eval"
+    argv = ["evaluate", model_dir, "--output_dir", str(output), "--synthetic_maps", "2", "--synthetic_tx", "2"]
+    argv += ["--resolution", str(SIZE), "--batch_size", "3", "--device", "cpu", "--non_building_only"]
+    assert main(argv) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["settings"]["num_images"] == 4 and metrics["settings"]["pixels"] == "non-building"
+    assert set(metrics["per_simulation"]) == {"synthetic"}
+    assert metrics["rmse_db"]["mean"] == pytest.approx(100 * metrics["rmse"]["mean"], rel=1e-6)
+    assert "| RMSE (dB of path gain) ↓ |" in (output / "metrics.md").read_text()
+    assert "| PSNR (dB) ↑ |" in capsys.readouterr().out
+    # A second run into the same folder is refused before any work, and leaves the results alone.
+    before = (output / "metrics.json").read_bytes()
+    assert main(argv) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (output / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data_dir", "/nonexistent/RadioMapSeer"], "is not a folder"),
+        (["--batch_size", "0"], "--batch_size must be at least 1"),
+        (["--db_range", "-47", "-147"], "--db_range"),
+        (["--resolution", "36"], "not divisible by the model's downsampling factor 8"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(model_dir, tmp_path, capsys, extra, message):
+    output = tmp_path / "eval"
+    assert main(["evaluate", model_dir, "--output_dir", str(output), *extra]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress bar
+    assert error.startswith("radiodiff-vae evaluate: error:") and message in error
+    assert not (output / "metrics.json").exists()
+
+
+def test_cli_model_with_other_channel_count(tmp_path, capsys):
+    RadioVAE.from_preset("tiny", in_channels=2, out_channels=2).save_pretrained(tmp_path / "two")
+    argv = ["evaluate", str(tmp_path / "two"), "--output_dir", str(tmp_path / "eval")]
+    assert main(argv + ["--synthetic_maps", "1", "--synthetic_tx", "1", "--resolution", str(SIZE)]) == 2
+    assert "the model takes 2-channel maps but the dataset has 1-channel maps" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "eval")]) == 2
+    assert "does not exist" in capsys.readouterr().err
