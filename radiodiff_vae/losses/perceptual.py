@@ -104,19 +104,19 @@ def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
             f"The lpips package has no VGG heads at {heads_path}; reinstall it (pip install --force-reinstall lpips) "
             f"or pass perceptual_weight=0 to RadioVAELoss."
         )
-    with warnings.catch_warnings():
-        # lpips still calls torchvision's deprecated `vgg16(pretrained=...)`; nothing is downloaded here.
-        warnings.filterwarnings("ignore", message=r".*(pretrained|weights).*deprecated", category=UserWarning)
-        # pnet_rand/pretrained False: lpips builds the network without downloading anything; weights follow.
-        network = lpips.LPIPS(net="vgg", version=LPIPS_VERSION, pretrained=False, pnet_rand=True, verbose=False)
-
-    # The trunk: lpips splits torchvision's `features.<i>` into slices, keeping the index: `slice<k>.<i>.<param>`.
     try:
         trunk_state = torch.load(trunk_path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: torch raises several types here
         raise ValueError(
             f"{trunk_path} is not a readable VGG16 state dict ({error}). Delete it so that it can be fetched again."
         ) from error
+    with warnings.catch_warnings():
+        # lpips still calls torchvision's deprecated `vgg16(pretrained=...)`; nothing is downloaded here.
+        warnings.filterwarnings("ignore", message=r".*(pretrained|weights).*deprecated", category=UserWarning)
+        # pnet_rand/pretrained False: lpips builds the network without downloading anything; weights follow.
+        network = lpips.LPIPS(net="vgg", version=LPIPS_VERSION, pretrained=False, pnet_rand=True, verbose=False)
+
+    # lpips splits torchvision's `features.<i>` into slices, keeping the index: `slice<k>.<i>.<param>`.
     wanted = network.net.state_dict()
     trunk_sources = {key: "features." + key.split(".", 1)[1] for key in wanted}
     _check_tensors(trunk_path, trunk_state, {trunk_sources[key]: value for key, value in wanted.items()})
@@ -134,6 +134,8 @@ def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
 
 def _check_tensors(path: Path, state: dict, expected: dict) -> None:
     """Raises a ValueError unless ``state`` holds every key of ``expected`` with the same shape."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict of tensors.")
     missing = sorted(set(expected) - set(state))
     wrong = sorted(
         f"{key}: {tuple(state[key].shape)} instead of {tuple(value.shape)}"

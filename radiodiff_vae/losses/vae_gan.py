@@ -158,7 +158,7 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         """
         step = check_global_step(global_step)
         _check_maps(inputs, reconstructions, "generator_loss")
-        if weights is not None and torch.broadcast_shapes(weights.shape, inputs.shape) != inputs.shape:
+        if weights is not None and not _broadcasts_to(weights.shape, inputs.shape):
             raise ValueError(
                 f"generator_loss: weights of shape {tuple(weights.shape)} do not broadcast to the maps' shape "
                 f"{tuple(inputs.shape)}."
@@ -166,6 +166,13 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         kl = _posterior_kl(posterior, inputs.shape[0])  # before any other work: it checks the posterior
         batch_size = inputs.shape[0]
         factor = self.disc_factor(step)
+        # The adaptive weight needs gradients; under no_grad (validation) it is 0 and the GAN term drops out.
+        adaptive = factor > 0 and torch.is_grad_enabled() and reconstructions.requires_grad
+        if adaptive and last_layer is None:
+            raise ValueError(
+                f"generator_loss at step {step} (disc_start {self.config.disc_start}) needs last_layer "
+                f"(vae.get_last_layer()) for the adaptive GAN weight, got None."
+            )
 
         difference = inputs - reconstructions
         l1 = difference.abs()  # (B, C, H, W)
@@ -185,12 +192,7 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         g_loss, d_weight = zero, zero
         if factor > 0:
             g_loss = generator_gan_loss(self._logits_without_discriminator_grad(reconstructions), self.config.gan_loss)
-            if torch.is_grad_enabled() and reconstructions.requires_grad:
-                if last_layer is None:
-                    raise ValueError(
-                        f"generator_loss at step {step} (disc_start {self.config.disc_start}) needs last_layer "
-                        f"(vae.get_last_layer()) for the adaptive GAN weight, got None."
-                    )
+            if adaptive:
                 d_weight = adaptive_generator_weight(nll_loss, g_loss, last_layer, self.config.disc_weight)
 
         loss = weighted_nll_loss + self.config.kl_weight * kl_loss + d_weight * factor * g_loss
@@ -252,6 +254,13 @@ def _check_maps(inputs: torch.Tensor, reconstructions: torch.Tensor, method: str
             f"{method} expects inputs and reconstructions of the same shape (B, C, H, W), got "
             f"{tuple(inputs.shape)} and {tuple(reconstructions.shape)}."
         )
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:  # torch's way of saying "not broadcastable"
+        return False
 
 
 def _posterior_kl(posterior, batch_size: int) -> torch.Tensor:
