@@ -13,9 +13,18 @@ _EXPORTS = {
     "RADIOMAPSEER_NATIVE_SIZE": "radiodiff_vae.data.conventions",
     "db_to_unit": "radiodiff_vae.data.conventions",
     "unit_to_db": "radiodiff_vae.data.conventions",
+    "unit_to_model": "radiodiff_vae.data.conventions",
+    "model_to_unit": "radiodiff_vae.data.conventions",
     "SyntheticCityConfig": "radiodiff_vae.data.synthetic",
     "SyntheticRadioMaps": "radiodiff_vae.data.synthetic",
     "generate_radio_maps": "radiodiff_vae.data.synthetic",
+    "write_synthetic_folder": "radiodiff_vae.data.synthetic",
+    "RadioMapSeer": "radiodiff_vae.data.radiomapseer",
+    "SPLIT_SCHEMES": "radiodiff_vae.data.splits",
+    "split_map_ids": "radiodiff_vae.data.splits",
+    "HFRadioMaps": "radiodiff_vae.data.hf",
+    "load_radio_dataset": "radiodiff_vae.data.hf",
+    "radiomapseer_to_hf": "radiodiff_vae.data.hf",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -34,5 +43,15 @@ def __dir__() -> list:
 
 
 if TYPE_CHECKING:
-    from .conventions import RADIOMAPSEER_DB_RANGE, RADIOMAPSEER_NATIVE_SIZE, db_to_unit, unit_to_db
-    from .synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps
+    from .conventions import (
+        RADIOMAPSEER_DB_RANGE,
+        RADIOMAPSEER_NATIVE_SIZE,
+        db_to_unit,
+        model_to_unit,
+        unit_to_db,
+        unit_to_model,
+    )
+    from .hf import HFRadioMaps, load_radio_dataset, radiomapseer_to_hf
+    from .radiomapseer import RadioMapSeer
+    from .splits import SPLIT_SCHEMES, split_map_ids
+    from .synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps, write_synthetic_folder

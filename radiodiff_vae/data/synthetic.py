@@ -18,9 +18,14 @@ seed gives the same city and transmitters rasterised with larger (or smaller) pi
 drawn per pixel, differs between resolutions.
 """
 
+import dataclasses
+import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,6 +40,7 @@ from .conventions import (
     db_to_unit,
     unit_to_model,
 )
+from .layout import GAIN_DIR, LAYOUT_DESCRIPTION, antenna_path, buildings_path, gain_path, write_grey_png
 
 SPEED_OF_LIGHT_M_PER_S = 299_792_458.0
 
@@ -394,14 +400,16 @@ def shadowing_field(noise: torch.Tensor, pixel_size: float, correlation_m: float
         `torch.Tensor` of shape `(B, H, W)`.
     """
     height, width = noise.shape[-2:]
-    freq_y = torch.fft.fftfreq(height, d=pixel_size)
-    freq_x = torch.fft.fftfreq(width, d=pixel_size)
-    radial = torch.sqrt(freq_y[:, None] ** 2 + freq_x[None, :] ** 2)
+    freq_y = np.fft.fftfreq(height, d=pixel_size)
+    freq_x = np.fft.fftfreq(width, d=pixel_size)
+    radial = np.sqrt(freq_y[:, None] ** 2 + freq_x[None, :] ** 2)
     amplitude = (1.0 + (2.0 * math.pi * correlation_m * radial) ** 2) ** -0.75  # sqrt of S(k)
     # With orthonormal transforms, the output variance is the mean of |amplitude|^2 over the full spectrum.
-    amplitude = amplitude / amplitude.pow(2).mean().sqrt()
-    spectrum = torch.fft.rfft2(noise, norm="ortho") * amplitude[:, : width // 2 + 1]
-    return torch.fft.irfft2(spectrum, s=(height, width), norm="ortho")
+    amplitude = (amplitude / np.sqrt(np.mean(amplitude**2))).astype(np.float32)
+    # numpy's FFT, not torch's: on CPU it measured 6x (256 px) to 900x (32 px) faster here.
+    spectrum = np.fft.rfft2(noise.numpy(), norm="ortho") * amplitude[:, : width // 2 + 1]
+    field = np.fft.irfft2(spectrum, s=(height, width), norm="ortho")
+    return torch.from_numpy(np.ascontiguousarray(field, dtype=np.float32))
 
 
 def path_gain_db(
@@ -504,6 +512,11 @@ def generate_radio_maps(
     }
 
 
+def to_grey(unit: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> 8-bit grey ``round(255 x)``, RadioMapSeer's file encoding (uint8, same shape)."""
+    return torch.round(unit.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
 def transmitter_image(tx_pixel: torch.Tensor, resolution: int) -> torch.Tensor:
     """A `(1, resolution, resolution)` float image that is 1 at the transmitter's pixel ``(row, col)``, 0 elsewhere."""
     image = torch.zeros(1, resolution, resolution)
@@ -570,8 +583,7 @@ class SyntheticRadioMaps(Dataset):
             batch = generate_radio_maps(
                 self.map_ids[start : start + batch_size], self.num_tx, self.seed, self.resolution, self.config
             )
-            gain = batch["gain"]
-            gains.append(torch.round(gain * 255.0).to(torch.uint8) if quantize else gain)
+            gains.append(to_grey(batch["gain"]) if quantize else batch["gain"])
             buildings.append(batch["buildings"])
             tx_pixels.append(batch["tx_pixels"])
         self._gain = torch.cat(gains)  # (M, T, H, W), uint8 or float32
@@ -604,3 +616,99 @@ class SyntheticRadioMaps(Dataset):
             "name": f"{self.map_ids[map_index]}_{tx}",
             "simulation": self.simulation,
         }
+
+
+SIMULATION_NAME = SyntheticRadioMaps.simulation
+METADATA_FILE = "synthetic.json"
+
+
+def _write_json_atomically(path: Path, payload: dict) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def write_synthetic_folder(
+    out_dir: Union[str, os.PathLike],
+    num_maps: int,
+    num_tx: int,
+    seed: int = 0,
+    resolution: int = RADIOMAPSEER_NATIVE_SIZE,
+    config: Optional[SyntheticCityConfig] = None,
+    first_map_id: int = 1,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> Path:
+    """Write synthetic radio maps as a folder in RadioMapSeer's layout, which :class:`RadioMapSeer` reads back.
+
+    Gain maps go to ``out_dir/gain/synthetic/<map>_<tx>.png``, building masks to
+    ``out_dir/png/buildings_complete/<map>.png`` and transmitter images to ``out_dir/png/antennas/<map>_<tx>.png``;
+    ``out_dir/synthetic.json`` records the seed and every parameter. Each file is written atomically.
+
+    Args:
+        out_dir (`str` or `os.PathLike`): the folder to write (created if missing).
+        num_maps (`int`): number of cities, numbered from ``first_map_id``.
+        num_tx (`int`): transmitters per city.
+        seed (`int`, defaults to 0): base seed (the same items as ``SyntheticRadioMaps`` with this seed).
+        resolution (`int`, defaults to 256): pixels per side (RadioMapSeer: 256).
+        config (`SyntheticCityConfig`, *optional*): city and propagation parameters.
+        first_map_id (`int`, defaults to 1): number of the first map.
+        overwrite (`bool`, defaults to False): allow writing into a folder that already holds synthetic gain maps.
+        batch_size (`int`, defaults to 16): maps generated together.
+        show_progress (`bool`, defaults to True): show a tqdm bar.
+
+    Returns:
+        `Path`: ``out_dir``.
+    """
+    if num_maps < 1 or num_tx < 1:
+        raise ValueError(f"num_maps and num_tx must be >= 1, got num_maps={num_maps}, num_tx={num_tx}")
+    if first_map_id < 1:
+        raise ValueError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
+    config = config or SyntheticCityConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
+    gain_dir = out_dir / GAIN_DIR / SIMULATION_NAME
+    if gain_dir.is_dir() and any(gain_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{gain_dir} already holds synthetic gain maps; choose another folder or pass overwrite=True (--overwrite)"
+        )
+
+    map_ids = list(range(first_map_id, first_map_id + num_maps))
+    with tqdm(total=num_maps, desc=f"writing {out_dir}", unit="map", disable=not show_progress) as progress:
+        for start in range(0, num_maps, batch_size):
+            batch_ids = map_ids[start : start + batch_size]
+            batch = generate_radio_maps(batch_ids, num_tx, seed, resolution, config)
+            grey = to_grey(batch["gain"]).numpy()  # (M, T, H, W)
+            for index, map_id in enumerate(batch_ids):
+                write_grey_png(buildings_path(out_dir, map_id), batch["buildings"][index].numpy().astype(np.uint8) * 255)
+                for tx in range(num_tx):
+                    antenna = np.zeros((resolution, resolution), dtype=np.uint8)
+                    row, col = batch["tx_pixels"][index, tx].tolist()
+                    antenna[row, col] = 255
+                    write_grey_png(antenna_path(out_dir, map_id, tx), antenna)
+                    write_grey_png(gain_path(out_dir, SIMULATION_NAME, map_id, tx), grey[index, tx])
+                progress.update(1)
+
+    _write_json_atomically(
+        out_dir / METADATA_FILE,
+        {
+            "generator": "radiodiff_vae.data.synthetic",
+            "layout": LAYOUT_DESCRIPTION,
+            "simulation": SIMULATION_NAME,
+            "seed": int(seed),
+            "resolution": int(resolution),
+            "first_map_id": int(first_map_id),
+            "num_maps": int(num_maps),
+            "num_tx": int(num_tx),
+            "config": dataclasses.asdict(config),
+        },
+    )
+    return out_dir

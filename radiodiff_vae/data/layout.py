@@ -1,0 +1,86 @@
+"""RadioMapSeer's folder layout: where each image lives, and reading and writing those 8-bit PNG files.
+
+::
+
+    root/gain/<simulation>/<map>_<tx>.png       path gain, grey = 255 (PG_dB + 147) / 100, buildings 0
+    root/png/buildings_complete/<map>.png        255 on buildings, 0 elsewhere
+    root/png/antennas/<map>_<tx>.png             255 at the transmitter's pixel, 0 elsewhere
+
+Simulations shipped with RadioMapSeer: DPM, IRT2, IRT4 and carsDPM, carsIRT2, carsIRT4; the synthetic writer uses
+``synthetic``. Maps are numbered from 1, transmitters from 0.
+"""
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Union
+
+import numpy as np
+from PIL import Image
+
+PathLike = Union[str, os.PathLike]
+
+GAIN_DIR = "gain"
+BUILDINGS_DIR = os.path.join("png", "buildings_complete")
+ANTENNAS_DIR = os.path.join("png", "antennas")
+KNOWN_SIMULATIONS = ("DPM", "IRT2", "IRT4", "carsDPM", "carsIRT2", "carsIRT4")
+
+LAYOUT_DESCRIPTION = (
+    "root/gain/<simulation>/<map>_<tx>.png, root/png/buildings_complete/<map>.png and "
+    "root/png/antennas/<map>_<tx>.png (RadioMapSeer's layout)"
+)
+
+_MAP_FILE = re.compile(r"^(\d+)\.png$")
+_MAP_TX_FILE = re.compile(r"^(\d+)_(\d+)\.png$")
+
+
+def gain_path(root: PathLike, simulation: str, map_id: int, tx: int) -> Path:
+    return Path(root) / GAIN_DIR / simulation / f"{map_id}_{tx}.png"
+
+
+def buildings_path(root: PathLike, map_id: int) -> Path:
+    return Path(root) / BUILDINGS_DIR / f"{map_id}.png"
+
+
+def antenna_path(root: PathLike, map_id: int, tx: int) -> Path:
+    return Path(root) / ANTENNAS_DIR / f"{map_id}_{tx}.png"
+
+
+def list_map_ids(folder: PathLike) -> List[int]:
+    """Map ids of the ``<map>.png`` files in ``folder``, sorted."""
+    with os.scandir(folder) as entries:
+        return sorted(int(match.group(1)) for entry in entries if (match := _MAP_FILE.match(entry.name)))
+
+
+def list_map_tx(folder: PathLike) -> Dict[int, List[int]]:
+    """``{map: sorted transmitters}`` of the ``<map>_<tx>.png`` files in ``folder`` (one directory listing)."""
+    found: Dict[int, List[int]] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _MAP_TX_FILE.match(entry.name)
+            if match:
+                found.setdefault(int(match.group(1)), []).append(int(match.group(2)))
+    return {map_id: sorted(txs) for map_id, txs in found.items()}
+
+
+def read_grey_png(path: PathLike) -> np.ndarray:
+    """An 8-bit grey image as a `(H, W)` uint8 array (colour images are converted to grey)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L") if image.mode != "L" else image, dtype=np.uint8).copy()
+
+
+def write_grey_png(path: PathLike, pixels: np.ndarray) -> None:
+    """Write a `(H, W)` uint8 array as an 8-bit grey PNG, atomically (temporary file in the folder, then rename)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise ValueError(f"write_grey_png expects a (H, W) uint8 array, got {pixels.dtype} of shape {pixels.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(pixels).save(stream, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

@@ -1,0 +1,146 @@
+"""The RadioMapSeer dataset (or any folder in its layout), as a torch ``Dataset``."""
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from torch.utils.data import Dataset
+
+from .items import RadioMapItemBuilder, transmitter_pixel
+from .layout import (
+    ANTENNAS_DIR,
+    BUILDINGS_DIR,
+    GAIN_DIR,
+    LAYOUT_DESCRIPTION,
+    antenna_path,
+    buildings_path,
+    gain_path,
+    list_map_ids,
+    list_map_tx,
+    read_grey_png,
+)
+from .splits import SPLIT_SCHEMES, normalize_split, split_map_ids, warn_about_radiodiff_overlap
+
+PathLike = Union[str, os.PathLike]
+
+
+class RadioMapSeer(Dataset):
+    """Radio maps of a folder in RadioMapSeer's layout (``docs/data.md``), one item per (map, transmitter).
+
+    Every file an item needs is checked at construction: a missing one raises a ``FileNotFoundError`` naming it,
+    never an error in the middle of an epoch.
+
+    Args:
+        root (`str` or `os.PathLike`): the folder holding ``gain/``, ``png/buildings_complete/`` and ``png/antennas/``.
+        simulation (`str`, defaults to ``"IRT4"``): the folder under ``gain/``: ``DPM``, ``IRT2``, ``IRT4``,
+            ``carsDPM``, ``carsIRT2``, ``carsIRT4``, ``synthetic`` or any other present.
+        split (`str`, defaults to ``"train"``): ``"train"``, ``"val"`` (or ``"validation"``) or ``"test"``.
+        split_scheme (`str`, defaults to ``"radiodiff"``): ``"radiodiff"`` reproduces RadioDiff's split (and warns
+            that its validation and test maps are not held out); ``"disjoint"`` is RadioUNet's split, no overlap.
+        num_tx (`int`, *optional*): transmitters ``0 .. num_tx-1`` of every map, all required; None takes every
+            transmitter found for each map (RadioMapSeer: 80, IRT4: 2).
+        resolution (`int`, *optional*): output side in pixels; None keeps the native size (256), 320 gives the
+            report's input size.
+        flip (`bool`, defaults to False): random horizontal flip of each item (gain, buildings and transmitter).
+        warn_overlap (`bool`, defaults to True): warn about the ``radiodiff`` scheme's overlaps.
+
+    Items are dicts: ``"pixel_values"`` `(1, H, W)` in [-1, 1], ``"buildings"`` `(1, H, W)` in {0, 1},
+    ``"transmitter"`` `(1, H, W)` (1 at the transmitter), ``"name"`` (``"<map>_<tx>"``), ``"simulation"``.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        simulation: str = "IRT4",
+        split: str = "train",
+        split_scheme: str = "radiodiff",
+        num_tx: Optional[int] = None,
+        resolution: Optional[int] = None,
+        flip: bool = False,
+        warn_overlap: bool = True,
+    ):
+        self.root = Path(root)
+        self.simulation = simulation
+        self.split = normalize_split(split)
+        if split_scheme not in SPLIT_SCHEMES:
+            raise ValueError(f"split_scheme must be one of {SPLIT_SCHEMES}, got {split_scheme!r}")
+        self.split_scheme = split_scheme
+        if num_tx is not None and num_tx < 1:
+            raise ValueError(f"num_tx must be >= 1 or None (every transmitter found), got {num_tx}")
+        self.num_tx = num_tx
+        self.build_item = RadioMapItemBuilder(resolution=resolution, flip=flip)
+
+        gain_dir, buildings_dir, antennas_dir = self._check_folders()
+        present_maps = list_map_ids(buildings_dir)
+        if not present_maps:
+            raise FileNotFoundError(f"no <map>.png file in {buildings_dir}; expected {LAYOUT_DESCRIPTION}")
+        self.map_ids: List[int] = split_map_ids(present_maps, self.split, split_scheme)
+        if not self.map_ids:
+            raise ValueError(
+                f"split {self.split!r} of split_scheme {split_scheme!r} holds none of the {len(present_maps)} maps in "
+                f"{buildings_dir} (ids {present_maps[0]}..{present_maps[-1]}); maps are assigned by their position in "
+                "the shuffled order of docs/data.md, so a small folder can leave a split empty"
+            )
+        if split_scheme == "radiodiff" and warn_overlap:
+            warn_about_radiodiff_overlap()
+        self.items: List[Tuple[int, int]] = self._find_items(gain_dir, antennas_dir)
+
+    def _check_folders(self) -> Tuple[Path, Path, Path]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"RadioMapSeer root {self.root} is not a directory; expected {LAYOUT_DESCRIPTION}")
+        gain_root = self.root / GAIN_DIR
+        gain_dir = gain_root / self.simulation
+        if not gain_dir.is_dir():
+            found = sorted(entry.name for entry in gain_root.iterdir() if entry.is_dir()) if gain_root.is_dir() else []
+            raise FileNotFoundError(
+                f"no simulation folder {gain_dir} (simulations found under {gain_root}: {found or 'none'}); "
+                f"expected {LAYOUT_DESCRIPTION}"
+            )
+        for folder in (self.root / BUILDINGS_DIR, self.root / ANTENNAS_DIR):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
+        return gain_dir, self.root / BUILDINGS_DIR, self.root / ANTENNAS_DIR
+
+    def _find_items(self, gain_dir: Path, antennas_dir: Path) -> List[Tuple[int, int]]:
+        """Every (map, tx) of the split, after checking that its three files exist (two directory listings)."""
+        gains, antennas = list_map_tx(gain_dir), list_map_tx(antennas_dir)
+        items = []
+        for map_id in self.map_ids:
+            found = gains.get(map_id, [])
+            wanted = list(range(self.num_tx)) if self.num_tx is not None else found
+            if not wanted:
+                raise FileNotFoundError(
+                    f"no gain map of map {map_id} in {gain_dir} (expected {gain_path(self.root, self.simulation, map_id, 0)}"
+                    f" and the other transmitters); expected {LAYOUT_DESCRIPTION}"
+                )
+            missing_gain = sorted(set(wanted) - set(found))
+            if missing_gain:
+                raise FileNotFoundError(
+                    f"missing gain map {gain_path(self.root, self.simulation, map_id, missing_gain[0])} "
+                    f"({len(missing_gain)} of the {len(wanted)} transmitters of map {map_id} asked for are missing); "
+                    f"expected {LAYOUT_DESCRIPTION}"
+                )
+            missing_antenna = sorted(set(wanted) - set(antennas.get(map_id, [])))
+            if missing_antenna:
+                raise FileNotFoundError(
+                    f"missing transmitter image {antenna_path(self.root, map_id, missing_antenna[0])}; "
+                    f"expected {LAYOUT_DESCRIPTION}"
+                )
+            items.extend((map_id, tx) for tx in wanted)
+        return items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        map_id, tx = self.items[index]
+        gain = read_grey_png(gain_path(self.root, self.simulation, map_id, tx))
+        buildings = read_grey_png(buildings_path(self.root, map_id))
+        tx_pixel = transmitter_pixel(read_grey_png(antenna_path(self.root, map_id, tx)))
+        return self.build_item(gain, buildings, tx_pixel, f"{map_id}_{tx}", self.simulation)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, simulation={self.simulation!r}, split={self.split!r}, "
+            f"split_scheme={self.split_scheme!r}, maps={len(self.map_ids)}, items={len(self)})"
+        )
