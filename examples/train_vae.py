@@ -1,0 +1,916 @@
+#!/usr/bin/env python
+"""Train a RadioVAE with the two-phase VAE-GAN schedule of the RadioDiff report (sections 4-5).
+
+Phase 1 (steps < --disc_start): reconstruction (L1 + MSE + LPIPS under a learned variance) + KL only; the
+discriminator does not run. Phase 2: the PatchGAN discriminator joins with an adaptive weight. One autoencoder
+forward per micro-batch feeds both the generator and the discriminator objectives.
+
+Launch lines (docs/training.md explains every flag):
+
+    # quick start: tiny model, synthetic maps, CPU, ~5 minutes
+    accelerate launch --cpu examples/train_vae.py --config examples/configs/quickstart.yaml
+
+    # the report's configuration on RadioMapSeer, one GPU
+    accelerate launch examples/train_vae.py --config examples/configs/radiodiff_vae.yaml \
+        --data_dir /data/RadioMapSeer --output_dir runs/radiodiff-vae
+
+    # 8 GPUs on one node (DDP), or 2 nodes x 8 GPUs
+    accelerate launch --multi_gpu --num_processes 8 examples/train_vae.py --config ... --data_dir ...
+    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank $RANK \
+        --main_process_ip $MASTER --main_process_port 29500 examples/train_vae.py --config ... --data_dir ...
+
+    # resume the newest complete checkpoint of a run (starts fresh when there is none)
+    accelerate launch examples/train_vae.py --config ... --resume_from_checkpoint latest
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from radiodiff_vae.losses.vae_gan import RadioVAELoss
+from radiodiff_vae.metrics import compute_metrics
+from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
+from radiodiff_vae.training import (
+    SCHEDULER_NAMES,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    TensorState,
+    ThroughputMeter,
+    TrainingProgress,
+    average_loose_gradients,
+    build_lr_scheduler,
+    checkpointing,
+    clip_grad_norms,
+    is_finite_everywhere,
+    make_reconstruction_grid,
+    parse_args_with_config,
+    peak_memory_mib,
+    step_generator,
+)
+
+logger = get_logger(__name__, log_level="INFO")
+
+TRACKER_PROJECT_NAME = "radiodiff-vae"
+# Written into output_dir next to the model; never uploaded by --push_to_hub.
+HUB_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "validation/**", "debug/**", "*.tmp", "*.tmp/**"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# arguments
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a RadioVAE (VAE-GAN, two phases) with accelerate.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", type=str, default=None, help="YAML file of flag values; flags given here win.")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", type=str, default="radiodiff-vae", choices=sorted(PRESETS), help="Architecture.")
+    model.add_argument(
+        "--pretrained_model_name_or_path",
+        type=str,
+        default=None,
+        help="Continue from a saved RadioVAE (folder or Hub id) instead of a freshly initialised --preset.",
+    )
+    model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
+    model.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
+    model.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with --use_ema).")
+
+    data = parser.add_argument_group("data (RadioMapSeer with --data_dir, a Hugging Face dataset, or synthetic)")
+    data.add_argument("--data_dir", type=str, default=None, help="RadioMapSeer root (gain/, png/).")
+    data.add_argument("--simulation", type=str, default="IRT4", help="RadioMapSeer simulation folder under gain/.")
+    data.add_argument(
+        "--split_scheme", type=str, default="radiodiff", choices=["radiodiff", "disjoint"], help="RadioMapSeer split."
+    )
+    data.add_argument("--num_tx", type=int, default=None, help="Transmitters per map (default: all).")
+    data.add_argument("--dataset_name", type=str, default=None, help="Hugging Face dataset id or local folder.")
+    data.add_argument(
+        "--validation_split", type=str, default="validation", help="Split of --dataset_name used for validation."
+    )
+    data.add_argument("--synthetic_num_maps", type=int, default=256, help="Synthetic cities for training.")
+    data.add_argument("--synthetic_num_tx", type=int, default=4, help="Transmitters per synthetic city.")
+    data.add_argument(
+        "--resolution", type=int, default=None, help="Train at this size (maps are resized); default: native size."
+    )
+    data.add_argument("--random_flip", action="store_true", help="Random horizontal flips (RadioMapSeer).")
+    data.add_argument("--max_train_samples", type=int, default=None, help="Truncate the training set (debugging).")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data-loading worker processes.")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--output_dir", type=str, default="radiodiff-vae-output", help="Model, checkpoints, logs.")
+    training.add_argument("--seed", type=int, default=42, help="Seed of initialisation, data order and noise.")
+    training.add_argument("--train_batch_size", type=int, default=8, help="Maps per process per micro-batch.")
+    training.add_argument("--gradient_accumulation_steps", type=int, default=2, help="Micro-batches per step.")
+    training.add_argument("--max_train_steps", type=int, default=150_000, help="Optimizer steps in total.")
+    training.add_argument("--learning_rate", type=float, default=5e-6, help="Initial learning rate (both models).")
+    training.add_argument(
+        "--disc_learning_rate", type=float, default=None, help="Discriminator learning rate (default: --learning_rate)."
+    )
+    training.add_argument(
+        "--lr_scheduler", type=str, default="polynomial", choices=SCHEDULER_NAMES, help="Learning-rate schedule."
+    )
+    training.add_argument("--lr_end", type=float, default=5e-7, help="Final learning rate of the polynomial decay.")
+    training.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
+    training.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warm-up steps.")
+    training.add_argument("--lr_num_cycles", type=int, default=1, help="Cycles of cosine_with_restarts.")
+    training.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1.")
+    training.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2.")
+    training.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam epsilon.")
+    training.add_argument("--adam_weight_decay", type=float, default=0.0, help="Adam (L2) weight decay.")
+    training.add_argument("--max_grad_norm", type=float, default=1.0, help="Clip each model's gradient norm; 0: off.")
+    training.add_argument(
+        "--mixed_precision",
+        type=str,
+        default=None,
+        choices=["no", "fp16", "bf16"],
+        help="Autocast precision (weights stay fp32); default: the accelerate config's. The report trains in fp32.",
+    )
+    training.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
+    training.add_argument(
+        "--max_nonfinite_steps",
+        type=int,
+        default=10,
+        help="Stop after this many consecutive optimizer steps with a non-finite loss or gradient (each is skipped).",
+    )
+
+    loss = parser.add_argument_group("VAE-GAN loss")
+    loss.add_argument("--disc_start", type=int, default=50_001, help="First step of phase 2 (discriminator on).")
+    loss.add_argument("--disc_factor", type=float, default=0.5, help="Adversarial factor in phase 2.")
+    loss.add_argument("--disc_ramp_steps", type=int, default=0, help="Ramp the factor up over these steps.")
+    loss.add_argument("--disc_weight", type=float, default=0.5, help="Multiplier of the adaptive GAN weight.")
+    loss.add_argument("--kl_weight", type=float, default=1e-6, help="Weight of the KL term.")
+    loss.add_argument(
+        "--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 needs no VGG16 weights (CPU, offline)."
+    )
+    loss.add_argument("--logvar_init", type=float, default=0.0, help="Initial log-variance of the likelihood.")
+    loss.add_argument(
+        "--freeze_logvar", action="store_true", help="Keep logvar fixed (what the original trainer did in effect)."
+    )
+    loss.add_argument("--gan_loss", type=str, default="hinge", choices=["hinge", "vanilla"], help="GAN objective.")
+    loss.add_argument("--disc_num_layers", type=int, default=3, help="Stride-2 layers of the PatchGAN.")
+    loss.add_argument("--disc_base_channels", type=int, default=64, help="Filters of the PatchGAN's first layer.")
+    loss.add_argument("--disc_use_actnorm", action="store_true", help="ActNorm instead of BatchNorm in the PatchGAN.")
+
+    logs = parser.add_argument_group("logging and validation")
+    logs.add_argument("--logging_steps", type=int, default=100, help="Log the averaged losses every N steps.")
+    logs.add_argument(
+        "--report_to",
+        type=str,
+        default="tensorboard",
+        help="accelerate tracker(s): tensorboard, wandb, comet_ml, all, or none.",
+    )
+    logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
+    logs.add_argument("--tracker_project_name", type=str, default=TRACKER_PROJECT_NAME, help="Tracker run name.")
+    logs.add_argument("--validation_steps", type=int, default=5000, help="Validate every N steps (and at the end).")
+    logs.add_argument("--num_validation_maps", type=int, default=16, help="Held-out maps scored at validation.")
+    logs.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation image grid.")
+    logs.add_argument(
+        "--scaling_factor_maps", type=int, default=64, help="Training maps whose latents set scaling_factor = 1/std."
+    )
+
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument("--checkpointing_steps", type=int, default=5000, help="Save a checkpoint every N steps.")
+    checkpoints.add_argument(
+        "--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints (default: all)."
+    )
+    checkpoints.add_argument(
+        "--resume_from_checkpoint",
+        type=str,
+        default=None,
+        help="'latest' (newest complete checkpoint in --output_dir, or a fresh start) or a checkpoint-N folder.",
+    )
+
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder.")
+    hub.add_argument("--hub_model_id", type=str, default=None, help="Repository id, e.g. user/radiodiff-vae.")
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
+
+    debug = parser.add_argument_group("debugging (used by the tests)")
+    debug.add_argument(
+        "--debug_trace",
+        action="store_true",
+        help="Each process writes output_dir/debug/rank-<i>.json: the map names it trained on and a hash of its "
+        "final weights.",
+    )
+    debug.add_argument(
+        "--debug_nonfinite_steps",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Make the loss NaN at these optimizer steps (exercises the non-finite guard).",
+    )
+    return parser
+
+
+def parse_args(input_args: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parses flags (and ``--config``) and checks every value before any work starts."""
+    args = parse_args_with_config(build_parser(), input_args)
+    validate_args(args)
+    return args
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Raises a ValueError naming the flag for any value the run could only fail on later."""
+    positive = [
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+        "logging_steps",
+        "validation_steps",
+        "checkpointing_steps",
+        "num_validation_maps",
+        "scaling_factor_maps",
+        "synthetic_num_maps",
+        "synthetic_num_tx",
+        "max_nonfinite_steps",
+        "lr_num_cycles",
+        "disc_num_layers",
+        "disc_base_channels",
+    ]
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ["disc_start", "disc_ramp_steps", "lr_warmup_steps", "dataloader_num_workers", "num_validation_images"]:
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ["max_train_samples", "num_tx", "resolution", "checkpoints_total_limit"]:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1 when given, got {value}")
+    for name in ["learning_rate", "ema_decay"]:
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
+    if args.disc_learning_rate is not None and not args.disc_learning_rate > 0:
+        raise ValueError(f"--disc_learning_rate must be > 0, got {args.disc_learning_rate}")
+    if not args.ema_decay < 1:
+        raise ValueError(f"--ema_decay must be < 1, got {args.ema_decay}")
+    if args.max_grad_norm < 0:
+        raise ValueError(f"--max_grad_norm must be >= 0 (0 disables clipping), got {args.max_grad_norm}")
+    if args.lr_scheduler == "polynomial":
+        lowest_lr = min(args.learning_rate, args.disc_learning_rate or args.learning_rate)
+        if not 0 <= args.lr_end < lowest_lr:
+            raise ValueError(
+                f"--lr_end must be >= 0 and below the learning rate ({lowest_lr}) for the polynomial schedule, "
+                f"got {args.lr_end}"
+            )
+    if args.data_dir is not None and args.dataset_name is not None:
+        raise ValueError("give either --data_dir (RadioMapSeer) or --dataset_name (Hugging Face), not both")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise FileNotFoundError(f"--data_dir {args.data_dir!r} is not a folder (expected the RadioMapSeer root)")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. user/radiodiff-vae)")
+    for step in args.debug_nonfinite_steps:
+        if step < 0:
+            raise ValueError(f"--debug_nonfinite_steps takes optimizer steps >= 0, got {step}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# data
+def build_datasets(args: argparse.Namespace) -> Tuple[Dataset, Dataset, str, str]:
+    """The training set, a held-out validation set, a one-line description of both and a short dataset name."""
+    from radiodiff_vae import data as radio_data
+
+    if args.data_dir is not None:
+        common = dict(simulation=args.simulation, split_scheme=args.split_scheme, num_tx=args.num_tx)
+        train = radio_data.RadioMapSeer(
+            args.data_dir, split="train", resolution=args.resolution, flip=args.random_flip, **common
+        )
+        validation = radio_data.RadioMapSeer(args.data_dir, split="val", resolution=args.resolution, **common)
+        source = f"RadioMapSeer {args.data_dir} ({args.simulation}, split scheme {args.split_scheme})"
+        label = f"RadioMapSeer-{args.simulation}"
+    elif args.dataset_name is not None:
+        train = radio_data.load_radio_dataset(args.dataset_name, split="train")
+        validation = radio_data.load_radio_dataset(args.dataset_name, split=args.validation_split)
+        source = f"dataset {args.dataset_name} (train / {args.validation_split})"
+        label = args.dataset_name
+    else:
+        resolution = args.resolution or 64
+        train = radio_data.SyntheticRadioMaps(
+            args.synthetic_num_maps, args.synthetic_num_tx, seed=args.seed, resolution=resolution, show_progress=False
+        )
+        # Held out: cities numbered after the training ones, one transmitter each.
+        validation = radio_data.SyntheticRadioMaps(
+            args.num_validation_maps,
+            1,
+            seed=args.seed,
+            resolution=resolution,
+            first_map_id=args.synthetic_num_maps + 1,
+            show_progress=False,
+        )
+        source = f"synthetic maps ({args.synthetic_num_maps} cities x {args.synthetic_num_tx} transmitters)"
+        label = "synthetic"
+    if args.max_train_samples is not None and args.max_train_samples < len(train):
+        train = torch.utils.data.Subset(train, range(args.max_train_samples))
+    if len(validation) > args.num_validation_maps:
+        validation = torch.utils.data.Subset(validation, range(args.num_validation_maps))
+    if len(train) == 0 or len(validation) == 0:
+        raise ValueError(f"{source}: {len(train)} training and {len(validation)} validation maps; need at least one each")
+    return train, validation, source, label
+
+
+def collate_maps(items: List[Dict[str, Any]], resolution: Optional[int] = None) -> Dict[str, Any]:
+    """Stacks items into ``pixel_values`` `(B, 1, H, W)` in [-1, 1] (resized to ``resolution``) and ``name``."""
+    pixel_values = torch.stack([item["pixel_values"] for item in items]).float()  # (B, 1, H, W)
+    if resolution is not None and tuple(pixel_values.shape[-2:]) != (resolution, resolution):
+        pixel_values = F.interpolate(
+            pixel_values, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+        ).clamp(-1, 1)
+    return {"pixel_values": pixel_values, "name": [str(item["name"]) for item in items]}
+
+
+class MapCollator:
+    """Picklable collate function (data-loading workers need one)."""
+
+    def __init__(self, resolution: Optional[int]) -> None:
+        self.resolution = resolution
+
+    def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return collate_maps(items, self.resolution)
+
+
+def check_map_size(pixel_values: torch.Tensor, vae: RadioVAE, discriminator_min: int, source: str) -> None:
+    height, width = pixel_values.shape[-2:]
+    factor = vae.downsample_factor
+    if height % factor or width % factor:
+        raise ValueError(
+            f"{source}: maps are {height}x{width}, not a multiple of the model's downsampling factor {factor}; "
+            f"pass --resolution"
+        )
+    if min(height, width) < discriminator_min:
+        raise ValueError(
+            f"{source}: maps are {height}x{width}, smaller than the discriminator's minimum {discriminator_min}; "
+            f"pass a larger --resolution or fewer --disc_num_layers"
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# validation, logging, saving
+def atomic_save_png(image: np.ndarray, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png.tmp")
+    os.close(handle)
+    try:
+        Image.fromarray(image).save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def atomic_write_json(content: Any, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(content, handle, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+@torch.no_grad()
+def evaluate_reconstructions(
+    vae: RadioVAE, dataset: Dataset, collate: MapCollator, batch_size: int, device: torch.device, num_images: int
+) -> Tuple[Dict[str, float], Optional[np.ndarray]]:
+    """Mean PSNR / SSIM / NMSE / RMSE / MAE of the posterior-mean reconstructions of ``dataset`` (maps in [0, 1]),
+    and the image grid of its first ``num_images`` maps.
+
+    Items are read by index (no DataLoader), so validation draws nothing from the global random state.
+    """
+    was_training = vae.training
+    vae.eval()
+    per_image: Dict[str, List[torch.Tensor]] = {}
+    grid_inputs, grid_outputs = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
+        maps = batch["pixel_values"].to(device)  # (B, 1, H, W) in [-1, 1]
+        reconstruction = vae(maps, sample_posterior=False).sample  # (B, 1, H, W)
+        target = (maps.float() + 1) / 2
+        prediction = ((reconstruction.float() + 1) / 2).clamp(0, 1)
+        for name, values in compute_metrics(prediction, target).items():
+            per_image.setdefault(name, []).append(values.float().cpu())
+        taken = sum(len(chunk) for chunk in grid_inputs)
+        if taken < num_images:
+            grid_inputs.append(target[: num_images - taken].cpu())
+            grid_outputs.append(prediction[: num_images - taken].cpu())
+    vae.train(was_training)
+    metrics = {name: torch.cat(values).mean().item() for name, values in per_image.items()}
+    grid = make_reconstruction_grid(torch.cat(grid_inputs), torch.cat(grid_outputs)) if grid_inputs else None
+    return metrics, grid
+
+
+def log_image_to_trackers(accelerator: Accelerator, name: str, image: np.ndarray, step: int) -> None:
+    """Sends an RGB ``(H, W, 3)`` uint8 image to the trackers that take images (TensorBoard, W&B)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image(name, image, step, dataformats="HWC")
+            tracker.writer.flush()
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({name: wandb.Image(image)}, step=step)
+
+
+def tracker_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """``args`` with values TensorBoard's hparams accept (numbers, strings, booleans)."""
+    config = {}
+    for key, value in vars(args).items():
+        config[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return config
+
+
+def weights_digest(named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 of named tensors (e.g. ``module.state_dict().items()``): equal digests mean bitwise-equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in named_tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def measure_scaling_factor(
+    vae: RadioVAE, dataset: Dataset, collate: MapCollator, num_maps: int, batch_size: int, device: torch.device, seed: int
+) -> float:
+    """``1 / std`` of posterior samples of the first ``num_maps`` training maps (RadioDiff's ``scale_by_std``)."""
+    was_training = vae.training
+    vae.eval()
+    generator = step_generator(device, seed, 2**31 - 1)  # a stream no training step uses
+    latents = []
+    count = min(num_maps, len(dataset))
+    for start in range(0, count, batch_size):
+        batch = collate([dataset[index] for index in range(start, min(start + batch_size, count))])
+        posterior = vae.encode(batch["pixel_values"].to(device)).latent_dist
+        latents.append(posterior.sample(generator=generator).float().flatten().cpu())
+    vae.train(was_training)
+    std = torch.cat(latents).std().item()
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"cannot set scaling_factor: the latents' standard deviation is {std}")
+    return 1.0 / std
+
+
+def save_final_model(vae: RadioVAE, output_dir: str) -> None:
+    """``save_pretrained`` (safetensors) into ``output_dir``: written to a temporary folder, then each file moved in
+    with ``os.replace``, so a reader never sees a half-written file."""
+    staging = tempfile.mkdtemp(prefix=".final-model-", suffix=".tmp", dir=output_dir)
+    try:
+        vae.save_pretrained(staging, safe_serialization=True)
+        # weights first: a config.json next to old weights would describe the wrong file for a moment, not vice versa
+        names = sorted(os.listdir(staging), key=lambda name: name == "config.json")
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        if os.path.isdir(staging):
+            for name in os.listdir(staging):
+                os.remove(os.path.join(staging, name))
+            os.rmdir(staging)
+
+
+def push_folder_to_hub(args: argparse.Namespace) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = api.create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=args.output_dir,
+        commit_message="Upload RadioVAE trained with examples/train_vae.py",
+        ignore_patterns=HUB_IGNORE_PATTERNS,
+    )
+    return repo_id
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the run
+def main(input_args: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(input_args)
+
+    # ---- accelerator, logging, seed
+    logging_dir = os.path.join(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=logging_dir),
+        # The shuffling of epoch e depends on (seed, e) only, which makes resuming mid-epoch exact.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for noisy in ("diffusers", "datasets", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if accelerator.is_local_main_process else logging.ERROR)
+    logger.info(accelerator.state, main_process_only=False)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    set_seed(args.seed)
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        checkpointing.remove_temporary_checkpoints(args.output_dir)
+    accelerator.wait_for_everyone()
+    # Before any expensive work: a wrong --resume_from_checkpoint fails here.
+    resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+
+    # ---- data (the main process first: it fills the datasets cache the others then read)
+    with accelerator.main_process_first():
+        train_dataset, validation_dataset, data_source, dataset_label = build_datasets(args)
+    collate = MapCollator(args.resolution)
+    train_dataloader = DataLoader(
+        train_dataset,
+        batch_size=args.train_batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=args.dataloader_num_workers,
+        drop_last=len(train_dataset) >= args.train_batch_size * accelerator.num_processes,
+    )
+
+    # ---- models, loss, optimizers, schedulers
+    probe = collate([train_dataset[0]])["pixel_values"]  # (1, 1, H, W)
+    if args.pretrained_model_name_or_path is not None:
+        vae = RadioVAE.from_pretrained(args.pretrained_model_name_or_path)
+    else:
+        vae = RadioVAE.from_preset(args.preset, sample_size=int(probe.shape[-1]))
+    loss_fn = RadioVAELoss(
+        kl_weight=args.kl_weight,
+        perceptual_weight=args.perceptual_weight,
+        logvar_init=args.logvar_init,
+        learn_logvar=not args.freeze_logvar,
+        disc_start=args.disc_start,
+        disc_factor_max=args.disc_factor,
+        disc_ramp_steps=args.disc_ramp_steps,
+        disc_weight=args.disc_weight,
+        gan_loss=args.gan_loss,
+        disc_in_channels=vae.config.in_channels,
+        disc_num_layers=args.disc_num_layers,
+        disc_base_channels=args.disc_base_channels,
+        disc_use_actnorm=args.disc_use_actnorm,
+    )
+    discriminator = loss_fn.discriminator
+    check_map_size(probe, vae, discriminator.min_input_size, data_source)
+    if args.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
+    loss_fn.to(accelerator.device)
+    loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless --freeze_logvar
+
+    ema = None
+    if args.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(vae.parameters(), decay=args.ema_decay, model_cls=RadioVAE, model_config=vae.config)
+        ema.to(accelerator.device)
+
+    adam = dict(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
+    disc_lr = args.disc_learning_rate or args.learning_rate
+    optimizer_ae = torch.optim.Adam(list(vae.parameters()) + loose_parameters, lr=args.learning_rate, **adam)
+    optimizer_disc = torch.optim.Adam(discriminator.parameters(), lr=disc_lr, **adam)
+    # A prepared scheduler steps once per process per optimizer step, hence the factor.
+    schedule = dict(
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+        power=args.lr_power,
+        num_cycles=args.lr_num_cycles,
+    )
+    scheduler_ae = build_lr_scheduler(args.lr_scheduler, optimizer_ae, lr_end=args.lr_end, **schedule)
+    scheduler_disc = build_lr_scheduler(
+        args.lr_scheduler, optimizer_disc, lr_end=args.lr_end * disc_lr / args.learning_rate, **schedule
+    )
+
+    # ---- one prepare
+    vae, discriminator, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc, train_dataloader = (
+        accelerator.prepare(
+            vae, discriminator, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc, train_dataloader
+        )
+    )
+    raw_vae: RadioVAE = accelerator.unwrap_model(vae)
+
+    # ---- checkpoint contents: models as save_pretrained folders, plus step counters, logvar and EMA
+    def save_model_hook(models: List[torch.nn.Module], weights: List[Dict[str, torch.Tensor]], folder: str) -> None:
+        for index in reversed(range(len(models))):
+            model = accelerator.unwrap_model(models[index])
+            subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
+            if accelerator.is_main_process:
+                model.save_pretrained(os.path.join(folder, subfolder), safe_serialization=True)
+            if weights:  # empty under DeepSpeed, which saves the models itself
+                weights.pop(index)
+
+    def load_model_hook(models: List[torch.nn.Module], folder: str) -> None:
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
+            saved = type(model).from_pretrained(folder, subfolder=subfolder)
+            changed = sorted(
+                key for key in model.config if not key.startswith("_") and saved.config.get(key) != model.config[key]
+            )
+            if changed:
+                raise ValueError(
+                    f"{folder}/{subfolder} was saved with a different configuration ({', '.join(changed)}); "
+                    "resume with the flags of the run that wrote it"
+                )
+            model.load_state_dict(saved.state_dict(), strict=True)
+            del saved
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+    guard = NonFiniteGuard(args.max_nonfinite_steps)
+    progress = TrainingProgress(guard)
+    accelerator.register_for_checkpointing(progress)
+    if loose_parameters:
+        accelerator.register_for_checkpointing(TensorState({"logvar": loss_fn.logvar}))
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    # ---- trackers
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
+        atomic_write_json(vars(args), os.path.join(args.output_dir, "training_args.json"))
+
+    # ---- resume
+    if resume_path is not None:
+        logger.info(f"Resuming from {resume_path}")
+        accelerator.load_state(resume_path)
+        expected = checkpointing.checkpoint_step(resume_path)
+        if progress.global_step != expected:
+            raise ValueError(f"{resume_path} holds step {progress.global_step}, its name says {expected}")
+        if ema is not None:
+            ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
+    global_step = progress.global_step
+
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    num_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
+    images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info(
+        f"{data_source}: {len(train_dataset)} training maps, {len(validation_dataset)} validation maps; "
+        f"{accelerator.num_processes} process(es) x batch {args.train_batch_size} x accumulation "
+        f"{args.gradient_accumulation_steps} = {images_per_step} maps per step; {args.max_train_steps} steps "
+        f"(phase 2 from step {args.disc_start}); starting at step {global_step}"
+    )
+
+    # ---- loop
+    names_seen: List[str] = []
+    window_logs: Dict[str, float] = {}  # sums over the logging window's finite micro-batches
+    window_micro_batches = 0
+    window_step_logs: Dict[str, float] = {}  # sums over its optimizer steps
+    window_steps = 0
+    window_finite = True
+    micro_step = 0
+    meter = ThroughputMeter()
+    last_checkpoint = resume_path
+    ae_parameters = list(vae.parameters()) + loose_parameters
+    disc_parameters = list(discriminator.parameters())
+    progress_bar = tqdm(
+        total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
+    )
+
+    def validate(step: int) -> Tuple[Dict[str, float], Optional[np.ndarray]]:
+        """Scores the held-out maps (main process; EMA weights if used) and writes / logs the image grid."""
+        if ema is not None:
+            ema.store(raw_vae.parameters())
+            ema.copy_to(raw_vae.parameters())
+        try:
+            metrics, grid = evaluate_reconstructions(
+                raw_vae,
+                validation_dataset,
+                collate,
+                args.train_batch_size,
+                accelerator.device,
+                args.num_validation_images,
+            )
+        finally:
+            if ema is not None:
+                ema.restore(raw_vae.parameters())
+        accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=step)
+        if grid is not None:
+            atomic_save_png(grid, os.path.join(args.output_dir, "validation", f"step-{step}.png"))
+            log_image_to_trackers(accelerator, "validation/input_reconstruction_error", grid, step)
+        logger.info(f"step {step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+        return metrics, grid
+
+    try:
+        for epoch in range(global_step // steps_per_epoch, num_epochs):
+            if global_step >= args.max_train_steps:
+                break
+            train_dataloader.set_epoch(epoch)
+            batches_done = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+            if epoch == global_step // steps_per_epoch and batches_done:
+                loader = accelerator.skip_first_batches(train_dataloader, batches_done)
+            else:
+                loader = train_dataloader
+            for batch in loader:
+                maps = batch["pixel_values"]  # (B, 1, H, W) in [-1, 1]
+                if args.debug_trace:
+                    names_seen.extend(batch["name"])
+                adversarial = loss_fn.disc_factor(global_step) > 0
+                with accelerator.accumulate(vae, discriminator):
+                    noise = step_generator(
+                        maps.device, args.seed, global_step, micro_step, accelerator.process_index
+                    )
+                    # The forward goes through the prepared (DDP) model, so gradients are averaged over processes.
+                    output = vae(maps, sample_posterior=True, generator=noise, return_posterior=True)
+                    loss, logs = loss_fn.generator_loss(
+                        maps, output.sample, output.latent_dist, global_step, last_layer=raw_vae.get_last_layer()
+                    )
+                    if global_step in args.debug_nonfinite_steps:
+                        loss = loss * float("nan")
+                    if adversarial:
+                        # Detached reconstructions through the prepared discriminator; before --disc_start it
+                        # never runs at all.
+                        disc_loss, disc_logs = loss_fn.discriminator_loss(
+                            maps, output.sample.detach(), global_step, discriminator=discriminator
+                        )
+                        loss = loss + disc_loss
+                        logs.update(disc_logs)
+                    finite = is_finite_everywhere(accelerator, [loss])
+                    window_finite = window_finite and finite
+                    if finite:
+                        # Every process takes this branch together (the check is global), so DDP stays in step.
+                        accelerator.backward(loss)
+                        for key, value in logs.items():
+                            window_logs[key] = window_logs.get(key, 0.0) + value
+                        window_micro_batches += 1
+
+                    grad_norms: Dict[str, Optional[torch.Tensor]] = {}
+                    step_applied = False
+                    if accelerator.sync_gradients:
+                        if window_finite:
+                            average_loose_gradients(accelerator, loose_parameters)
+                            if args.max_grad_norm > 0:
+                                grad_norms = clip_grad_norms(
+                                    accelerator,
+                                    {"autoencoder": ae_parameters, "discriminator": disc_parameters},
+                                    args.max_grad_norm,
+                                )
+                                # Norms are taken after DDP's all-reduce: every process sees the same values.
+                                if accelerator.mixed_precision != "fp16":  # fp16 overflow is GradScaler's business
+                                    window_finite = all(
+                                        norm is None or bool(torch.isfinite(norm)) for norm in grad_norms.values()
+                                    )
+                        step_applied = guard.record(window_finite, global_step)
+                        if step_applied:
+                            optimizer_ae.step()
+                            optimizer_disc.step()  # no-op before --disc_start: no parameter has a gradient
+                        optimizer_ae.zero_grad(set_to_none=True)
+                        optimizer_disc.zero_grad(set_to_none=True)
+                    # Prepared schedulers advance only on optimizer-step boundaries.
+                    scheduler_ae.step()
+                    scheduler_disc.step()
+                micro_step += 1
+
+                if not accelerator.sync_gradients:
+                    continue
+                # ---- one optimizer step done
+                if step_applied and ema is not None:
+                    ema.step(raw_vae.parameters())
+                global_step += 1
+                progress.global_step = global_step
+                micro_step = 0
+                window_finite = True
+                meter.update(images_per_step)
+                progress_bar.update(1)
+                if guard.exhausted:
+                    raise NonFiniteLossError(guard.describe_streak(global_step - 1))
+                window_steps += 1
+                for name, norm in grad_norms.items():
+                    if norm is not None:
+                        key = f"grad_norm_{name}"
+                        window_step_logs[key] = window_step_logs.get(key, 0.0) + float(norm)
+                progress_bar.set_postfix(
+                    phase=2 if adversarial else 1,
+                    loss=f"{logs['total']:.4g}",
+                    rec=f"{logs['rec']:.4f}",
+                    kl=f"{logs['kl']:.3g}",
+                    skipped=guard.total,
+                    refresh=False,
+                )
+
+                if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
+                    # Average over the window's micro-batches, then over processes.
+                    averages = {key: value / max(window_micro_batches, 1) for key, value in window_logs.items()}
+                    averages.update({key: value / window_steps for key, value in window_step_logs.items()})
+                    keys = sorted(averages)
+                    values = torch.tensor([averages[key] for key in keys], device=accelerator.device)
+                    values = accelerator.reduce(values, reduction="mean") if accelerator.num_processes > 1 else values
+                    record = {f"train/{key}": value for key, value in zip(keys, values.tolist())}
+                    record.update(
+                        {
+                            "train/phase": 2 if adversarial else 1,
+                            "train/lr_autoencoder": scheduler_ae.get_last_lr()[0],
+                            "train/lr_discriminator": scheduler_disc.get_last_lr()[0],
+                            "train/images_per_second": meter.images_per_second,
+                            "train/seconds_per_step": meter.seconds_per_step,
+                            "train/peak_memory_mib": peak_memory_mib(accelerator.device),
+                            "train/nonfinite_steps_skipped": guard.total,
+                            "train/epoch": epoch,
+                        }
+                    )
+                    accelerator.log(record, step=global_step)
+                    window_logs, window_micro_batches, window_step_logs, window_steps = {}, 0, {}, 0
+                    meter.reset()
+
+                if global_step % args.checkpointing_steps == 0:
+                    last_checkpoint = checkpointing.save_checkpoint(
+                        accelerator,
+                        args.output_dir,
+                        global_step,
+                        total_limit=args.checkpoints_total_limit,
+                        metadata={"phase": 2 if loss_fn.disc_factor(global_step) > 0 else 1},
+                    )
+                    logger.info(f"saved {last_checkpoint}")
+
+                if global_step % args.validation_steps == 0 and global_step < args.max_train_steps:
+                    if accelerator.is_main_process:
+                        validate(global_step)
+                    accelerator.wait_for_everyone()
+
+                if global_step >= args.max_train_steps:
+                    break
+    except NonFiniteLossError as error:
+        progress_bar.close()
+        message = (
+            f"stopping: {error}. The weights were not updated by those steps; the last good checkpoint is "
+            f"{last_checkpoint or '(none saved yet)'}. See docs/training.md, 'Training instability'."
+        )
+        logger.error(message, main_process_only=True)
+        accelerator.end_training()
+        return 3
+    progress_bar.close()
+
+    # ---- the end: (EMA) weights, scaling factor, final validation, model card, upload
+    accelerator.wait_for_everyone()
+    if args.debug_trace:
+        atomic_write_json(
+            {
+                "process_index": accelerator.process_index,
+                "num_processes": accelerator.num_processes,
+                "names": names_seen,
+                "global_step": global_step,
+                "vae_sha256": weights_digest(raw_vae.state_dict().items()),
+                # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
+                "discriminator_parameters_sha256": weights_digest(
+                    accelerator.unwrap_model(discriminator).named_parameters()
+                ),
+                "logvar": loss_fn.logvar.item(),
+                "nonfinite_steps_skipped": guard.total,
+            },
+            os.path.join(args.output_dir, "debug", f"rank-{accelerator.process_index}.json"),
+        )
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(raw_vae.parameters())
+        scaling_factor = measure_scaling_factor(
+            raw_vae,
+            train_dataset,
+            collate,
+            args.scaling_factor_maps,
+            args.train_batch_size,
+            accelerator.device,
+            args.seed,
+        )
+        raw_vae.register_to_config(scaling_factor=scaling_factor)
+        final_metrics, grid = validate(global_step)
+        save_final_model(raw_vae, args.output_dir)
+        sample = os.path.join(args.output_dir, "sample.png")
+        if grid is not None:
+            atomic_save_png(grid, sample)
+        from radiodiff_vae.hub import save_model_card
+
+        save_model_card(
+            args.output_dir,
+            raw_vae,
+            training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
+            metrics=final_metrics,
+            sample_image=sample if grid is not None else None,
+            repo_id=args.hub_model_id,
+            description=(
+                f"Trained with `examples/train_vae.py` for {global_step} steps on {data_source}; the metrics are "
+                f"those of {len(validation_dataset)} held-out maps."
+            ),
+            eval_dataset=dataset_label,
+            eval_split="validation",
+        )
+        logger.info(
+            f"saved the {'EMA ' if ema is not None else ''}model to {args.output_dir} (scaling_factor "
+            f"{scaling_factor:.4f}); validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(final_metrics.items()))
+        )
+        if args.push_to_hub:
+            repo_id = push_folder_to_hub(args)
+            logger.info(f"uploaded {args.output_dir} to https://huggingface.co/{repo_id}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

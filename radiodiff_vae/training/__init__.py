@@ -1,0 +1,43 @@
+"""Helpers of the training script ``examples/train_vae.py`` (configuration files, atomic checkpoints, learning-rate
+schedule, non-finite-step guard, repeatable step noise, throughput meter, validation grids)."""
+
+from .checkpointing import (
+    find_latest_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    remove_temporary_checkpoints,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+)
+from .config import load_yaml_config, parse_args_with_config
+from .gradients import average_loose_gradients, clip_grad_norms
+from .lr_schedule import SCHEDULER_NAMES, build_lr_scheduler
+from .meter import ThroughputMeter, peak_memory_mib
+from .nonfinite import NonFiniteGuard, NonFiniteLossError, is_finite_everywhere
+from .seeding import step_generator
+from .state import TensorState, TrainingProgress
+from .visualization import make_reconstruction_grid
+
+__all__ = [
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "SCHEDULER_NAMES",
+    "TensorState",
+    "ThroughputMeter",
+    "TrainingProgress",
+    "average_loose_gradients",
+    "build_lr_scheduler",
+    "clip_grad_norms",
+    "find_latest_checkpoint",
+    "is_finite_everywhere",
+    "list_checkpoints",
+    "load_yaml_config",
+    "make_reconstruction_grid",
+    "parse_args_with_config",
+    "peak_memory_mib",
+    "prune_checkpoints",
+    "remove_temporary_checkpoints",
+    "resolve_resume_checkpoint",
+    "save_checkpoint",
+    "step_generator",
+]
