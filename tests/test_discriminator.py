@@ -17,7 +17,8 @@ def test_default_layout_matches_the_report_and_the_original_keys():
     torch.manual_seed(0)
     discriminator = NLayerDiscriminator()
     convs = [module for module in discriminator.main if isinstance(module, nn.Conv2d)]
-    assert [(conv.in_channels, conv.out_channels) for conv in convs] == [(1, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
+    channels = [(conv.in_channels, conv.out_channels) for conv in convs]
+    assert channels == [(1, 64), (64, 128), (128, 256), (256, 512), (512, 1)]
     assert [conv.stride for conv in convs] == [(2, 2), (2, 2), (2, 2), (1, 1), (1, 1)]
     assert all(conv.kernel_size == (4, 4) and conv.padding == (1, 1) for conv in convs)
     # Bias only where no BatchNorm follows (the first and the last conv).
@@ -27,7 +28,8 @@ def test_default_layout_matches_the_report_and_the_original_keys():
     # The CompVis/RadioDiff discriminator's state dict names (loss.discriminator.main.*), so checkpoints convert.
     expected = ["main.0.weight", "main.0.bias", "main.2.weight"]
     for norm, next_conv in ((3, 5), (6, 8), (9, 11)):
-        expected += [f"main.{norm}.{name}" for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+        buffers = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+        expected += [f"main.{norm}.{name}" for name in buffers]
         expected.append(f"main.{next_conv}.weight")
     expected.append("main.11.bias")
     assert list(discriminator.state_dict()) == expected

@@ -114,7 +114,9 @@ def test_disc_factor_ramp_boundaries():
     assert discriminator_factor(10**6, **kwargs) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("step, expected", [(7, 7), (np.int64(7), 7), (torch.tensor(7), 7), (torch.tensor(0, dtype=torch.int32), 0)])
+@pytest.mark.parametrize(
+    "step, expected", [(7, 7), (np.int64(7), 7), (torch.tensor(7), 7), (torch.tensor(0, dtype=torch.int32), 0)]
+)
 def test_global_step_accepts_integers(step, expected):
     assert check_global_step(step) == expected
     assert type(check_global_step(step)) is int

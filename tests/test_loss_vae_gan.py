@@ -303,7 +303,8 @@ def test_bad_input_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"got 1.0 \(float\)"):
         loss.discriminator_loss(inputs, inputs, 1.0)
     with pytest.raises(ValueError, match="does not depend on last_layer"):
-        loss.generator_loss(inputs, maps(seed=1).requires_grad_(), posterior(), 0, last_layer=nn.Parameter(torch.zeros(1)))
+        unrelated_layer = nn.Parameter(torch.zeros(1))
+        loss.generator_loss(inputs, maps(seed=1).requires_grad_(), posterior(), 0, last_layer=unrelated_layer)
 
 
 @pytest.mark.parametrize(

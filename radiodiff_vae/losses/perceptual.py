@@ -6,7 +6,6 @@ where allowed, downloaded) *before* the network is built, and both parts are loa
 the file fails at once with a message that says what to put where, instead of training against random features.
 """
 
-import itertools
 import os
 import re
 import urllib.error
@@ -119,12 +118,14 @@ def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
     # lpips splits torchvision's `features.<i>` into slices, keeping the index: `slice<k>.<i>.<param>`.
     wanted = network.net.state_dict()
     trunk_sources = {key: "features." + key.split(".", 1)[1] for key in wanted}
-    _check_tensors(trunk_path, trunk_state, {trunk_sources[key]: value for key, value in wanted.items()})
+    refetch = "Delete it so that it can be fetched again."
+    _check_tensors(trunk_path, trunk_state, {trunk_sources[key]: value for key, value in wanted.items()}, refetch)
     network.net.load_state_dict({key: trunk_state[source] for key, source in trunk_sources.items()}, strict=True)
 
     heads_state = torch.load(heads_path, map_location="cpu", weights_only=True)
-    head_keys = {key: value for key, value in network.state_dict().items() if key.startswith("lin")}
-    _check_tensors(heads_path, heads_state, head_keys)
+    # `lin<k>.*`; lpips registers the same layers again as `lins.<k>.*`, which its file does not list.
+    head_keys = {key: value for key, value in network.state_dict().items() if re.match(r"lin\d+\.", key)}
+    _check_tensors(heads_path, heads_state, head_keys, "Reinstall lpips (pip install --force-reinstall lpips).")
     network.load_state_dict({key: heads_state[key] for key in head_keys}, strict=False)
 
     network.eval()
@@ -132,10 +133,10 @@ def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
     return network
 
 
-def _check_tensors(path: Path, state: dict, expected: dict) -> None:
+def _check_tensors(path: Path, state: dict, expected: dict, remedy: str) -> None:
     """Raises a ValueError unless ``state`` holds every key of ``expected`` with the same shape."""
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict of tensors.")
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict of tensors. {remedy}")
     missing = sorted(set(expected) - set(state))
     wrong = sorted(
         f"{key}: {tuple(state[key].shape)} instead of {tuple(value.shape)}"
@@ -145,7 +146,7 @@ def _check_tensors(path: Path, state: dict, expected: dict) -> None:
     if missing or wrong:
         raise ValueError(
             f"{path} does not hold the expected weights: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-            f"wrong shapes {wrong[:5]}. Delete it so that it can be fetched again."
+            f"wrong shapes {wrong[:5]}. {remedy}"
         )
 
 
@@ -193,5 +194,7 @@ def _drop_own_entries(module: nn.Module, state_dict: dict, prefix: str, local_me
 
 def _fill_own_entries(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     # Checkpoints leave the frozen network out (see `_drop_own_entries`); give a strict load its current tensors.
-    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
-        state_dict.setdefault(prefix + name, tensor)
+    # The children's own state_dict lists exactly the keys a load expects (shared layers under both names).
+    for child_name, child in module.named_children():
+        for key, tensor in child.state_dict(keep_vars=True).items():
+            state_dict.setdefault(f"{prefix}{child_name}.{key}", tensor)
