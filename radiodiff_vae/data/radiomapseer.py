@@ -37,8 +37,9 @@ class RadioMapSeer(Dataset):
         split (`str`, defaults to ``"train"``): ``"train"``, ``"val"`` (or ``"validation"``) or ``"test"``.
         split_scheme (`str`, defaults to ``"radiodiff"``): ``"radiodiff"`` reproduces RadioDiff's split (and warns
             that its validation and test maps are not held out); ``"disjoint"`` is RadioUNet's split, no overlap.
-        num_tx (`int`, *optional*): transmitters ``0 .. num_tx-1`` of every map, all required; None takes every
-            transmitter found for each map (RadioMapSeer: 80, IRT4: 2).
+        num_tx (`int`, *optional*): transmitters ``0 .. num_tx-1`` of every map, all required. None takes as many
+            as the split's best-covered map has (RadioMapSeer: 80, IRT4: 2) and requires them of every map;
+            ``self.num_tx`` then holds the number found.
         resolution (`int`, *optional*): output side in pixels; None keeps the native size (256), 320 gives the
             report's input size.
         flip (`bool`, defaults to False): random horizontal flip of each item (gain, buildings and transmitter).
@@ -104,29 +105,33 @@ class RadioMapSeer(Dataset):
     def _find_items(self, gain_dir: Path, antennas_dir: Path) -> List[Tuple[int, int]]:
         """Every (map, tx) of the split, after checking that its three files exist (two directory listings)."""
         gains, antennas = list_map_tx(gain_dir), list_map_tx(antennas_dir)
+        num_tx = self.num_tx
+        if num_tx is None:
+            # Every map of a RadioMapSeer simulation has the same transmitters (80, or 2 for IRT4): take as many as
+            # the best-covered map of the split has, so that a map missing one of them is reported, not skipped.
+            num_tx = max((max(gains[map_id]) + 1 for map_id in self.map_ids if map_id in gains), default=0)
+            if num_tx == 0:
+                raise FileNotFoundError(
+                    f"no gain map of the split's maps in {gain_dir} (expected files such as "
+                    f"{gain_path(self.root, self.simulation, self.map_ids[0], 0)}); expected {LAYOUT_DESCRIPTION}"
+                )
+        self.num_tx = num_tx
         items = []
         for map_id in self.map_ids:
-            found = gains.get(map_id, [])
-            wanted = list(range(self.num_tx)) if self.num_tx is not None else found
-            if not wanted:
-                raise FileNotFoundError(
-                    f"no gain map of map {map_id} in {gain_dir} (expected {gain_path(self.root, self.simulation, map_id, 0)}"
-                    f" and the other transmitters); expected {LAYOUT_DESCRIPTION}"
-                )
-            missing_gain = sorted(set(wanted) - set(found))
+            missing_gain = sorted(set(range(num_tx)) - set(gains.get(map_id, [])))
             if missing_gain:
                 raise FileNotFoundError(
                     f"missing gain map {gain_path(self.root, self.simulation, map_id, missing_gain[0])} "
-                    f"({len(missing_gain)} of the {len(wanted)} transmitters of map {map_id} asked for are missing); "
+                    f"({len(missing_gain)} of the {num_tx} transmitters of map {map_id} are missing); "
                     f"expected {LAYOUT_DESCRIPTION}"
                 )
-            missing_antenna = sorted(set(wanted) - set(antennas.get(map_id, [])))
+            missing_antenna = sorted(set(range(num_tx)) - set(antennas.get(map_id, [])))
             if missing_antenna:
                 raise FileNotFoundError(
                     f"missing transmitter image {antenna_path(self.root, map_id, missing_antenna[0])}; "
                     f"expected {LAYOUT_DESCRIPTION}"
                 )
-            items.extend((map_id, tx) for tx in wanted)
+            items.extend((map_id, tx) for tx in range(num_tx))
         return items
 
     def __len__(self) -> int:

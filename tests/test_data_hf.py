@@ -1,0 +1,87 @@
+"""🤗 datasets: convert a RadioMapSeer-layout folder, save_to_disk, load back, same items as the folder (offline)."""
+
+import warnings
+
+import pytest
+import torch
+
+from radiodiff_vae.data import HFRadioMaps, RadioMapSeer, load_radio_dataset, radiomapseer_to_hf, write_synthetic_folder
+
+NUM_MAPS, NUM_TX, SIZE = 30, 2, 32
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rms_for_hf")
+    return write_synthetic_folder(root, NUM_MAPS, NUM_TX, seed=1, resolution=SIZE, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def saved(folder, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hf_cache")
+    converted = radiomapseer_to_hf(folder, "synthetic", split_scheme="disjoint", cache_dir=cache)
+    path = tmp_path_factory.mktemp("hf_saved") / "radio_maps"
+    converted.save_to_disk(str(path))
+    return converted, path
+
+
+def test_conversion_has_the_image_feature_and_columns(saved):
+    import datasets
+
+    converted, _ = saved
+    assert list(converted) == ["train", "validation", "test"]
+    train = converted["train"]
+    assert isinstance(train.features["image"], datasets.Image)
+    assert isinstance(train.features["buildings"], datasets.Image)
+    assert set(train.column_names) == {"image", "buildings", "transmitter", "map", "tx", "simulation", "name"}
+    row = train[0]
+    assert row["image"].mode == "L" and row["image"].size == (SIZE, SIZE)
+    assert row["simulation"] == "synthetic" and row["name"] == f"{row['map']}_{row['tx']}"
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_saved_dataset_loads_back_with_the_folder_items(folder, saved, split):
+    _, path = saved
+    loaded = load_radio_dataset(path, split=split)
+    reference = RadioMapSeer(folder, "synthetic", split, "disjoint")
+    assert isinstance(loaded, HFRadioMaps) and len(loaded) == len(reference)
+    for index in (0, len(loaded) - 1):
+        item, expected = loaded[index], reference[index]
+        assert item["name"] == expected["name"] and item["simulation"] == "synthetic"
+        for key in ("pixel_values", "buildings", "transmitter"):
+            assert torch.equal(item[key], expected[key]), key
+    resized = load_radio_dataset(path, split=split, resolution=48)[0]
+    assert resized["pixel_values"].shape == (1, 48, 48) and resized["transmitter"].sum() == 1.0
+
+
+def test_single_split_conversion_and_loading_rules(folder, tmp_path):
+    with pytest.warns(UserWarning, match="also training maps"):
+        test_split = radiomapseer_to_hf(folder, "synthetic", split="test", split_scheme="radiodiff", cache_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = RadioMapSeer(folder, "synthetic", "test", "radiodiff")
+    assert test_split.num_rows == len(expected)
+    assert test_split["name"] == [f"{m}_{t}" for m, t in expected.items]
+    test_split.save_to_disk(str(tmp_path / "test_only"))
+    assert len(load_radio_dataset(tmp_path / "test_only", split="test")) == len(expected)
+    with pytest.raises(ValueError, match="holds only the split 'test'"):
+        load_radio_dataset(tmp_path / "test_only", split="train")
+
+
+def test_radiomapseer_folder_loads_directly(folder):
+    dataset = load_radio_dataset(folder, split="val", simulation="synthetic")
+    assert isinstance(dataset, RadioMapSeer) and dataset.split == "val" and dataset.split_scheme == "disjoint"
+
+
+def test_bad_requests_name_what_is_wrong(saved, tmp_path):
+    converted, path = saved
+    with pytest.raises(ValueError, match="image_column 'gain' is not a column"):
+        HFRadioMaps(converted["train"], image_column="gain")
+    with pytest.raises(ValueError, match="holds the splits"):
+        load_radio_dataset(path, split=None)
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_radio_dataset(path, split="dev")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_radio_dataset(tmp_path / "missing" / "dataset")
+    with pytest.raises(FileNotFoundError, match="simulations found"):
+        radiomapseer_to_hf(tmp_path, "synthetic")
