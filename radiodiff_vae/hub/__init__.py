@@ -10,6 +10,10 @@ _EXPORTS = {
     "render_model_card": "radiodiff_vae.hub.model_card",
     "save_model_card": "radiodiff_vae.hub.model_card",
     "push_to_hub": "radiodiff_vae.hub.push",
+    "convert_original_checkpoint": "radiodiff_vae.hub.convert",
+    "load_original_checkpoint": "radiodiff_vae.hub.convert",
+    "load_training_state": "radiodiff_vae.hub.convert",
+    "ConversionResult": "radiodiff_vae.hub.convert",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -28,5 +32,6 @@ def __dir__() -> list:
 
 
 if TYPE_CHECKING:
+    from .convert import ConversionResult, convert_original_checkpoint, load_original_checkpoint, load_training_state
     from .model_card import render_model_card, save_model_card
     from .push import push_to_hub

@@ -1,0 +1,559 @@
+"""Conversion of checkpoints of the original RadioDiff code into a ``radiodiff-ldm-f4`` RadioVAE folder.
+
+The original code (a CompVis latent-diffusion first stage) saves its autoencoder in one of three ways:
+
+* the trainer's dict ``{"step", "model", "opt_ae", "lr_scheduler_ae", "opt_disc", "lr_scheduler_disc", "ema",
+  "scaler"}``, where ``ema`` is an ema-pytorch state dict holding the averaged weights under ``ema_model.``
+  (and the live ones under ``online_model.``);
+* a Lightning-style ``{"state_dict": ...}`` (also a whole latent-diffusion model, whose VAE sits under
+  ``first_stage_model.``);
+* a bare state dict.
+
+Its names are CompVis' (``encoder.down.0.block.0.norm1.weight``, ``encoder.mid.attn_1.q.weight``, ...), mapped to
+diffusers' ``AutoencoderKL`` names, which ``radiodiff-ldm-f4`` shares, by diffusers' own
+``convert_ldm_vae_checkpoint``. ``loss.logvar`` and ``loss.discriminator.*`` can be kept for continued training;
+``loss.perceptual_loss.*`` (LPIPS, rebuilt from its own files) and the ``loss_pinn.`` / ``loss_pinn_dpm2irt4.``
+copies of the loss are skipped and counted. Any other name stops the conversion: nothing is dropped silently, and
+the model loads strictly.
+
+Output folder::
+
+    config.json, diffusion_pytorch_model.safetensors   RadioVAE.from_pretrained(folder)
+    README.md                                          model card (source, weights taken, step)
+    discriminator.safetensors                          NLayerDiscriminator keys (main.0.weight, ...); its config
+                                                       as JSON in the file's metadata
+    logvar.safetensors                                 {"logvar": 0-dim tensor}
+
+``load_training_state(criterion, folder)`` puts the last two into a ``RadioVAELoss``. (The discriminator is a flat
+file, not a ``save_pretrained`` subfolder: diffusers' ``from_pretrained(folder, subfolder=...)`` prefers a weights
+file at the folder's root, which here is the VAE's.)
+"""
+
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+TARGET_PRESET = "radiodiff-ldm-f4"
+# RadioDiff's diffusion configs start from this latent scale (DESIGN.md): a converted model carries it.
+CONVERTED_SCALING_FACTOR = 0.3
+
+TRAINER_KEYS = frozenset({"step", "model", "opt_ae", "lr_scheduler_ae", "opt_disc", "lr_scheduler_disc", "ema", "scaler"})
+EMA_WEIGHTS_PREFIX = "ema_model."
+EMA_OTHER_PREFIXES = ("online_model.",)
+EMA_BOOKKEEPING = frozenset({"initted", "step"})
+# A whole latent-diffusion checkpoint keeps its first stage under one of these (as in diffusers' LDM_VAE_KEYS).
+FIRST_STAGE_PREFIXES = ("first_stage_model.", "vae.")
+VAE_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+LOGVAR_KEY = "loss.logvar"
+DISCRIMINATOR_PREFIX = "loss.discriminator."
+# Parts of the original loss that a conversion leaves out on purpose.
+SKIPPED_PREFIXES = ("loss.perceptual_loss.", "loss_pinn.", "loss_pinn_dpm2irt4.")
+
+DISCRIMINATOR_FILENAME = "discriminator.safetensors"
+LOGVAR_FILENAME = "logvar.safetensors"
+DISCRIMINATOR_CONFIG_KEYS = ("in_channels", "base_channels", "num_layers", "use_actnorm")
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class ConversionResult:
+    """What ``convert_original_checkpoint`` built and from which weights.
+
+    Attributes:
+        model (`RadioVAE`): the converted autoencoder (``radiodiff-ldm-f4``, ``scaling_factor`` 0.3).
+        source_format (`str`): ``"trainer"``, ``"lightning"`` or ``"state_dict"``.
+        weights (`str`): where the weights came from, e.g. ``"model"``, ``"ema/ema_model."``, ``"state_dict"``.
+        step (`int`, *optional*): the training step recorded in a trainer checkpoint.
+        loaded_with_weights_only (`bool`): whether ``torch.load(weights_only=True)`` read the file.
+        name_map (`dict`): original name -> RadioVAE name, for every converted tensor.
+        skipped (`dict`): prefix -> number of tensors left out on purpose (LPIPS, loss variants, optimizer...).
+        discriminator (`NLayerDiscriminator`, *optional*): the discriminator, when the checkpoint has one.
+        logvar (`torch.Tensor`, *optional*): the 0-dim log-variance of the loss, when the checkpoint has one.
+        output_dir (`Path`, *optional*): the folder written by ``convert_original_checkpoint``.
+    """
+
+    model: Any
+    source_format: str
+    weights: str
+    step: Optional[int] = None
+    loaded_with_weights_only: bool = True
+    name_map: Dict[str, str] = field(default_factory=dict)
+    skipped: Dict[str, int] = field(default_factory=dict)
+    discriminator: Any = None
+    logvar: Optional[torch.Tensor] = None
+    output_dir: Optional[Path] = None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# reading the file
+def load_original_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tuple[Any, bool]:
+    """Reads a checkpoint file on the CPU; returns ``(object, loaded_with_weights_only)``.
+
+    ``torch.load(weights_only=True)`` is tried first: it only rebuilds tensors and plain containers. A file that
+    also pickles other objects (an optimizer's scheduler lambda, a config class) is refused with a ValueError unless
+    ``trust_pickle`` is set, because unpickling runs code chosen by whoever wrote the file. ``.safetensors`` files are
+    read with safetensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist (expected a .ckpt/.pt/.pth/.safetensors file).")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu"), True
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), True
+    except pickle.UnpicklingError as error:
+        reason = _unpickling_reason(error)
+        if not trust_pickle:
+            raise ValueError(
+                f"{path} holds pickled objects besides tensors, so torch.load(weights_only=True) refused it "
+                f"({reason}). Loading it runs code stored in the file: if you trust its source, pass "
+                "trust_pickle=True (--trust_pickle on the command line)."
+            ) from error
+        logger.warning("%s: weights_only=True failed (%s); loading with weights_only=False as trust_pickle allows.", path, reason)
+        return torch.load(path, map_location="cpu", weights_only=False), False
+
+
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's long weights_only message that names what was refused (e.g. an unsupported global)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    for line in lines:
+        if "Unsupported global" in line or "WeightsUnpickler error" in line:
+            return line.replace("WeightsUnpickler error: ", "")
+    return next((line for line in lines if line), type(error).__name__)
+
+
+def select_weights(checkpoint: Any, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], str, str, Optional[int], Dict[str, int]]:
+    """Finds the autoencoder's state dict inside a loaded checkpoint.
+
+    Returns ``(state_dict, source_format, weights, step, skipped)``; ``skipped`` counts the entries of the
+    checkpoint that are not weights (optimizer states, EMA bookkeeping and the other copy of the weights).
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"A checkpoint must be a dict (a state dict or a trainer/Lightning dict), got {type(checkpoint).__name__}.")
+    skipped: Dict[str, int] = {}
+    step = None
+    if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
+        source_format = "trainer"
+        step = _as_int(checkpoint.get("step"))
+        for key in sorted(set(checkpoint) - {"model", "ema", "step"}):
+            skipped[key] = 1
+        if use_ema:
+            ema = checkpoint.get("ema")
+            if not isinstance(ema, Mapping):
+                raise ValueError(
+                    f"use_ema was requested but the trainer checkpoint has no 'ema' state dict (its keys: {sorted(checkpoint)})."
+                )
+            state_dict, ema_skipped = _ema_weights(ema)
+            skipped.update(ema_skipped)
+            skipped["model"] = len(checkpoint["model"])
+            weights = f"ema/{EMA_WEIGHTS_PREFIX}"
+        else:
+            state_dict, weights = dict(checkpoint["model"]), "model"
+            if isinstance(checkpoint.get("ema"), Mapping):
+                skipped["ema"] = len(checkpoint["ema"])
+    elif "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
+        source_format, weights = "lightning", "state_dict"
+        step = _as_int(checkpoint.get("global_step"))
+        if use_ema:
+            raise ValueError("use_ema applies to the RadioDiff trainer's dict (with 'model' and 'ema'); this is a Lightning checkpoint.")
+        state_dict = dict(checkpoint["state_dict"])
+        for key in sorted(set(checkpoint) - {"state_dict"}):
+            skipped[key] = 1
+    else:
+        source_format, weights = "state_dict", "state dict"
+        state_dict = dict(checkpoint)
+        if use_ema:
+            if not any(key.startswith(EMA_WEIGHTS_PREFIX) for key in state_dict):
+                raise ValueError(f"use_ema was requested but no key starts with {EMA_WEIGHTS_PREFIX!r} in this state dict.")
+            state_dict, ema_skipped = _ema_weights(state_dict)
+            skipped.update(ema_skipped)
+            weights = f"state dict/{EMA_WEIGHTS_PREFIX}"
+    not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"The {weights} weights hold non-tensor entries, e.g. {not_tensors[0]!r} "
+            f"({type(state_dict[not_tensors[0]]).__name__}); expected a state dict of tensors."
+        )
+    return state_dict, source_format, weights, step, skipped
+
+
+def _ema_weights(ema: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[str, int]]:
+    weights, skipped = {}, Counter()
+    for key, value in ema.items():
+        if key.startswith(EMA_WEIGHTS_PREFIX):
+            weights[key[len(EMA_WEIGHTS_PREFIX):]] = value
+        elif key.startswith(EMA_OTHER_PREFIXES):
+            skipped["ema/" + key.split(".")[0] + "."] += 1
+        elif key in EMA_BOOKKEEPING:
+            skipped[f"ema/{key}"] += 1
+        else:
+            raise ValueError(f"Unexpected entry {key!r} in the EMA state dict (expected {EMA_WEIGHTS_PREFIX}*, online_model.*, initted, step).")
+    if not weights:
+        raise ValueError(f"The EMA state dict has no {EMA_WEIGHTS_PREFIX}* weights.")
+    return weights, dict(skipped)
+
+
+def _as_int(value: Any) -> Optional[int]:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return int(value.item())
+    return int(value) if isinstance(value, int) else None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# splitting and renaming
+def split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Optional[torch.Tensor], Dict[str, int]]:
+    """Splits original weights into ``(vae, discriminator, logvar, skipped)``; unknown names raise a ValueError.
+
+    ``vae`` keeps the CompVis names without any ``first_stage_model.``/``vae.``/``module.`` prefix; ``discriminator``
+    has the ``loss.discriminator.`` prefix removed (``main.0.weight``, ...).
+    """
+    state_dict = _strip_common_prefix(state_dict)
+    vae, discriminator, skipped, unknown = {}, {}, Counter(), []
+    logvar = None
+    for key, value in state_dict.items():
+        if key.startswith(VAE_PREFIXES):
+            vae[key] = value
+        elif key == LOGVAR_KEY:
+            logvar = value
+        elif key.startswith(DISCRIMINATOR_PREFIX):
+            discriminator[key[len(DISCRIMINATOR_PREFIX):]] = value
+        elif key.startswith(SKIPPED_PREFIXES):
+            skipped[next(prefix for prefix in SKIPPED_PREFIXES if key.startswith(prefix))] += 1
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} tensor(s) of the checkpoint belong to no known part of the original autoencoder, e.g. "
+            f"{unknown[:3]}; expected names under {list(VAE_PREFIXES)}, {LOGVAR_KEY!r}, {DISCRIMINATOR_PREFIX!r} or "
+            f"{list(SKIPPED_PREFIXES)}. Is this a RadioDiff VAE checkpoint?"
+        )
+    if not vae:
+        raise ValueError(f"The checkpoint has no autoencoder weights (no name starts with {list(VAE_PREFIXES)}).")
+    return vae, discriminator, logvar, dict(skipped)
+
+
+def _strip_common_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Removes a DDP ``module.`` prefix, and keeps only the first stage of a whole latent-diffusion checkpoint."""
+    state_dict = dict(state_dict)
+    if state_dict and all(key.startswith("module.") for key in state_dict):
+        state_dict = {key[len("module."):]: value for key, value in state_dict.items()}
+    for prefix in FIRST_STAGE_PREFIXES:
+        if any(key.startswith(prefix + "encoder.") for key in state_dict):
+            logger.info("Taking the first stage under %r of a latent-diffusion checkpoint.", prefix)
+            return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+    return state_dict
+
+
+def convert_vae_state_dict(vae_state_dict: Mapping[str, torch.Tensor], num_levels: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """CompVis VAE names -> diffusers ``AutoencoderKL`` names, with diffusers' ``convert_ldm_vae_checkpoint``.
+
+    Returns ``(converted, name_map)`` where ``name_map`` gives, for every converted key, the original name it came
+    from. The map is learnt by running the same converter on one-element probes that carry each tensor's index, so
+    it follows whatever diffusers does (including the 1x1-conv -> linear reshape of the attention weights).
+    """
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    layout = {"down_block_types": ["DownEncoderBlock2D"] * num_levels, "up_block_types": ["UpDecoderBlock2D"] * num_levels}
+    names = list(vae_state_dict)
+    probes = {
+        name: torch.tensor(float(index), dtype=torch.float64).reshape([1] * vae_state_dict[name].ndim)
+        for index, name in enumerate(names)
+    }
+    probed = convert_ldm_vae_checkpoint(probes, layout)
+    name_map = {new_name: names[int(value.reshape(-1)[0].item())] for new_name, value in probed.items() if value is not None}
+    converted = convert_ldm_vae_checkpoint(dict(vae_state_dict), layout)
+    converted = {key: value for key, value in converted.items() if value is not None}
+    return converted, name_map
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# checks
+def check_converted(converted: Mapping[str, torch.Tensor], name_map: Mapping[str, str], originals: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """Raises a ValueError naming the first tensor that is left over, missing or of the wrong shape."""
+    used = Counter(name_map.values())
+    leftover = [name for name in originals if name not in used]
+    if leftover:
+        raise ValueError(
+            f"{len(leftover)} original tensor(s) have no place in a {TARGET_PRESET} RadioVAE, first {leftover[0]!r} "
+            f"{tuple(originals[leftover[0]].shape)}: the checkpoint's architecture differs (more blocks or levels, "
+            "attention at other resolutions?)."
+        )
+    duplicated = [name for name, count in used.items() if count > 1]
+    if duplicated:
+        raise ValueError(f"Original tensor {duplicated[0]!r} was mapped to several RadioVAE names; the conversion is ambiguous.")
+    unexpected = [key for key in converted if key not in expected]
+    if unexpected:
+        raise ValueError(f"Original tensor {name_map[unexpected[0]]!r} became {unexpected[0]!r}, which a {TARGET_PRESET} RadioVAE does not have.")
+    missing = [key for key in expected if key not in converted]
+    if missing:
+        raise ValueError(
+            f"The checkpoint lacks {len(missing)} tensor(s) of a {TARGET_PRESET} RadioVAE, first {missing[0]!r} "
+            f"{tuple(expected[missing[0]].shape)}: the checkpoint's architecture differs (fewer blocks or levels?)."
+        )
+    order = {name: index for index, name in enumerate(originals)}
+    for key in sorted(converted, key=lambda converted_key: order[name_map[converted_key]]):
+        original = originals[name_map[key]]
+        target_shape = tuple(expected[key].shape)
+        # Attention projections are 1x1 convs in the original and linear layers here: trailing 1s may go.
+        compatible = tuple(original.shape[: len(target_shape)]) == target_shape and all(
+            size == 1 for size in original.shape[len(target_shape):]
+        )
+        if not compatible:
+            raise ValueError(
+                f"Shape mismatch: {name_map[key]!r} has shape {tuple(original.shape)} but {key!r} of a {TARGET_PRESET} "
+                f"RadioVAE has shape {target_shape} (different channels, latent size or input channels?)."
+            )
+    for key, value in converted.items():
+        if not value.is_floating_point():
+            raise ValueError(f"{name_map[key]!r} holds {value.dtype} values; expected floating-point weights.")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# building the models
+def build_converted_vae(converted: Mapping[str, torch.Tensor], name_map: Mapping[str, str], originals: Mapping[str, torch.Tensor], sample_size: int = 320) -> Any:
+    """A ``radiodiff-ldm-f4`` RadioVAE (``scaling_factor`` 0.3) holding the converted weights in float32."""
+    from ..models.autoencoder_radio import RadioVAE
+
+    # Built on the meta device: no random initialisation of ~55M parameters that the checkpoint replaces anyway.
+    with torch.device("meta"):
+        model = RadioVAE.from_preset(TARGET_PRESET, scaling_factor=CONVERTED_SCALING_FACTOR, sample_size=sample_size)
+    expected = model.state_dict()
+    check_converted(converted, name_map, originals, expected)
+    # Copies: the model must not share storage with (and later train into) the caller's checkpoint tensors.
+    weights = {
+        key: value.detach().to(dtype=torch.float32, copy=True).reshape(expected[key].shape).contiguous()
+        for key, value in converted.items()
+    }
+    model.load_state_dict(weights, strict=True, assign=True)
+    still_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if still_meta:
+        raise ValueError(f"RadioVAE tensors were not filled by the checkpoint: {still_meta[:3]}.")
+    return model.eval()
+
+
+def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
+    """An ``NLayerDiscriminator`` with the original discriminator's weights; its layout is read from the tensors."""
+    from ..models.discriminator import NLayerDiscriminator
+
+    first = state_dict.get("main.0.weight")
+    if first is None or first.ndim != 4:
+        raise ValueError(f"The discriminator weights lack {DISCRIMINATOR_PREFIX}main.0.weight (a 4-d conv weight); found {sorted(state_dict)[:3]}.")
+    conv_count = sum(1 for key, value in state_dict.items() if key.endswith(".weight") and value.ndim == 4)
+    config = dict(
+        in_channels=int(first.shape[1]),
+        base_channels=int(first.shape[0]),
+        num_layers=conv_count - 2,  # first conv, num_layers normalised convs, output conv
+        use_actnorm=any(key.endswith(".loc") for key in state_dict),
+    )
+    if config["num_layers"] < 1:
+        raise ValueError(f"The discriminator weights hold {conv_count} convs; a PatchGAN has at least 3.")
+    discriminator = NLayerDiscriminator(**config)
+    expected = discriminator.state_dict()
+    _check_same_tensors(state_dict, expected, DISCRIMINATOR_PREFIX, f"NLayerDiscriminator({config})")
+    discriminator.load_state_dict({key: value.to(expected[key].dtype) for key, value in state_dict.items()}, strict=True)
+    return discriminator
+
+
+def _check_same_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], prefix: str, what: str) -> None:
+    for key in found:
+        if key not in expected:
+            raise ValueError(f"{prefix}{key} has no place in {what}.")
+    for key, tensor in expected.items():
+        if key not in found:
+            raise ValueError(f"{prefix}{key} {tuple(tensor.shape)} is missing for {what}.")
+        if tuple(found[key].shape) != tuple(tensor.shape):
+            raise ValueError(f"Shape mismatch: {prefix}{key} has shape {tuple(found[key].shape)} but {what} expects {tuple(tensor.shape)}.")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the whole conversion
+def convert_original_checkpoint(
+    checkpoint: Union[PathLike, Mapping[str, Any]],
+    output_dir: Optional[PathLike] = None,
+    *,
+    use_ema: bool = False,
+    include_training_state: bool = True,
+    trust_pickle: bool = False,
+    sample_size: int = 320,
+    overwrite: bool = False,
+) -> ConversionResult:
+    """Converts an original RadioDiff VAE checkpoint into a ``radiodiff-ldm-f4`` RadioVAE.
+
+    Args:
+        checkpoint (`str`, `os.PathLike` or `dict`): the file (``.ckpt``/``.pt``/``.pth``/``.safetensors``) or an
+            already loaded checkpoint: the trainer's dict, ``{"state_dict": ...}`` or a bare state dict.
+        output_dir (`str` or `os.PathLike`, *optional*): where to write the RadioVAE folder; nothing is written when
+            None. It must not exist (or be empty) unless ``overwrite``; it appears complete or not at all.
+        use_ema (`bool`, defaults to `False`): take the trainer's EMA weights (``ema`` / ``ema_model.*``) instead of
+            ``model``. The original ``init_from_ckpt`` silently prefers EMA; here the choice is explicit and recorded.
+        include_training_state (`bool`, defaults to `True`): also convert ``loss.discriminator.*`` and
+            ``loss.logvar`` (written to ``discriminator/`` and ``logvar.safetensors``) to continue training.
+        trust_pickle (`bool`, defaults to `False`): allow ``torch.load(weights_only=False)`` for files that
+            ``weights_only=True`` refuses. Only for files from a trusted source.
+        sample_size (`int`, defaults to 320): the training resolution recorded in the config.
+        overwrite (`bool`, defaults to `False`): replace an existing non-empty ``output_dir``.
+
+    Returns:
+        `ConversionResult`.
+    """
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise NotADirectoryError(f"--output_dir {output_dir} exists and is not a folder.")
+        if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+            raise FileExistsError(f"--output_dir {output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+        if not output_dir.resolve().parent.is_dir():
+            raise FileNotFoundError(f"The parent folder of --output_dir {output_dir} does not exist.")
+
+    if isinstance(checkpoint, Mapping):
+        loaded, weights_only, source_name = checkpoint, True, "<in-memory checkpoint>"
+    else:
+        loaded, weights_only = load_original_checkpoint(checkpoint, trust_pickle=trust_pickle)
+        source_name = Path(checkpoint).name
+    state_dict, source_format, weights, step, skipped = select_weights(loaded, use_ema=use_ema)
+    vae_weights, discriminator_weights, logvar, loss_skipped = split_state_dict(state_dict)
+    skipped.update(loss_skipped)
+
+    from ..models.autoencoder_radio import PRESETS
+
+    converted, name_map = convert_vae_state_dict(vae_weights, len(PRESETS[TARGET_PRESET]["block_out_channels"]))
+    model = build_converted_vae(converted, name_map, vae_weights, sample_size=sample_size)
+
+    discriminator = None
+    if include_training_state:
+        discriminator = build_discriminator(discriminator_weights) if discriminator_weights else None
+        if logvar is not None:
+            if logvar.numel() != 1:
+                raise ValueError(f"{LOGVAR_KEY} has shape {tuple(logvar.shape)}; expected a single value.")
+            logvar = logvar.detach().to(torch.float32).reshape(())
+    else:
+        if discriminator_weights:
+            skipped[DISCRIMINATOR_PREFIX] = len(discriminator_weights)
+        if logvar is not None:
+            skipped[LOGVAR_KEY] = 1
+        logvar = None
+
+    result = ConversionResult(
+        model=model,
+        source_format=source_format,
+        weights=weights,
+        step=step,
+        loaded_with_weights_only=weights_only,
+        name_map=name_map,
+        skipped=skipped,
+        discriminator=discriminator,
+        logvar=logvar,
+    )
+    logger.info(
+        "Converted %d tensors from %s (%s, weights: %s%s); skipped %s.",
+        len(name_map), source_name, source_format, weights, f", step {step}" if step is not None else "", skipped or "nothing",
+    )
+    if output_dir is not None:
+        _write_folder(result, output_dir, source_name, overwrite)
+        result.output_dir = output_dir
+    return result
+
+
+def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, overwrite: bool) -> None:
+    """Writes everything into a temporary sibling folder, then moves it into place in one rename."""
+    from safetensors.torch import save_file
+
+    from .model_card import save_model_card
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    try:
+        result.model.save_pretrained(staging, safe_serialization=True)
+        if result.discriminator is not None:
+            config = {key: result.discriminator.config[key] for key in DISCRIMINATOR_CONFIG_KEYS}
+            state = {key: value.contiguous() for key, value in result.discriminator.state_dict().items()}
+            save_file(state, str(staging / DISCRIMINATOR_FILENAME), metadata={"config": json.dumps(config), "format": "pt"})
+        if result.logvar is not None:
+            save_file({"logvar": result.logvar.contiguous()}, str(staging / LOGVAR_FILENAME))
+        save_model_card(staging, result.model, model_name=f"RadioDiff VAE converted from {source_name}", description=describe(result, source_name))
+        if output_dir.exists():
+            if not overwrite and any(output_dir.iterdir()):
+                raise FileExistsError(f"--output_dir {output_dir} appeared while converting; nothing was replaced.")
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def describe(result: ConversionResult, source_name: str) -> str:
+    """One paragraph for the model card and the command line: where the weights came from."""
+    parts = [
+        f"Converted from the original RadioDiff checkpoint `{source_name}` ({result.source_format} format, weights "
+        f"taken from `{result.weights}`{f', training step {result.step}' if result.step is not None else ''}) by "
+        f"`radiodiff-vae convert-original`: {len(result.name_map)} tensors, loaded strictly.",
+    ]
+    if result.discriminator is not None or result.logvar is not None:
+        kept = [name for name, present in (("the discriminator (`discriminator.safetensors`)", result.discriminator is not None), ("the loss log-variance (`logvar.safetensors`)", result.logvar is not None)) if present]
+        parts.append(f"Kept for continued training: {' and '.join(kept)}.")
+    if result.skipped:
+        parts.append("Left out: " + ", ".join(f"`{prefix}` ({count})" for prefix, count in sorted(result.skipped.items())) + ".")
+    if not result.loaded_with_weights_only:
+        parts.append("The file was read with `torch.load(weights_only=False)` (`--trust_pickle`).")
+    return " ".join(parts)
+
+
+def load_training_state(criterion: Any, folder: PathLike) -> None:
+    """Loads a converted ``discriminator.safetensors`` and ``logvar.safetensors`` into a ``RadioVAELoss``, strictly.
+
+    ``criterion`` needs ``.discriminator`` (an ``NLayerDiscriminator``) and ``.logvar`` (a 0-dim parameter). Both
+    files are read and checked before anything changes, so a discriminator whose layout differs from the
+    criterion's raises a ValueError (naming both layouts) and leaves the criterion untouched.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    discriminator_path = folder / DISCRIMINATOR_FILENAME
+    logvar_path = folder / LOGVAR_FILENAME
+    if not discriminator_path.is_file() and not logvar_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds neither {DISCRIMINATOR_FILENAME} nor {LOGVAR_FILENAME}: convert with the training state "
+            "(include_training_state=True, i.e. without --no_training_state)."
+        )
+    discriminator_state = None
+    if discriminator_path.is_file():
+        with safe_open(str(discriminator_path), framework="pt") as handle:
+            theirs = json.loads((handle.metadata() or {}).get("config", "{}"))
+        ours = {key: criterion.discriminator.config[key] for key in DISCRIMINATOR_CONFIG_KEYS}
+        if any(theirs.get(key) != ours[key] for key in DISCRIMINATOR_CONFIG_KEYS):
+            raise ValueError(
+                f"{discriminator_path} holds a discriminator with {_describe_config(theirs)} but the loss has "
+                f"{_describe_config(ours)}; build RadioVAELoss with the same disc_* settings."
+            )
+        discriminator_state = load_file(str(discriminator_path))
+        _check_same_tensors(discriminator_state, criterion.discriminator.state_dict(), "", f"the loss' discriminator")
+    logvar = None
+    if logvar_path.is_file():
+        logvar = load_file(str(logvar_path)).get("logvar")
+        if logvar is None or logvar.numel() != 1:
+            raise ValueError(f"{logvar_path} must hold one value under 'logvar'.")
+    if discriminator_state is not None:
+        criterion.discriminator.load_state_dict(discriminator_state, strict=True)
+    if logvar is not None:
+        with torch.no_grad():
+            criterion.logvar.copy_(logvar.reshape(criterion.logvar.shape))
+
+
+def _describe_config(config: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={config.get(key)}" for key in DISCRIMINATOR_CONFIG_KEYS)

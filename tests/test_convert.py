@@ -1,0 +1,418 @@
+"""Conversion of original RadioDiff checkpoints: formats, names, shapes, outputs against the original architecture.
+
+``OriginalAutoencoderKL`` below re-implements the first stage of the original code (CompVis latent diffusion, as
+configured by RadioDiff: ch 128, ch_mult (1, 2, 4), 2 resnets per level, no attention except the mid blocks, z 3,
+1 channel in and out) with the ORIGINAL module names, so its state dict is what RadioDiff's trainer saved.
+"""
+
+import argparse
+import re
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from radiodiff_vae import NLayerDiscriminator, RadioVAE, RadioVAELoss
+from radiodiff_vae.cli import main as cli_main
+from radiodiff_vae.hub.convert import (
+    CONVERTED_SCALING_FACTOR,
+    convert_original_checkpoint,
+    load_original_checkpoint,
+    load_training_state,
+)
+
+CH, CH_MULT, NUM_RES_BLOCKS, Z_CHANNELS = 128, (1, 2, 4), 2, 3
+
+
+# ------------------------------------------------------------------------------------------------- original model
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(in_channels), nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2, self.conv2 = _norm(out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        if in_channels != out_channels:
+            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions with 1x1-conv projections."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
+
+    def forward(self, x):
+        h = self.norm(x)
+        b, c, height, width = x.shape
+        q = self.q(h).reshape(b, c, -1).transpose(1, 2)  # (B, HW, C)
+        k = self.k(h).reshape(b, c, -1)  # (B, C, HW)
+        v = self.v(h).reshape(b, c, -1)  # (B, C, HW)
+        weights = torch.softmax(torch.bmm(q, k) * c**-0.5, dim=2)  # (B, HW_q, HW_k)
+        out = torch.bmm(v, weights.transpose(1, 2)).reshape(b, c, height, width)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _mid(channels: int) -> nn.Module:
+    mid = nn.Module()
+    mid.block_1, mid.attn_1, mid.block_2 = ResnetBlock(channels, channels), AttnBlock(channels), ResnetBlock(channels, channels)
+    return mid
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv_in = nn.Conv2d(1, CH, 3, padding=1)
+        self.down = nn.ModuleList()
+        block_in = CH
+        for level, mult in enumerate(CH_MULT):
+            down = nn.Module()
+            down.block = nn.ModuleList()
+            for _ in range(NUM_RES_BLOCKS):
+                down.block.append(ResnetBlock(block_in, CH * mult))
+                block_in = CH * mult
+            down.attn = nn.ModuleList()
+            if level != len(CH_MULT) - 1:
+                down.downsample = Downsample(block_in)
+            self.down.append(down)
+        self.mid = _mid(block_in)
+        self.norm_out, self.conv_out = _norm(block_in), nn.Conv2d(block_in, 2 * Z_CHANNELS, 3, padding=1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for down in self.down:
+            for block in down.block:
+                h = block(h)
+            if hasattr(down, "downsample"):
+                h = down.downsample(h)
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        block_in = CH * CH_MULT[-1]
+        self.conv_in = nn.Conv2d(Z_CHANNELS, block_in, 3, padding=1)
+        self.mid = _mid(block_in)
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(CH_MULT))):
+            up = nn.Module()
+            up.block = nn.ModuleList()
+            for _ in range(NUM_RES_BLOCKS + 1):
+                up.block.append(ResnetBlock(block_in, CH * CH_MULT[level]))
+                block_in = CH * CH_MULT[level]
+            up.attn = nn.ModuleList()
+            if level != 0:
+                up.upsample = Upsample(block_in)
+            self.up.insert(0, up)  # up[0] is the highest resolution, as in the original
+        self.norm_out, self.conv_out = _norm(block_in), nn.Conv2d(block_in, 1, 3, padding=1)
+
+    def forward(self, z):
+        h = self.conv_in(z)
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        for level in reversed(range(len(CH_MULT))):
+            for block in self.up[level].block:
+                h = block(h)
+            if level != 0:
+                h = self.up[level].upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class OriginalAutoencoderKL(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.decoder = Encoder(), Decoder()
+        self.quant_conv = nn.Conv2d(2 * Z_CHANNELS, 2 * Z_CHANNELS, 1)
+        self.post_quant_conv = nn.Conv2d(Z_CHANNELS, Z_CHANNELS, 1)
+
+    def encode_moments(self, x):
+        return self.quant_conv(self.encoder(x))  # (B, 2 z, H/4, W/4): mean and log-variance
+
+    def decode(self, z):
+        return self.decoder(self.post_quant_conv(z))
+
+
+def _original_discriminator_state() -> "OrderedDict[str, torch.Tensor]":
+    """taming's NLayerDiscriminator(input_nc=1, ndf=64, n_layers=3) with BatchNorm: the names of loss.discriminator.*"""
+    layers = [nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.2)]
+    for previous, current, stride in ((64, 128, 2), (128, 256, 2), (256, 512, 1)):
+        layers += [nn.Conv2d(previous, current, 4, stride, 1, bias=False), nn.BatchNorm2d(current), nn.LeakyReLU(0.2)]
+    layers.append(nn.Conv2d(512, 1, 4, 1, 1))
+    main = nn.Sequential(*layers)
+    for module in main:
+        if isinstance(module, nn.BatchNorm2d):  # statistics as after training, so that buffers are checked too
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.num_batches_tracked.fill_(1234)
+    return OrderedDict((f"main.{key}", value) for key, value in main.state_dict().items())
+
+
+# ------------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def original():
+    torch.manual_seed(0)
+    model = OriginalAutoencoderKL().eval()
+    with torch.no_grad():
+        for module in model.modules():  # non-trivial norms, so that a swapped norm weight shows in the outputs
+            if isinstance(module, nn.GroupNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def original_state(original):
+    state = OrderedDict(original.state_dict())
+    state["loss.logvar"] = torch.tensor(0.25)
+    for key, value in _original_discriminator_state().items():
+        state[f"loss.discriminator.{key}"] = value
+    # LPIPS and the two loss variants of the original code: present in real checkpoints, skipped by a conversion.
+    for prefix in ("loss.", "loss_pinn.", "loss_pinn_dpm2irt4."):
+        state[f"{prefix}perceptual_loss.net.slice1.0.weight"] = torch.randn(64, 3, 3, 3)
+        state[f"{prefix}perceptual_loss.lin0.model.1.weight"] = torch.randn(1, 64, 1, 1)
+    for prefix in ("loss_pinn.", "loss_pinn_dpm2irt4."):
+        state[f"{prefix}logvar"] = torch.tensor(0.0)
+        state[f"{prefix}discriminator.main.0.weight"] = torch.randn(64, 1, 4, 4)
+    return state
+
+
+@pytest.fixture(scope="module")
+def trainer_file(original_state, tmp_path_factory):
+    """The trainer's dict on disk, written once: live weights, EMA copies, optimizer and scheduler states."""
+    path = tmp_path_factory.mktemp("original") / "model-50.pt"
+    torch.save(_trainer_checkpoint(original_state), path)
+    return path
+
+
+def _trainer_checkpoint(state, ema_state=None):
+    ema_state = ema_state if ema_state is not None else state
+    ema = OrderedDict()
+    ema["initted"], ema["step"] = torch.tensor(True), torch.tensor(1000)
+    for key, value in ema_state.items():
+        ema[f"online_model.{key}"] = state[key]
+        ema[f"ema_model.{key}"] = value
+    return {
+        "step": 1000,
+        "model": state,
+        "opt_ae": {"state": {}, "param_groups": [{"lr": 5e-6, "params": [0, 1]}]},
+        "lr_scheduler_ae": {"last_epoch": 1000, "base_lrs": [5e-6]},
+        "opt_disc": {"state": {}, "param_groups": [{"lr": 5e-6, "params": [0]}]},
+        "lr_scheduler_disc": {"last_epoch": 1000, "base_lrs": [5e-6]},
+        "ema": ema,
+        "scaler": None,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- independent name map
+def _expected_name(original_name: str) -> str:
+    """CompVis -> diffusers AutoencoderKL names, written out here independently of diffusers' converter."""
+    name = original_name
+    levels = len(CH_MULT)
+    name = re.sub(r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2.", name)
+    name = re.sub(r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0.", name)
+    name = re.sub(r"^decoder\.up\.(\d+)\.block\.(\d+)\.", lambda m: f"decoder.up_blocks.{levels - 1 - int(m[1])}.resnets.{m[2]}.", name)
+    name = re.sub(r"^decoder\.up\.(\d+)\.upsample\.", lambda m: f"decoder.up_blocks.{levels - 1 - int(m[1])}.upsamplers.0.", name)
+    name = re.sub(r"\.mid\.block_(\d)\.", lambda m: f".mid_block.resnets.{int(m[1]) - 1}.", name)
+    attention = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+    name = re.sub(r"\.mid\.attn_1\.(\w+)\.", lambda m: f".mid_block.attentions.0.{attention[m[1]]}.", name)
+    name = name.replace("nin_shortcut", "conv_shortcut")
+    name = re.sub(r"^(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out.", name)
+    return name
+
+
+def _assert_every_tensor_in_place(result, vae_state):
+    converted = result.model.state_dict()
+    expected_names = {_expected_name(name): name for name in vae_state}
+    assert set(converted) == set(expected_names), "converted keys differ from the architecture's"
+    for new_name, original_name in expected_names.items():
+        assert result.name_map[new_name] == original_name
+        assert torch.equal(converted[new_name], vae_state[original_name].reshape(converted[new_name].shape)), new_name
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_vae_names(original):
+    assert "encoder.mid.attn_1.q.weight" in original.state_dict()
+    assert "decoder.up.2.upsample.conv.weight" in original.state_dict()
+    assert "decoder.up.0.block.2.conv2.weight" in original.state_dict()  # 3 decoder resnets per level
+
+
+@pytest.mark.parametrize("form", ["trainer", "trainer_ema", "lightning", "bare", "ddp_bare", "ldm_first_stage"])
+def test_every_format_puts_every_tensor_in_place(original_state, trainer_file, form):
+    vae_state = OrderedDict((k, v) for k, v in original_state.items() if not k.startswith(("loss.", "loss_pinn")))
+    if form == "trainer":
+        checkpoint = None  # read from trainer_file
+    elif form == "trainer_ema":
+        # EMA weights differ from the live ones: the conversion must take exactly the EMA copy.
+        ema_state = OrderedDict((k, v + 1.0 if v.is_floating_point() else v) for k, v in original_state.items())
+        checkpoint = _trainer_checkpoint(original_state, ema_state)
+        vae_state = OrderedDict((k, ema_state[k]) for k in vae_state)
+    elif form == "lightning":
+        checkpoint = {"state_dict": original_state, "global_step": 77, "epoch": 3}
+    elif form == "bare":
+        checkpoint = original_state
+    elif form == "ddp_bare":
+        checkpoint = OrderedDict((f"module.{k}", v) for k, v in original_state.items())
+    else:  # a whole latent-diffusion model: the first stage sits under first_stage_model.
+        checkpoint = {"state_dict": {**{f"first_stage_model.{k}": v for k, v in vae_state.items()}, "model.diffusion_model.x": torch.ones(2)}}
+    # The trainer's file goes through torch.load(weights_only=True); the other forms are handed over in memory.
+    source = trainer_file if form == "trainer" else checkpoint
+    result = convert_original_checkpoint(source, use_ema=form == "trainer_ema")
+
+    assert result.loaded_with_weights_only
+    assert result.model.config.scaling_factor == CONVERTED_SCALING_FACTOR
+    _assert_every_tensor_in_place(result, vae_state)
+    if form == "ldm_first_stage":
+        assert result.discriminator is None and result.logvar is None
+        return
+    assert result.source_format == {"trainer": "trainer", "trainer_ema": "trainer", "lightning": "lightning"}.get(form, "state_dict")
+    assert result.step == {"trainer": 1000, "trainer_ema": 1000, "lightning": 77}.get(form)
+    assert result.weights == ("ema/ema_model." if form == "trainer_ema" else result.weights)
+    # Nothing dropped silently: LPIPS and the loss variants are counted, the trainer's other entries too.
+    assert result.skipped["loss.perceptual_loss."] == 2
+    assert result.skipped["loss_pinn."] == 4 and result.skipped["loss_pinn_dpm2irt4."] == 4
+    if form.startswith("trainer"):
+        assert {"opt_ae", "opt_disc", "lr_scheduler_ae", "lr_scheduler_disc", "scaler"} <= set(result.skipped)
+    expected_logvar = 1.25 if form == "trainer_ema" else 0.25
+    assert result.logvar.shape == () and result.logvar.item() == expected_logvar
+    source = {k[len("loss.discriminator."):]: v for k, v in (ema_state if form == "trainer_ema" else original_state).items() if k.startswith("loss.discriminator.")}
+    discriminator_state = result.discriminator.state_dict()
+    assert discriminator_state.keys() == source.keys()
+    for key, value in source.items():
+        assert torch.equal(discriminator_state[key], value.to(discriminator_state[key].dtype)), key
+
+
+def test_converted_model_matches_the_original_forward(original, original_state, trainer_file, tmp_path):
+    result = convert_original_checkpoint(trainer_file, output_dir=tmp_path / "converted")
+    vae = RadioVAE.from_pretrained(tmp_path / "converted")  # through the written folder, as a user loads it
+    assert vae.config.scaling_factor == CONVERTED_SCALING_FACTOR and vae.downsample_factor == 4
+
+    generator = torch.Generator().manual_seed(1)
+    # 16x16 keeps the CPU time small and still gives the mid-block attention 4x4 = 16 positions to mix.
+    x = torch.rand(2, 1, 16, 16, generator=generator) * 2 - 1
+    z = torch.randn(2, 3, 4, 4, generator=generator)
+    with torch.no_grad():
+        moments = original.encode_moments(x)
+        posterior = vae.encode(x).latent_dist
+        reference_mean, reference_logvar = moments.chunk(2, dim=1)
+        torch.testing.assert_close(posterior.mean, reference_mean, rtol=0, atol=1e-4)
+        torch.testing.assert_close(posterior.logvar, reference_logvar.clamp(-30, 20), rtol=0, atol=1e-4)
+        torch.testing.assert_close(vae.decode(z).sample, original.decode(z), rtol=0, atol=1e-4)
+        reconstruction = vae(x, sample_posterior=False).sample
+        torch.testing.assert_close(reconstruction, original.decode(reference_mean), rtol=0, atol=1e-4)
+    assert reconstruction.abs().max() > 1e-2  # a non-trivial output, not two zeros
+
+    # The folder: model, card, discriminator and logvar for continued training.
+    folder = tmp_path / "converted"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["config.json", "diffusion_pytorch_model.safetensors", "README.md", "discriminator.safetensors", "logvar.safetensors"]
+    )
+    assert load_file(folder / "logvar.safetensors")["logvar"].item() == 0.25
+    discriminator_file = load_file(folder / "discriminator.safetensors")
+    assert discriminator_file.keys() == NLayerDiscriminator().state_dict().keys()
+    for key, value in discriminator_file.items():
+        assert torch.equal(value, original_state[f"loss.discriminator.{key}"].to(value.dtype)), key
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "model-50.pt" in card and "weights taken from `model`" in card and "training step 1000" in card
+    assert "| preset | `radiodiff-ldm-f4` |" in card
+    assert result.output_dir == folder
+
+    # Continued training: the state loads strictly into the package's loss (LPIPS off: no VGG weights needed).
+    criterion = RadioVAELoss(perceptual_weight=0.0)
+    load_training_state(criterion, folder)
+    assert criterion.logvar.item() == 0.25
+    for key, value in criterion.discriminator.state_dict().items():
+        assert torch.equal(value, original_state[f"loss.discriminator.{key}"].to(value.dtype)), key
+    mismatched = RadioVAELoss(perceptual_weight=0.0, disc_num_layers=2, logvar_init=-1.0)
+    before = {key: value.clone() for key, value in mismatched.state_dict().items()}
+    with pytest.raises(ValueError, match="num_layers=3.*num_layers=2"):
+        load_training_state(mismatched, folder)
+    assert all(torch.equal(before[key], value) for key, value in mismatched.state_dict().items())  # untouched
+
+
+def test_shape_mismatch_names_the_first_tensor(original_state):
+    state = OrderedDict(original_state)
+    state["encoder.down.1.block.0.conv1.weight"] = torch.zeros(256, 128, 1, 1)
+    with pytest.raises(ValueError, match=r"Shape mismatch: 'encoder\.down\.1\.block\.0\.conv1\.weight' has shape \(256, 128, 1, 1\)"):
+        convert_original_checkpoint(state)
+    # z_channels 4 instead of 3: caught at the first tensor that carries it.
+    state = OrderedDict(original_state)
+    state["encoder.conv_out.weight"] = torch.zeros(8, 512, 3, 3)
+    with pytest.raises(ValueError, match=r"'encoder\.conv_out\.weight' has shape \(8, 512, 3, 3\)"):
+        convert_original_checkpoint(state)
+
+
+def test_missing_leftover_and_unknown_tensors_are_named(original_state):
+    missing = OrderedDict((k, v) for k, v in original_state.items() if k != "decoder.up.0.block.2.conv2.bias")
+    with pytest.raises(ValueError, match=r"lacks 1 tensor\(s\).*'decoder\.up_blocks\.2\.resnets\.2\.conv2\.bias'"):
+        convert_original_checkpoint(missing)
+    extra = OrderedDict(original_state)
+    extra["decoder.up.0.block.3.conv2.bias"] = torch.zeros(128)  # a 4th resnet: another architecture
+    with pytest.raises(ValueError, match=r"'decoder\.up\.0\.block\.3\.conv2\.bias'"):
+        convert_original_checkpoint(extra)
+    unknown = OrderedDict(original_state)
+    unknown["colorize"] = torch.zeros(3, 5, 1, 1)
+    with pytest.raises(ValueError, match=r"no known part.*'colorize'"):
+        convert_original_checkpoint(unknown)
+    with pytest.raises(ValueError, match="no 'ema'"):
+        convert_original_checkpoint({"model": original_state, "step": 3}, use_ema=True)
+
+
+def test_pickled_objects_need_trust(original_state, tmp_path):
+    path = tmp_path / "with_objects.ckpt"
+    torch.save({**_trainer_checkpoint(original_state), "args": argparse.Namespace(lr=5e-6)}, path)
+    with pytest.raises(ValueError, match=r"weights_only=True\) refused it.*--trust_pickle"):
+        load_original_checkpoint(path)
+    loaded, weights_only = load_original_checkpoint(path, trust_pickle=True)
+    assert not weights_only and loaded["args"].lr == 5e-6
+    with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
+        load_original_checkpoint(tmp_path / "nothing.ckpt")
+
+
+def test_cli_convert_original(trainer_file, tmp_path, capsys):
+    path = trainer_file
+    output = tmp_path / "vae"
+    assert cli_main(["convert-original", str(path), "--output_dir", str(output), "--use_ema", "--no_training_state"]) == 0
+    printed = capsys.readouterr().out
+    assert "ema/ema_model." in printed and str(output) in printed
+    assert sorted(p.name for p in output.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+    assert RadioVAE.from_pretrained(output).config.scaling_factor == CONVERTED_SCALING_FACTOR
+
+    # Refusals come before any work and leave the existing folder as it was.
+    before = sorted(p.name for p in output.iterdir())
+    assert cli_main(["convert-original", str(path), "--output_dir", str(output)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == before
+    assert cli_main(["convert-original", str(tmp_path / "missing.ckpt"), "--output_dir", str(tmp_path / "x")]) == 2
+    assert "missing.ckpt" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
