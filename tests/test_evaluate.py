@@ -200,3 +200,26 @@ def test_cli_model_with_other_channel_count(tmp_path, capsys):
     assert "the model takes 2-channel maps but the dataset has 1-channel maps" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "eval")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_evaluate_a_radiomapseer_folder_per_simulation(model_dir, tmp_path):
+    import shutil
+
+    from radiodiff_vae.data.synthetic import write_synthetic_folder
+
+    # Maps 1-3 in RadioMapSeer's layout; the disjoint split puts map 2 (2 transmitters) in test. A copy of the gain
+    # folder stands in for a second simulation.
+    root = write_synthetic_folder(tmp_path / "rms", num_maps=3, num_tx=2, resolution=SIZE, show_progress=False)
+    shutil.copytree(root / "gain" / "synthetic", root / "gain" / "DPM")
+    output = tmp_path / "eval"
+    argv = ["evaluate", model_dir, "--output_dir", str(output), "--data_dir", str(root), "--no_figure"]
+    argv += ["--simulation", "synthetic", "DPM", "--split", "test", "--split_scheme", "disjoint"]
+    assert main(argv) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    per_simulation = metrics["per_simulation"]
+    assert {name: summary["psnr"]["count"] for name, summary in per_simulation.items()} == {"DPM": 2, "synthetic": 2}
+    # The same maps under two names score the same.
+    assert per_simulation["DPM"]["ssim"]["mean"] == pytest.approx(per_simulation["synthetic"]["ssim"]["mean"])
+    assert not (output / "examples.png").exists()
+    names = [line.split(",")[1] for line in (output / "per_image.csv").read_text().splitlines()[1:]]
+    assert sorted(names) == ["2_0", "2_0", "2_1", "2_1"]

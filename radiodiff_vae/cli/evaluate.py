@@ -29,7 +29,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data_dir", default=None, help="RadioMapSeer root (holds gain/, png/).")
     source.add_argument("--dataset_name", default=None, help="A 🤗 dataset id or a local dataset folder.")
     group.add_argument(
-        "--simulation", nargs="+", default=["IRT4"], help="RadioMapSeer simulation(s), e.g. IRT4 DPM (default IRT4)."
+        "--simulation",
+        nargs="+",
+        default=["IRT4"],
+        help="RadioMapSeer simulation(s) under gain/, e.g. IRT4 DPM (default IRT4); several are scored separately.",
     )
     group.add_argument("--split", default="test", choices=SPLITS, help="Which split to read (default test).")
     group.add_argument(
@@ -64,7 +67,12 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     if args.dataset_name is not None:
         from radiodiff_vae.data import load_radio_dataset
 
-        return load_radio_dataset(args.dataset_name, split=args.split)
+        if len(args.simulation) > 1:
+            raise ValueError(f"--dataset_name reads one simulation at a time, got --simulation {args.simulation}")
+        options = {"split": args.split, "resolution": args.resolution, "simulation": args.simulation[0]}
+        if args.split_scheme is not None:
+            options["split_scheme"] = args.split_scheme
+        return load_radio_dataset(args.dataset_name, **options)
     from radiodiff_vae.data import SyntheticRadioMaps
 
     if args.synthetic_maps < 1 or args.synthetic_tx < 1:
