@@ -8,8 +8,10 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from torch.nn.parallel import DistributedDataParallel
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
 from radiodiff_vae.losses import vae_gan
@@ -320,3 +322,37 @@ def test_bad_input_is_refused_before_any_work():
 def test_bad_configuration_is_refused(argument: dict, message: str):
     with pytest.raises(ValueError, match=message):
         make_loss(**argument)
+
+
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
+def test_training_steps_with_ddp_wrapped_modules(tmp_path):
+    # One process, world size 1: the same code path as a multi-GPU run (DDP hooks, ActNorm's all_reduce).
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        loss = make_loss(disc_start=0, disc_use_actnorm=True)
+        torch.manual_seed(0)
+        vae = RadioVAE.from_preset("tiny")
+        ddp_vae, ddp_discriminator = DistributedDataParallel(vae), DistributedDataParallel(loss.discriminator)
+        vae_optimizer = torch.optim.Adam(list(ddp_vae.parameters()) + loss.trainable_autoencoder_parameters(), 1e-3)
+        disc_optimizer = torch.optim.Adam(ddp_discriminator.parameters(), 1e-3)
+        state = loss.discriminator.state_dict()
+        weights_before = {name: tensor.clone() for name, tensor in state.items() if name.endswith("weight")}
+        inputs = maps()
+        out = ddp_vae(inputs, sample_posterior=True, return_posterior=True)
+        total, logs = loss.generator_loss(inputs, out.sample, out.latent_dist, 0, vae.get_last_layer())
+        total.backward()
+        assert all(parameter.grad is None for parameter in loss.discriminator.parameters())
+        vae_optimizer.step()
+        vae_optimizer.zero_grad(set_to_none=True)
+        d_loss, d_logs = loss.discriminator_loss(inputs, out.sample, 0, discriminator=ddp_discriminator)
+        d_loss.backward()
+        assert all(parameter.grad is None for parameter in vae.parameters())
+        disc_optimizer.step()
+        assert math.isfinite(logs["total"]) and logs["d_weight"] > 0 and math.isfinite(d_logs["disc_loss"])
+        assert loss.logvar.item() != 0.0  # trained with the autoencoder
+        # Conv weights moved (the last conv's bias may not: hinge gives it -1 + 1 = 0 while all logits are in (-1, 1)).
+        weights_after = loss.discriminator.state_dict()
+        assert all(not torch.equal(before, weights_after[name]) for name, before in weights_before.items())
+        assert loss.discriminator.main[3].initialized.item() == 1
+    finally:
+        dist.destroy_process_group()
