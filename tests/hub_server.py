@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 _REPO_ID = r"[A-Za-z0-9][\w.\-]*/[\w.\-]+"
 _API_REPO = rf"/api/(?P<kind>models|datasets)/(?P<repo_id>{_REPO_ID})"
+_RESOLVE = rf"/(?P<prefix>datasets/)?(?P<repo_id>{_REPO_ID})/resolve/(?P<revision>[^/]+)/(?P<path>.+)"
 _ROUTES = [
     ("POST", re.compile(r"/api/repos/create"), "create_repo"),
     ("POST", re.compile(r"/api/validate-yaml"), "validate_yaml"),
@@ -46,8 +47,8 @@ _ROUTES = [
     ("POST", re.compile(rf"{_API_REPO}/commit/(?P<revision>[^/]+)"), "commit"),
     ("GET", re.compile(rf"{_API_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.+))?"), "tree"),
     ("GET", re.compile(rf"{_API_REPO}(?:/revision/(?P<revision>[^/]+))?"), "repo_info"),
-    ("GET", re.compile(rf"/(?P<prefix>datasets/)?(?P<repo_id>{_REPO_ID})/resolve/(?P<revision>[^/]+)/(?P<path>.+)"), "resolve"),
-    ("HEAD", re.compile(rf"/(?P<prefix>datasets/)?(?P<repo_id>{_REPO_ID})/resolve/(?P<revision>[^/]+)/(?P<path>.+)"), "resolve"),
+    ("GET", re.compile(_RESOLVE), "resolve"),
+    ("HEAD", re.compile(_RESOLVE), "resolve"),
 ]
 _KIND_TO_REPO_TYPE = {"models": "model", "datasets": "dataset"}
 _INITIAL_GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
@@ -281,7 +282,8 @@ class HubServer:
                 entries.append({"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": file_path})
         if prefix and not entries and not folders:
             raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
-        entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f} for f in sorted(folders)]
+        for folder in sorted(folders):
+            entries.append({"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0, "path": folder})
         return 200, entries
 
     def resolve(self, repo_id: str, revision: str, path: str, prefix: Optional[str] = None, **_) -> tuple:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from radiodiff_vae import NLayerDiscriminator, RadioVAE, RadioVAELoss
 from radiodiff_vae.cli import main as cli_main
@@ -85,7 +85,8 @@ class Upsample(nn.Module):
 
 def _mid(channels: int) -> nn.Module:
     mid = nn.Module()
-    mid.block_1, mid.attn_1, mid.block_2 = ResnetBlock(channels, channels), AttnBlock(channels), ResnetBlock(channels, channels)
+    mid.block_1, mid.attn_1 = ResnetBlock(channels, channels), AttnBlock(channels)
+    mid.block_2 = ResnetBlock(channels, channels)
     return mid
 
 
@@ -267,8 +268,8 @@ def test_vae_names(original):
     assert "decoder.up.0.block.2.conv2.weight" in original.state_dict()  # 3 decoder resnets per level
 
 
-@pytest.mark.parametrize("form", ["trainer", "trainer_ema", "lightning", "bare", "ddp_bare", "ldm_first_stage"])
-def test_every_format_puts_every_tensor_in_place(original_state, trainer_file, form):
+@pytest.mark.parametrize("form", ["trainer", "trainer_ema", "lightning", "bare", "ddp_bare", "safetensors", "ldm_first_stage"])
+def test_every_format_puts_every_tensor_in_place(original_state, trainer_file, form, tmp_path):
     vae_state = OrderedDict((k, v) for k, v in original_state.items() if not k.startswith(("loss.", "loss_pinn")))
     if form == "trainer":
         checkpoint = None  # read from trainer_file
@@ -283,8 +284,12 @@ def test_every_format_puts_every_tensor_in_place(original_state, trainer_file, f
         checkpoint = original_state
     elif form == "ddp_bare":
         checkpoint = OrderedDict((f"module.{k}", v) for k, v in original_state.items())
+    elif form == "safetensors":
+        checkpoint = tmp_path / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in original_state.items()}, checkpoint)
     else:  # a whole latent-diffusion model: the first stage sits under first_stage_model.
-        checkpoint = {"state_dict": {**{f"first_stage_model.{k}": v for k, v in vae_state.items()}, "model.diffusion_model.x": torch.ones(2)}}
+        first_stage = {f"first_stage_model.{k}": v for k, v in vae_state.items()}
+        checkpoint = {"state_dict": {**first_stage, "model.diffusion_model.input_blocks.0.0.weight": torch.ones(2)}}
     # The trainer's file goes through torch.load(weights_only=True); the other forms are handed over in memory.
     source = trainer_file if form == "trainer" else checkpoint
     result = convert_original_checkpoint(source, use_ema=form == "trainer_ema")
@@ -305,7 +310,9 @@ def test_every_format_puts_every_tensor_in_place(original_state, trainer_file, f
         assert {"opt_ae", "opt_disc", "lr_scheduler_ae", "lr_scheduler_disc", "scaler"} <= set(result.skipped)
     expected_logvar = 1.25 if form == "trainer_ema" else 0.25
     assert result.logvar.shape == () and result.logvar.item() == expected_logvar
-    source = {k[len("loss.discriminator."):]: v for k, v in (ema_state if form == "trainer_ema" else original_state).items() if k.startswith("loss.discriminator.")}
+    taken = ema_state if form == "trainer_ema" else original_state
+    prefix = "loss.discriminator."
+    source = {k[len(prefix):]: v for k, v in taken.items() if k.startswith(prefix)}
     discriminator_state = result.discriminator.state_dict()
     assert discriminator_state.keys() == source.keys()
     for key, value in source.items():

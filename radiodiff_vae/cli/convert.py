@@ -10,8 +10,9 @@ Examples::
     radiodiff-vae convert-original old.ckpt --output_dir vae --trust_pickle
 
 Writes a ``radiodiff-ldm-f4`` RadioVAE folder (``RadioVAE.from_pretrained(DIR)``, ``scaling_factor`` 0.3) with a
-model card, plus ``discriminator/`` and ``logvar.safetensors`` to continue training (``--no_training_state`` leaves
-them out). Every tensor's name and shape is checked; the first mismatch is named and nothing is written.
+model card, plus ``discriminator.safetensors`` and ``logvar.safetensors`` to continue training
+(``--no_training_state`` leaves them out). Every tensor's name and shape is checked; the first mismatch is named
+and nothing is written.
 """
 
 import argparse
@@ -25,7 +26,9 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", help="The original checkpoint: trainer dict, Lightning {'state_dict'} or state dict.")
+    parser.add_argument(
+        "checkpoint", help="The original checkpoint: trainer dict, Lightning {'state_dict'} or state dict."
+    )
     parser.add_argument("--output_dir", required=True, help="Folder to write (must not exist or be empty).")
     parser.add_argument(
         "--use_ema", action="store_true", help="Take the EMA weights ('ema' -> 'ema_model.*') instead of 'model'."
@@ -40,7 +43,9 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="Allow torch.load(weights_only=False) if the file holds pickled objects. Runs code from the file.",
     )
-    parser.add_argument("--sample_size", type=int, default=320, help="Training resolution for the config (default 320).")
+    parser.add_argument(
+        "--sample_size", type=int, default=320, help="Training resolution for the config (default 320)."
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
     parser.set_defaults(func=run)
 

@@ -49,7 +49,6 @@ TARGET_PRESET = "radiodiff-ldm-f4"
 # RadioDiff's diffusion configs start from this latent scale (DESIGN.md): a converted model carries it.
 CONVERTED_SCALING_FACTOR = 0.3
 
-TRAINER_KEYS = frozenset({"step", "model", "opt_ae", "lr_scheduler_ae", "opt_disc", "lr_scheduler_disc", "ema", "scaler"})
 EMA_WEIGHTS_PREFIX = "ema_model."
 EMA_OTHER_PREFIXES = ("online_model.",)
 EMA_BOOKKEEPING = frozenset({"initted", "step"})
@@ -124,7 +123,9 @@ def load_original_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tupl
                 f"({reason}). Loading it runs code stored in the file: if you trust its source, pass "
                 "trust_pickle=True (--trust_pickle on the command line)."
             ) from error
-        logger.warning("%s: weights_only=True failed (%s); loading with weights_only=False as trust_pickle allows.", path, reason)
+        logger.warning(
+            "%s: weights_only=True failed (%s); loading with weights_only=False as trust_pickle allows.", path, reason
+        )
         return torch.load(path, map_location="cpu", weights_only=False), False
 
 
@@ -137,14 +138,19 @@ def _unpickling_reason(error: Exception) -> str:
     return next((line for line in lines if line), type(error).__name__)
 
 
-def select_weights(checkpoint: Any, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], str, str, Optional[int], Dict[str, int]]:
+def select_weights(
+    checkpoint: Any, use_ema: bool = False
+) -> Tuple[Dict[str, torch.Tensor], str, str, Optional[int], Dict[str, int]]:
     """Finds the autoencoder's state dict inside a loaded checkpoint.
 
     Returns ``(state_dict, source_format, weights, step, skipped)``; ``skipped`` counts the entries of the
     checkpoint that are not weights (optimizer states, EMA bookkeeping and the other copy of the weights).
     """
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"A checkpoint must be a dict (a state dict or a trainer/Lightning dict), got {type(checkpoint).__name__}.")
+        raise ValueError(
+            "A checkpoint must be a dict (a state dict or a trainer/Lightning dict), "
+            f"got {type(checkpoint).__name__}."
+        )
     skipped: Dict[str, int] = {}
     step = None
     if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
@@ -156,7 +162,8 @@ def select_weights(checkpoint: Any, use_ema: bool = False) -> Tuple[Dict[str, to
             ema = checkpoint.get("ema")
             if not isinstance(ema, Mapping):
                 raise ValueError(
-                    f"use_ema was requested but the trainer checkpoint has no 'ema' state dict (its keys: {sorted(checkpoint)})."
+                    "use_ema was requested but the trainer checkpoint has no 'ema' state dict "
+                    f"(its keys: {sorted(checkpoint)})."
                 )
             state_dict, ema_skipped = _ema_weights(ema)
             skipped.update(ema_skipped)
@@ -170,7 +177,10 @@ def select_weights(checkpoint: Any, use_ema: bool = False) -> Tuple[Dict[str, to
         source_format, weights = "lightning", "state_dict"
         step = _as_int(checkpoint.get("global_step"))
         if use_ema:
-            raise ValueError("use_ema applies to the RadioDiff trainer's dict (with 'model' and 'ema'); this is a Lightning checkpoint.")
+            raise ValueError(
+                "use_ema applies to the RadioDiff trainer's dict (with 'model' and 'ema'); "
+                "this is a Lightning checkpoint."
+            )
         state_dict = dict(checkpoint["state_dict"])
         for key in sorted(set(checkpoint) - {"state_dict"}):
             skipped[key] = 1
@@ -179,7 +189,9 @@ def select_weights(checkpoint: Any, use_ema: bool = False) -> Tuple[Dict[str, to
         state_dict = dict(checkpoint)
         if use_ema:
             if not any(key.startswith(EMA_WEIGHTS_PREFIX) for key in state_dict):
-                raise ValueError(f"use_ema was requested but no key starts with {EMA_WEIGHTS_PREFIX!r} in this state dict.")
+                raise ValueError(
+                    f"use_ema was requested but no key starts with {EMA_WEIGHTS_PREFIX!r} in this state dict."
+                )
             state_dict, ema_skipped = _ema_weights(state_dict)
             skipped.update(ema_skipped)
             weights = f"state dict/{EMA_WEIGHTS_PREFIX}"
@@ -202,7 +214,10 @@ def _ema_weights(ema: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[
         elif key in EMA_BOOKKEEPING:
             skipped[f"ema/{key}"] += 1
         else:
-            raise ValueError(f"Unexpected entry {key!r} in the EMA state dict (expected {EMA_WEIGHTS_PREFIX}*, online_model.*, initted, step).")
+            raise ValueError(
+                f"Unexpected entry {key!r} in the EMA state dict "
+                f"(expected {EMA_WEIGHTS_PREFIX}*, online_model.*, initted, step)."
+            )
     if not weights:
         raise ValueError(f"The EMA state dict has no {EMA_WEIGHTS_PREFIX}* weights.")
     return weights, dict(skipped)
@@ -216,7 +231,9 @@ def _as_int(value: Any) -> Optional[int]:
 
 # ------------------------------------------------------------------------------------------------------------------
 # splitting and renaming
-def split_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Optional[torch.Tensor], Dict[str, int]]:
+def split_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Optional[torch.Tensor], Dict[str, int]]:
     """Splits original weights into ``(vae, discriminator, logvar, skipped)``; unknown names raise a ValueError.
 
     ``vae`` keeps the CompVis names without any ``first_stage_model.``/``vae.``/``module.`` prefix; ``discriminator``
@@ -259,32 +276,53 @@ def _strip_common_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, to
     return state_dict
 
 
-def convert_vae_state_dict(vae_state_dict: Mapping[str, torch.Tensor], num_levels: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
-    """CompVis VAE names -> diffusers ``AutoencoderKL`` names, with diffusers' ``convert_ldm_vae_checkpoint``.
+def _converter_layout(num_levels: int) -> Dict[str, list]:
+    # The two config entries convert_ldm_vae_checkpoint reads: how many encoder and decoder levels there are.
+    return {
+        "down_block_types": ["DownEncoderBlock2D"] * num_levels,
+        "up_block_types": ["UpDecoderBlock2D"] * num_levels,
+    }
 
-    Returns ``(converted, name_map)`` where ``name_map`` gives, for every converted key, the original name it came
-    from. The map is learnt by running the same converter on one-element probes that carry each tensor's index, so
-    it follows whatever diffusers does (including the 1x1-conv -> linear reshape of the attention weights).
+
+def map_original_names(vae_state_dict: Mapping[str, torch.Tensor], num_levels: int) -> Dict[str, str]:
+    """``{diffusers name: original name}`` as diffusers' ``convert_ldm_vae_checkpoint`` renames CompVis VAE weights.
+
+    The converter runs on one-element probes that carry each tensor's index, so the map follows whatever diffusers
+    does (including the 1x1-conv -> linear reshape of the attention weights) without touching the real tensors.
     """
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    layout = {"down_block_types": ["DownEncoderBlock2D"] * num_levels, "up_block_types": ["UpDecoderBlock2D"] * num_levels}
     names = list(vae_state_dict)
     probes = {
         name: torch.tensor(float(index), dtype=torch.float64).reshape([1] * vae_state_dict[name].ndim)
         for index, name in enumerate(names)
     }
-    probed = convert_ldm_vae_checkpoint(probes, layout)
-    name_map = {new_name: names[int(value.reshape(-1)[0].item())] for new_name, value in probed.items() if value is not None}
-    converted = convert_ldm_vae_checkpoint(dict(vae_state_dict), layout)
-    converted = {key: value for key, value in converted.items() if value is not None}
-    return converted, name_map
+    probed = convert_ldm_vae_checkpoint(probes, _converter_layout(num_levels))
+    return {
+        new_name: names[int(value.reshape(-1)[0].item())] for new_name, value in probed.items() if value is not None
+    }
+
+
+def convert_vae_state_dict(vae_state_dict: Mapping[str, torch.Tensor], num_levels: int) -> Dict[str, torch.Tensor]:
+    """CompVis VAE names -> diffusers ``AutoencoderKL`` names, with diffusers' ``convert_ldm_vae_checkpoint``."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    converted = convert_ldm_vae_checkpoint(dict(vae_state_dict), _converter_layout(num_levels))
+    return {key: value for key, value in converted.items() if value is not None}
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # checks
-def check_converted(converted: Mapping[str, torch.Tensor], name_map: Mapping[str, str], originals: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
-    """Raises a ValueError naming the first tensor that is left over, missing or of the wrong shape."""
+def check_names_and_shapes(
+    name_map: Mapping[str, str], originals: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> None:
+    """Raises a ValueError naming the first original tensor that is left over, missing, or of the wrong shape/dtype.
+
+    Args:
+        name_map: ``{RadioVAE name: original name}`` from `map_original_names`.
+        originals: the original VAE tensors by their CompVis names.
+        expected: the target model's state dict (shapes only are read; meta tensors are fine).
+    """
     used = Counter(name_map.values())
     leftover = [name for name in originals if name not in used]
     if leftover:
@@ -295,18 +333,23 @@ def check_converted(converted: Mapping[str, torch.Tensor], name_map: Mapping[str
         )
     duplicated = [name for name, count in used.items() if count > 1]
     if duplicated:
-        raise ValueError(f"Original tensor {duplicated[0]!r} was mapped to several RadioVAE names; the conversion is ambiguous.")
-    unexpected = [key for key in converted if key not in expected]
+        raise ValueError(
+            f"Original tensor {duplicated[0]!r} was mapped to several RadioVAE names; the conversion is ambiguous."
+        )
+    unexpected = [key for key in name_map if key not in expected]
     if unexpected:
-        raise ValueError(f"Original tensor {name_map[unexpected[0]]!r} became {unexpected[0]!r}, which a {TARGET_PRESET} RadioVAE does not have.")
-    missing = [key for key in expected if key not in converted]
+        raise ValueError(
+            f"Original tensor {name_map[unexpected[0]]!r} became {unexpected[0]!r}, "
+            f"which a {TARGET_PRESET} RadioVAE does not have."
+        )
+    missing = [key for key in expected if key not in name_map]
     if missing:
         raise ValueError(
             f"The checkpoint lacks {len(missing)} tensor(s) of a {TARGET_PRESET} RadioVAE, first {missing[0]!r} "
             f"{tuple(expected[missing[0]].shape)}: the checkpoint's architecture differs (fewer blocks or levels?)."
         )
     order = {name: index for index, name in enumerate(originals)}
-    for key in sorted(converted, key=lambda converted_key: order[name_map[converted_key]]):
+    for key in sorted(name_map, key=lambda new_name: order[name_map[new_name]]):
         original = originals[name_map[key]]
         target_shape = tuple(expected[key].shape)
         # Attention projections are 1x1 convs in the original and linear layers here: trailing 1s may go.
@@ -318,22 +361,29 @@ def check_converted(converted: Mapping[str, torch.Tensor], name_map: Mapping[str
                 f"Shape mismatch: {name_map[key]!r} has shape {tuple(original.shape)} but {key!r} of a {TARGET_PRESET} "
                 f"RadioVAE has shape {target_shape} (different channels, latent size or input channels?)."
             )
-    for key, value in converted.items():
-        if not value.is_floating_point():
-            raise ValueError(f"{name_map[key]!r} holds {value.dtype} values; expected floating-point weights.")
+        if not original.is_floating_point():
+            raise ValueError(f"{name_map[key]!r} holds {original.dtype} values; expected floating-point weights.")
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # building the models
-def build_converted_vae(converted: Mapping[str, torch.Tensor], name_map: Mapping[str, str], originals: Mapping[str, torch.Tensor], sample_size: int = 320) -> Any:
-    """A ``radiodiff-ldm-f4`` RadioVAE (``scaling_factor`` 0.3) holding the converted weights in float32."""
+def build_converted_vae(
+    vae_state_dict: Mapping[str, torch.Tensor], sample_size: int = 320
+) -> Tuple[Any, Dict[str, str]]:
+    """A ``radiodiff-ldm-f4`` RadioVAE (``scaling_factor`` 0.3) holding the original weights in float32.
+
+    Returns ``(model, name_map)``. Names and shapes are checked before any tensor is converted.
+    """
     from ..models.autoencoder_radio import RadioVAE
 
     # Built on the meta device: no random initialisation of ~55M parameters that the checkpoint replaces anyway.
     with torch.device("meta"):
         model = RadioVAE.from_preset(TARGET_PRESET, scaling_factor=CONVERTED_SCALING_FACTOR, sample_size=sample_size)
     expected = model.state_dict()
-    check_converted(converted, name_map, originals, expected)
+    num_levels = len(model.config.block_out_channels)
+    name_map = map_original_names(vae_state_dict, num_levels)
+    check_names_and_shapes(name_map, vae_state_dict, expected)
+    converted = convert_vae_state_dict(vae_state_dict, num_levels)
     # Copies: the model must not share storage with (and later train into) the caller's checkpoint tensors.
     weights = {
         key: value.detach().to(dtype=torch.float32, copy=True).reshape(expected[key].shape).contiguous()
@@ -343,7 +393,7 @@ def build_converted_vae(converted: Mapping[str, torch.Tensor], name_map: Mapping
     still_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if still_meta:
         raise ValueError(f"RadioVAE tensors were not filled by the checkpoint: {still_meta[:3]}.")
-    return model.eval()
+    return model.eval(), name_map
 
 
 def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
@@ -352,7 +402,10 @@ def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
 
     first = state_dict.get("main.0.weight")
     if first is None or first.ndim != 4:
-        raise ValueError(f"The discriminator weights lack {DISCRIMINATOR_PREFIX}main.0.weight (a 4-d conv weight); found {sorted(state_dict)[:3]}.")
+        raise ValueError(
+            f"The discriminator weights lack {DISCRIMINATOR_PREFIX}main.0.weight (a 4-d conv weight); "
+            f"found {sorted(state_dict)[:3]}."
+        )
     conv_count = sum(1 for key, value in state_dict.items() if key.endswith(".weight") and value.ndim == 4)
     config = dict(
         in_channels=int(first.shape[1]),
@@ -365,11 +418,15 @@ def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
     discriminator = NLayerDiscriminator(**config)
     expected = discriminator.state_dict()
     _check_same_tensors(state_dict, expected, DISCRIMINATOR_PREFIX, f"NLayerDiscriminator({config})")
-    discriminator.load_state_dict({key: value.to(expected[key].dtype) for key, value in state_dict.items()}, strict=True)
+    discriminator.load_state_dict(
+        {key: value.to(expected[key].dtype) for key, value in state_dict.items()}, strict=True
+    )
     return discriminator
 
 
-def _check_same_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], prefix: str, what: str) -> None:
+def _check_same_tensors(
+    found: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], prefix: str, what: str
+) -> None:
     for key in found:
         if key not in expected:
             raise ValueError(f"{prefix}{key} has no place in {what}.")
@@ -377,7 +434,10 @@ def _check_same_tensors(found: Mapping[str, torch.Tensor], expected: Mapping[str
         if key not in found:
             raise ValueError(f"{prefix}{key} {tuple(tensor.shape)} is missing for {what}.")
         if tuple(found[key].shape) != tuple(tensor.shape):
-            raise ValueError(f"Shape mismatch: {prefix}{key} has shape {tuple(found[key].shape)} but {what} expects {tuple(tensor.shape)}.")
+            raise ValueError(
+                f"Shape mismatch: {prefix}{key} has shape {tuple(found[key].shape)} "
+                f"but {what} expects {tuple(tensor.shape)}."
+            )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -416,7 +476,9 @@ def convert_original_checkpoint(
         if output_dir.exists() and not output_dir.is_dir():
             raise NotADirectoryError(f"--output_dir {output_dir} exists and is not a folder.")
         if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(f"--output_dir {output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+            raise FileExistsError(
+                f"--output_dir {output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it."
+            )
         if not output_dir.resolve().parent.is_dir():
             raise FileNotFoundError(f"The parent folder of --output_dir {output_dir} does not exist.")
 
@@ -429,10 +491,7 @@ def convert_original_checkpoint(
     vae_weights, discriminator_weights, logvar, loss_skipped = split_state_dict(state_dict)
     skipped.update(loss_skipped)
 
-    from ..models.autoencoder_radio import PRESETS
-
-    converted, name_map = convert_vae_state_dict(vae_weights, len(PRESETS[TARGET_PRESET]["block_out_channels"]))
-    model = build_converted_vae(converted, name_map, vae_weights, sample_size=sample_size)
+    model, name_map = build_converted_vae(vae_weights, sample_size=sample_size)
 
     discriminator = None
     if include_training_state:
@@ -461,7 +520,12 @@ def convert_original_checkpoint(
     )
     logger.info(
         "Converted %d tensors from %s (%s, weights: %s%s); skipped %s.",
-        len(name_map), source_name, source_format, weights, f", step {step}" if step is not None else "", skipped or "nothing",
+        len(name_map),
+        source_name,
+        source_format,
+        weights,
+        f", step {step}" if step is not None else "",
+        skipped or "nothing",
     )
     if output_dir is not None:
         _write_folder(result, output_dir, source_name, overwrite)
@@ -482,10 +546,16 @@ def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, 
         if result.discriminator is not None:
             config = {key: result.discriminator.config[key] for key in DISCRIMINATOR_CONFIG_KEYS}
             state = {key: value.contiguous() for key, value in result.discriminator.state_dict().items()}
-            save_file(state, str(staging / DISCRIMINATOR_FILENAME), metadata={"config": json.dumps(config), "format": "pt"})
+            metadata = {"config": json.dumps(config), "format": "pt"}
+            save_file(state, str(staging / DISCRIMINATOR_FILENAME), metadata=metadata)
         if result.logvar is not None:
             save_file({"logvar": result.logvar.contiguous()}, str(staging / LOGVAR_FILENAME))
-        save_model_card(staging, result.model, model_name=f"RadioDiff VAE converted from {source_name}", description=describe(result, source_name))
+        save_model_card(
+            staging,
+            result.model,
+            model_name=f"RadioDiff VAE converted from {source_name}",
+            description=describe(result, source_name),
+        )
         if output_dir.exists():
             if not overwrite and any(output_dir.iterdir()):
                 raise FileExistsError(f"--output_dir {output_dir} appeared while converting; nothing was replaced.")
@@ -504,10 +574,15 @@ def describe(result: ConversionResult, source_name: str) -> str:
         f"`radiodiff-vae convert-original`: {len(result.name_map)} tensors, loaded strictly.",
     ]
     if result.discriminator is not None or result.logvar is not None:
-        kept = [name for name, present in (("the discriminator (`discriminator.safetensors`)", result.discriminator is not None), ("the loss log-variance (`logvar.safetensors`)", result.logvar is not None)) if present]
+        kept = []
+        if result.discriminator is not None:
+            kept.append("the discriminator (`discriminator.safetensors`)")
+        if result.logvar is not None:
+            kept.append("the loss log-variance (`logvar.safetensors`)")
         parts.append(f"Kept for continued training: {' and '.join(kept)}.")
     if result.skipped:
-        parts.append("Left out: " + ", ".join(f"`{prefix}` ({count})" for prefix, count in sorted(result.skipped.items())) + ".")
+        left_out = ", ".join(f"`{prefix}` ({count})" for prefix, count in sorted(result.skipped.items()))
+        parts.append(f"Left out: {left_out}.")
     if not result.loaded_with_weights_only:
         parts.append("The file was read with `torch.load(weights_only=False)` (`--trust_pickle`).")
     return " ".join(parts)
@@ -542,7 +617,7 @@ def load_training_state(criterion: Any, folder: PathLike) -> None:
                 f"{_describe_config(ours)}; build RadioVAELoss with the same disc_* settings."
             )
         discriminator_state = load_file(str(discriminator_path))
-        _check_same_tensors(discriminator_state, criterion.discriminator.state_dict(), "", f"the loss' discriminator")
+        _check_same_tensors(discriminator_state, criterion.discriminator.state_dict(), "", "the loss' discriminator")
     logvar = None
     if logvar_path.is_file():
         logvar = load_file(str(logvar_path)).get("logvar")

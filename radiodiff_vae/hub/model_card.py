@@ -103,7 +103,9 @@ def render_model_card(
     training_map = dict(_as_mapping(training_args))
     metric_values = _metric_values(metrics)
     if sample_image is not None and (os.path.isabs(sample_image) or ".." in Path(sample_image).parts):
-        raise ValueError(f"sample_image must be a file name relative to the card (e.g. 'sample.png'), got {sample_image!r}.")
+        raise ValueError(
+            f"sample_image must be a file name relative to the card (e.g. 'sample.png'), got {sample_image!r}."
+        )
 
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else "RadioDiff VAE")
     repo_id = repo_id or "<user>/<model>"  # a placeholder in the loading snippet of a card saved locally
@@ -208,7 +210,9 @@ def _read_config(config: ConfigLike) -> Tuple[Dict[str, Any], Optional[int]]:
         raise ValueError(f"config must be a RadioVAE or its config mapping, got {type(config).__name__}.")
     missing = [key for key in _REQUIRED_CONFIG_KEYS if key not in config]
     if missing:
-        raise ValueError(f"config is missing {missing}: expected a RadioVAE config with keys {list(_REQUIRED_CONFIG_KEYS)}.")
+        raise ValueError(
+            f"config is missing {missing}: expected a RadioVAE config with keys {list(_REQUIRED_CONFIG_KEYS)}."
+        )
     return dict(config), parameter_count
 
 

@@ -56,7 +56,9 @@ def push_to_hub(
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise ValueError(f"repo_id must be 'user/name' (or 'name' in your own namespace), got {repo_id!r}.")
     if not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
-        raise ValueError(f"push_to_hub expects a RadioVAE (with save_pretrained and config), got {type(model).__name__}.")
+        raise ValueError(
+            f"push_to_hub expects a RadioVAE (with save_pretrained and config), got {type(model).__name__}."
+        )
     if sample_image is not None and not Path(sample_image).is_file():
         raise FileNotFoundError(f"Sample figure {sample_image} does not exist; expected an image file (e.g. a PNG).")
 
