@@ -18,14 +18,15 @@ seed gives the same city and transmitters rasterised with larger (or smaller) pi
 drawn per pixel, differs between resolutions.
 """
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -40,7 +41,15 @@ from .conventions import (
     db_to_unit,
     unit_to_model,
 )
-from .layout import GAIN_DIR, LAYOUT_DESCRIPTION, antenna_path, buildings_path, gain_path, write_grey_png
+from .layout import (
+    GAIN_DIR,
+    LAYOUT_DESCRIPTION,
+    antenna_path,
+    atomic_output,
+    buildings_path,
+    gain_path,
+    write_grey_png,
+)
 
 SPEED_OF_LIGHT_M_PER_S = 299_792_458.0
 
@@ -275,11 +284,12 @@ def buildings_at(layout: CityLayout, points: torch.Tensor, config: SyntheticCity
     return in_block & inside & ~cut
 
 
+@functools.lru_cache(maxsize=4)
 def pixel_centres(resolution: int, area_size_m: float) -> torch.Tensor:
     """(x, y) in metres of every pixel centre, row-major: shape `(resolution * resolution, 2)`.
 
     Column index grows with x and row index with y, so pixel ``(row, col)`` covers
-    ``[col, col + 1) * pixel`` by ``[row, row + 1) * pixel``.
+    ``[col, col + 1) * pixel`` by ``[row, row + 1) * pixel``. The tensor is cached: do not modify it.
     """
     pixel = area_size_m / resolution
     coords = (torch.arange(resolution, dtype=torch.float32) + 0.5) * pixel
@@ -334,7 +344,7 @@ def sample_transmitters(
 
 
 def _count_walls(
-    buildings: torch.Tensor, tx_positions: torch.Tensor, pixel_size: float, centres: torch.Tensor
+    buildings: torch.Tensor, tx_positions: torch.Tensor, offsets: torch.Tensor, distances: torch.Tensor, pixel_size: float
 ) -> torch.Tensor:
     """Number of building walls on the straight path from the transmitter to every pixel centre.
 
@@ -346,8 +356,9 @@ def _count_walls(
     Args:
         buildings (`torch.Tensor` of shape `(B, H, W)`, bool): building masks.
         tx_positions (`torch.Tensor` of shape `(B, 2)`): transmitter (x, y) in metres.
+        offsets (`torch.Tensor` of shape `(B, H * W, 2)`): pixel centre minus transmitter, metres.
+        distances (`torch.Tensor` of shape `(B, H * W)`): their lengths.
         pixel_size (`float`): metres per pixel.
-        centres (`torch.Tensor` of shape `(H * W, 2)`): pixel centres from :func:`pixel_centres`.
 
     Returns:
         `torch.Tensor` of shape `(B, H, W)`, int32.
@@ -362,25 +373,24 @@ def _count_walls(
         reach = (corners - tx).norm(dim=-1).max().item()  # the longest ray this transmitter needs
         num_radii = int(math.ceil(reach / pixel_size)) + 1
         num_angles = int(math.ceil(2.0 * math.pi * reach / pixel_size))
-        radii = torch.arange(num_radii, dtype=torch.float32) * pixel_size
         angles = torch.arange(num_angles, dtype=torch.float32) * (2.0 * math.pi / num_angles)
-        # Polar sample positions in grid_sample's [-1, 1] coordinates (align_corners=False: -1 and 1 are the
-        # outer edges of the border pixels); samples beyond the map read zeros, i.e. open space.
-        sample_x = (tx[0] + torch.cos(angles)[:, None] * radii) / extent[0] * 2.0 - 1.0  # (A, R)
-        sample_y = (tx[1] + torch.sin(angles)[:, None] * radii) / extent[1] * 2.0 - 1.0
-        grid = torch.stack([sample_x, sample_y], dim=-1)[None]  # (1, A, R, 2)
+        # Sample positions in grid_sample's [-1, 1] coordinates (align_corners=False: -1 and 1 are the outer
+        # edges of the border pixels); samples beyond the map read zeros, i.e. open space.
+        directions = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1) * (2.0 / extent)  # (A, 2)
+        radii = torch.arange(num_radii, dtype=torch.float32) * pixel_size
+        grid = directions[:, None, :] * radii[None, :, None]  # (A, R, 2)
+        grid += tx / extent * 2.0 - 1.0
         mask = buildings[index].to(torch.float32)[None, None]  # (1, 1, H, W)
-        on_ray = F.grid_sample(mask, grid, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0] > 0.5
-        entries = on_ray.clone()
-        entries[:, 1:] &= ~on_ray[:, :-1]
+        on_ray = F.grid_sample(mask, grid[None], mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
+        # An entry: a building sample whose predecessor on the ray (or the ray's start) is open space.
+        entries = torch.diff(on_ray, dim=-1, prepend=on_ray.new_zeros(num_angles, 1)) > 0.5
         entries_so_far = torch.cumsum(entries, dim=-1, dtype=torch.int32).view(-1)  # (A * R,)
 
-        offset = centres - tx  # (H*W, 2)
-        angle = torch.atan2(offset[:, 1], offset[:, 0]) % (2.0 * math.pi)
+        offset = offsets[index]
+        angle = torch.atan2(offset[:, 1], offset[:, 0])
         angle_index = torch.round(angle * (num_angles / (2.0 * math.pi))).long() % num_angles
         # Half a pixel before the centre, so that the pixel's own surroundings do not count as walls in its way.
-        distance = offset.norm(dim=-1)
-        radius_index = torch.floor(distance / pixel_size - 0.5).long().clamp(0, num_radii - 1)
+        radius_index = torch.floor(distances[index] / pixel_size - 0.5).long().clamp(0, num_radii - 1)
         walls[index] = 2 * entries_so_far[angle_index * num_radii + radius_index]
     return walls.view(batch, height, width)
 
@@ -436,12 +446,13 @@ def path_gain_db(
         raise ValueError(f"tx_positions must have shape ({buildings.shape[0]}, 2), got {tuple(tx_positions.shape)}")
     batch, size, _ = buildings.shape
     pixel_size = config.area_size_m / size
-    centres = pixel_centres(size, config.area_size_m)
-    distance = torch.cdist(tx_positions[:, None].float(), centres[None].expand(batch, -1, -1))[:, 0]
-    distance = distance.clamp(min=config.min_distance_m).view(batch, size, size)
+    tx_positions = tx_positions.float()
+    offsets = pixel_centres(size, config.area_size_m)[None] - tx_positions[:, None]  # (B, H*W, 2)
+    distances = offsets.norm(dim=-1)  # (B, H*W)
     wavelength = SPEED_OF_LIGHT_M_PER_S / config.frequency_hz
-    free_space_loss = 20.0 * torch.log10(4.0 * math.pi * distance / wavelength)
-    walls = _count_walls(buildings.bool(), tx_positions.float(), pixel_size, centres)
+    free_space_loss = 20.0 * torch.log10(distances.clamp(min=config.min_distance_m) * (4.0 * math.pi / wavelength))
+    walls = _count_walls(buildings.bool(), tx_positions, offsets, distances, pixel_size)
+    free_space_loss = free_space_loss.view(batch, size, size)
     gain = -free_space_loss - config.wall_loss_db * walls
     if shadowing is not None:
         gain = gain + shadowing
@@ -454,6 +465,21 @@ def transmitter_pixels(tx_positions: torch.Tensor, resolution: int, area_size_m:
     col = torch.floor(tx_positions[..., 0] / pixel).long().clamp(0, resolution - 1)
     row = torch.floor(tx_positions[..., 1] / pixel).long().clamp(0, resolution - 1)
     return torch.stack([row, col], dim=-1)
+
+
+@contextlib.contextmanager
+def _single_torch_thread() -> Iterator[None]:
+    """Run torch ops on one thread, then restore the previous count.
+
+    The generator's tensors are small (one map at a time); on 2 shared CPU cores under load, torch's second
+    thread spun waiting for a core and made generation 5-10 times slower (examples/benchmark_data.py).
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def generate_radio_maps(
@@ -482,7 +508,13 @@ def generate_radio_maps(
         raise ValueError(f"num_tx must be >= 1, got {num_tx}")
     if resolution < 8:
         raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
-    map_ids = [int(map_id) for map_id in map_ids]
+    with _single_torch_thread():
+        return _generate_radio_maps([int(map_id) for map_id in map_ids], num_tx, seed, resolution, config)
+
+
+def _generate_radio_maps(
+    map_ids: List[int], num_tx: int, seed: int, resolution: int, config: SyntheticCityConfig
+) -> Dict[str, torch.Tensor]:
     pixel_size = config.area_size_m / resolution
     gains, buildings, tx_positions = [], [], []
     # One map at a time: the per-pixel temporaries of a whole batch would not stay in the CPU caches, and
@@ -623,15 +655,8 @@ METADATA_FILE = "synthetic.json"
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
 def write_synthetic_folder(
