@@ -1,6 +1,7 @@
 """The synthetic generator: physics (free space, walls, buildings), determinism, items, shadowing statistics."""
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -113,6 +114,15 @@ def test_synthetic_dataset_items():
     exact = SyntheticRadioMaps(num_maps=1, num_tx=1, seed=0, resolution=32, quantize=False, show_progress=False)
     assert torch.allclose(exact[0]["pixel_values"], dataset[0]["pixel_values"], atol=1.0 / 255.0)
 
+    flipping = SyntheticRadioMaps(num_maps=3, num_tx=2, seed=0, resolution=32, flip=True, show_progress=False)
+    random.seed(1)
+    draws = [flipping[3] for _ in range(12)]
+    mirrored = [torch.equal(draw["pixel_values"], item["pixel_values"].flip(-1)) for draw in draws]
+    assert any(mirrored) and not all(mirrored)
+    for draw, flipped in zip(draws, mirrored):
+        for key in ("pixel_values", "buildings", "transmitter"):
+            assert torch.equal(draw[key], item[key].flip(-1) if flipped else item[key]), key
+
 
 def test_bad_configuration_is_rejected_with_the_field_name():
     with pytest.raises(ValueError, match="street_width_m"):
@@ -123,6 +133,8 @@ def test_bad_configuration_is_rejected_with_the_field_name():
         SyntheticCityConfig(wall_loss_db=-1.0)
     with pytest.raises(ValueError, match="num_tx"):
         SyntheticRadioMaps(num_maps=2, num_tx=0)
+    with pytest.raises(ValueError, match="first_map_id"):
+        SyntheticRadioMaps(num_maps=2, num_tx=1, first_map_id=0)
     with pytest.raises(ValueError, match="tx_positions"):
         path_gain_db(torch.zeros(2, 16, 16, dtype=torch.bool), torch.zeros(1, 2), SyntheticCityConfig())
     assert SyntheticCityConfig().db_range == RADIOMAPSEER_DB_RANGE

@@ -42,7 +42,7 @@ class RadioMapItemBuilder:
     ) -> Dict[str, object]:
         """
         Args:
-            gain (`np.ndarray` of shape `(H, W)`, uint8): the gain image, grey 0-255.
+            gain (`np.ndarray` of shape `(H, W)`): the gain image, uint8 grey 0-255 or float in [0, 1].
             buildings (`np.ndarray` of shape `(H, W)`): non-zero on buildings.
             tx_pixel (`Tuple[int, int]`): (row, col) of the transmitter in the `(H, W)` images.
             name (`str`): ``"<map>_<tx>"``.
@@ -53,22 +53,30 @@ class RadioMapItemBuilder:
                 f"item {name}: gain {gain.shape} and buildings {buildings.shape} must be (H, W) images of one size"
             )
         height, width = gain.shape
-        unit = torch.from_numpy(gain.astype(np.float32) / 255.0)[None]  # (1, H, W) in [0, 1]
-        mask = torch.from_numpy((buildings > 0).astype(np.float32))[None]  # (1, H, W)
+        # numpy for the per-pixel arithmetic: on small images torch's intra-op threads cost more than they save
+        # (5 ms for one 256 x 256 multiply-add on 2 busy cores, against 0.1 ms in numpy).
+        if gain.dtype == np.uint8:
+            unit = gain.astype(np.float32) / np.float32(255.0)  # (H, W) in [0, 1]
+        else:
+            unit = np.asarray(gain, dtype=np.float32)
+        mask = (buildings > 0).astype(np.float32)  # (H, W)
         row, col = tx_pixel
         if self.resolution is not None and (height, width) != (self.resolution, self.resolution):
             size = (self.resolution, self.resolution)
-            unit = F.interpolate(unit[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-            unit = unit.clamp(0.0, 1.0)
-            mask = F.interpolate(mask[None], size=size, mode="nearest-exact")[0]
+            resized = F.interpolate(
+                torch.from_numpy(unit)[None, None], size=size, mode="bilinear", align_corners=False, antialias=True
+            )
+            unit = resized[0, 0].clamp(0.0, 1.0).numpy()
+            mask = F.interpolate(torch.from_numpy(mask)[None, None], size=size, mode="nearest-exact")[0, 0].numpy()
             # The transmitter's pixel centre, scaled to the new grid.
             row = min(int((row + 0.5) * self.resolution / height), self.resolution - 1)
             col = min(int((col + 0.5) * self.resolution / width), self.resolution - 1)
-        transmitter = torch.zeros_like(unit)
-        transmitter[0, row, col] = 1.0
-        pixel_values = unit_to_model(unit)
+        transmitter = np.zeros_like(unit)
+        transmitter[row, col] = 1.0
+        images = [unit_to_model(unit), mask, transmitter]
         if self.flip and random.random() < 0.5:
-            pixel_values, mask, transmitter = (image.flip(-1) for image in (pixel_values, mask, transmitter))
+            images = [np.flip(image, axis=-1) for image in images]
+        pixel_values, mask, transmitter = (torch.from_numpy(np.ascontiguousarray(image))[None] for image in images)
         return {
             "pixel_values": pixel_values,
             "buildings": mask,

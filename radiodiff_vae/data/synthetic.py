@@ -39,8 +39,8 @@ from .conventions import (
     RADIOMAPSEER_FREQUENCY_HZ,
     RADIOMAPSEER_NATIVE_SIZE,
     db_to_unit,
-    unit_to_model,
 )
+from .items import RadioMapItemBuilder
 from .layout import (
     GAIN_DIR,
     LAYOUT_DESCRIPTION,
@@ -549,13 +549,6 @@ def to_grey(unit: torch.Tensor) -> torch.Tensor:
     return torch.round(unit.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
-def transmitter_image(tx_pixel: torch.Tensor, resolution: int) -> torch.Tensor:
-    """A `(1, resolution, resolution)` float image that is 1 at the transmitter's pixel ``(row, col)``, 0 elsewhere."""
-    image = torch.zeros(1, resolution, resolution)
-    image[0, int(tx_pixel[0]), int(tx_pixel[1])] = 1.0
-    return image
-
-
 class SyntheticRadioMaps(Dataset):
     """Synthetic radio maps held in memory, with RadioMapSeer's item layout.
 
@@ -573,7 +566,8 @@ class SyntheticRadioMaps(Dataset):
         config (`SyntheticCityConfig`, *optional*): city and propagation parameters.
         first_map_id (`int`, defaults to 1): number of the first map (RadioMapSeer numbers maps from 1).
         quantize (`bool`, defaults to True): round gains to 8 bits (k / 255) as RadioMapSeer's files do.
-        batch_size (`int`, defaults to 16): maps generated together (memory grows with it).
+        flip (`bool`, defaults to False): random horizontal flip of each item, as :class:`RadioMapSeer` does.
+        batch_size (`int`, defaults to 16): maps generated per progress-bar step.
         show_progress (`bool`, defaults to True): show a tqdm bar while generating.
 
     Items are dicts: ``"pixel_values"`` `(1, H, W)` in [-1, 1], ``"buildings"`` `(1, H, W)` in {0, 1},
@@ -592,6 +586,7 @@ class SyntheticRadioMaps(Dataset):
         config: Optional[SyntheticCityConfig] = None,
         first_map_id: int = 1,
         quantize: bool = True,
+        flip: bool = False,
         batch_size: int = 16,
         show_progress: bool = True,
     ):
@@ -601,6 +596,10 @@ class SyntheticRadioMaps(Dataset):
             raise ValueError(f"num_tx must be >= 1, got {num_tx}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if resolution is not None and resolution < 8:
+            raise ValueError(f"resolution must be >= 8 pixels or None (256), got {resolution}")
+        if first_map_id < 1:
+            raise ValueError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
         self.num_maps = int(num_maps)
         self.num_tx = int(num_tx)
         self.seed = int(seed)
@@ -608,6 +607,7 @@ class SyntheticRadioMaps(Dataset):
         self.config = config or SyntheticCityConfig()
         self.map_ids: List[int] = list(range(int(first_map_id), int(first_map_id) + self.num_maps))
         self.quantize = quantize
+        self.build_item = RadioMapItemBuilder(resolution=None, flip=flip)
 
         gains, buildings, tx_pixels = [], [], []
         starts = range(0, self.num_maps, batch_size)
@@ -639,15 +639,14 @@ class SyntheticRadioMaps(Dataset):
         return index
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        index = self._check_index(index)
-        map_index, tx = divmod(index, self.num_tx)
-        return {
-            "pixel_values": unit_to_model(self.gain_map(index))[None],
-            "buildings": self._buildings[map_index].float()[None],
-            "transmitter": transmitter_image(self._tx_pixels[map_index, tx], self.resolution),
-            "name": f"{self.map_ids[map_index]}_{tx}",
-            "simulation": self.simulation,
-        }
+        map_index, tx = divmod(self._check_index(index), self.num_tx)
+        return self.build_item(
+            self._gain[map_index, tx].numpy(),
+            self._buildings[map_index].numpy(),
+            tuple(self._tx_pixels[map_index, tx].tolist()),
+            f"{self.map_ids[map_index]}_{tx}",
+            self.simulation,
+        )
 
 
 SIMULATION_NAME = SyntheticRadioMaps.simulation
