@@ -21,15 +21,17 @@ def maps(batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 1, size, size, generator=generator) * 2 - 1
 
 
-def autoencoder_kl_like_f4() -> AutoencoderKL:
+def autoencoder_kl_like_f4(block_out_channels=(128, 256, 512), norm_num_groups=32) -> AutoencoderKL:
+    """diffusers' AutoencoderKL built with the numbers of the `radiodiff-ldm-f4` preset."""
     return AutoencoderKL(
         in_channels=1,
         out_channels=1,
         latent_channels=3,
-        block_out_channels=(128, 256, 512),
+        block_out_channels=block_out_channels,
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
         layers_per_block=2,
+        norm_num_groups=norm_num_groups,
     )
 
 
@@ -83,17 +85,23 @@ def test_decoder_mirrors_the_encoder_level_by_level():
 
 
 def test_ldm_f4_state_dict_is_autoencoder_kl():
-    reference = autoencoder_kl_like_f4().eval()
-    model = RadioVAE.from_preset("radiodiff-ldm-f4").eval()
+    with torch.device("meta"):  # full size, no memory or init cost: keys and shapes only
+        reference, model = autoencoder_kl_like_f4(), RadioVAE.from_preset("radiodiff-ldm-f4")
     assert {k: v.shape for k, v in model.state_dict().items()} == {
         k: v.shape for k, v in reference.state_dict().items()
     }
+
+
+def test_ldm_f4_layout_loads_into_autoencoder_kl_and_back():
+    # the same layout with small channel counts, so that loading and forwarding stay cheap
+    small = dict(block_out_channels=(32, 64, 64), norm_num_groups=8)
+    reference = autoencoder_kl_like_f4(**small).eval()
+    model = RadioVAE.from_preset("radiodiff-ldm-f4", **small).eval()
     model.load_state_dict(reference.state_dict(), strict=True)
     x = maps(1, 16)
     with torch.no_grad():
         torch.testing.assert_close(model(x).sample, reference(x).sample, rtol=0, atol=0)
-    # and the other way round
-    other = RadioVAE.from_preset("radiodiff-ldm-f4").eval()
+    other = RadioVAE.from_preset("radiodiff-ldm-f4", **small).eval()
     reference.load_state_dict(other.state_dict(), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(other(x).sample, reference(x).sample, rtol=0, atol=0)
