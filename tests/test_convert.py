@@ -299,6 +299,7 @@ def test_every_format_puts_every_tensor_in_place(original_state, trainer_file, f
     _assert_every_tensor_in_place(result, vae_state)
     if form == "ldm_first_stage":
         assert result.discriminator is None and result.logvar is None
+        assert result.skipped == {"outside first_stage_model.": 1}  # the diffusion model's tensor, counted
         return
     assert result.source_format == {"trainer": "trainer", "trainer_ema": "trainer", "lightning": "lightning"}.get(form, "state_dict")
     assert result.step == {"trainer": 1000, "trainer_ema": 1000, "lightning": 77}.get(form)

@@ -80,6 +80,9 @@ def test_model_card_without_extras_and_converted_preset():
     assert "| preset | `radiodiff-ldm-f4` |" in text and "| `scaling_factor` | 0.3 |" in text
     assert "3 x 80 x 80 at 320 x 320" in text
     assert "Not recorded with this checkpoint." in text and "No sample figure" in text
+    assert "0 (model input -1) is -147 dB and 1 (model input +1) is -47 dB" in text
+    other_data = render_model_card(config, training_args={"db_range": [-160.0, -60.0]})
+    assert "0 (model input -1) is -160 dB and 1 (model input +1) is -60 dB" in other_data
 
 
 @pytest.mark.parametrize(
@@ -89,6 +92,7 @@ def test_model_card_without_extras_and_converted_preset():
         (dict(metrics={"psnr": {"std": 1.0}}), "without 'mean'"),
         (dict(sample_image="/tmp/x.png"), "relative to the card"),
         (dict(training_args=[("lr", 1)]), "training_args must be a mapping"),
+        (dict(training_args={"db_range": (-47, -147)}), "db_range"),
     ],
 )
 def test_model_card_rejects_bad_input(kwargs, message):

@@ -239,8 +239,8 @@ def split_state_dict(
     ``vae`` keeps the CompVis names without any ``first_stage_model.``/``vae.``/``module.`` prefix; ``discriminator``
     has the ``loss.discriminator.`` prefix removed (``main.0.weight``, ...).
     """
-    state_dict = _strip_common_prefix(state_dict)
-    vae, discriminator, skipped, unknown = {}, {}, Counter(), []
+    state_dict, outside = _strip_common_prefix(state_dict)
+    vae, discriminator, skipped, unknown = {}, {}, Counter(outside), []
     logvar = None
     for key, value in state_dict.items():
         if key.startswith(VAE_PREFIXES):
@@ -264,16 +264,20 @@ def split_state_dict(
     return vae, discriminator, logvar, dict(skipped)
 
 
-def _strip_common_prefix(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Removes a DDP ``module.`` prefix, and keeps only the first stage of a whole latent-diffusion checkpoint."""
+def _strip_common_prefix(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], Dict[str, int]]:
+    """Removes a DDP ``module.`` prefix, and keeps only the first stage of a whole latent-diffusion checkpoint.
+
+    Returns ``(state_dict, skipped)``; ``skipped`` counts the tensors outside the first stage.
+    """
     state_dict = dict(state_dict)
     if state_dict and all(key.startswith("module.") for key in state_dict):
         state_dict = {key[len("module."):]: value for key, value in state_dict.items()}
     for prefix in FIRST_STAGE_PREFIXES:
         if any(key.startswith(prefix + "encoder.") for key in state_dict):
-            logger.info("Taking the first stage under %r of a latent-diffusion checkpoint.", prefix)
-            return {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
-    return state_dict
+            first_stage = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+            outside = len(state_dict) - len(first_stage)
+            return first_stage, ({f"outside {prefix}": outside} if outside else {})
+    return state_dict, {}
 
 
 def _converter_layout(num_levels: int) -> Dict[str, list]:
@@ -462,7 +466,8 @@ def convert_original_checkpoint(
         use_ema (`bool`, defaults to `False`): take the trainer's EMA weights (``ema`` / ``ema_model.*``) instead of
             ``model``. The original ``init_from_ckpt`` silently prefers EMA; here the choice is explicit and recorded.
         include_training_state (`bool`, defaults to `True`): also convert ``loss.discriminator.*`` and
-            ``loss.logvar`` (written to ``discriminator/`` and ``logvar.safetensors``) to continue training.
+            ``loss.logvar`` (written to ``discriminator.safetensors`` and ``logvar.safetensors``) to continue
+            training.
         trust_pickle (`bool`, defaults to `False`): allow ``torch.load(weights_only=False)`` for files that
             ``weights_only=True`` refuses. Only for files from a trusted source.
         sample_size (`int`, defaults to 320): the training resolution recorded in the config.
@@ -490,6 +495,8 @@ def convert_original_checkpoint(
     state_dict, source_format, weights, step, skipped = select_weights(loaded, use_ema=use_ema)
     vae_weights, discriminator_weights, logvar, loss_skipped = split_state_dict(state_dict)
     skipped.update(loss_skipped)
+    if include_training_state and logvar is not None and logvar.numel() != 1:
+        raise ValueError(f"{LOGVAR_KEY} has shape {tuple(logvar.shape)}; expected a single value.")
 
     model, name_map = build_converted_vae(vae_weights, sample_size=sample_size)
 
@@ -497,8 +504,6 @@ def convert_original_checkpoint(
     if include_training_state:
         discriminator = build_discriminator(discriminator_weights) if discriminator_weights else None
         if logvar is not None:
-            if logvar.numel() != 1:
-                raise ValueError(f"{LOGVAR_KEY} has shape {tuple(logvar.shape)}; expected a single value.")
             logvar = logvar.detach().to(torch.float32).reshape(())
     else:
         if discriminator_weights:
@@ -539,7 +544,6 @@ def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, 
 
     from .model_card import save_model_card
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
     try:
         result.model.save_pretrained(staging, safe_serialization=True)
@@ -556,6 +560,7 @@ def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, 
             model_name=f"RadioDiff VAE converted from {source_name}",
             description=describe(result, source_name),
         )
+        # With overwrite, the old folder goes just before the rename: between the two, neither exists.
         if output_dir.exists():
             if not overwrite and any(output_dir.iterdir()):
                 raise FileExistsError(f"--output_dir {output_dir} appeared while converting; nothing was replaced.")

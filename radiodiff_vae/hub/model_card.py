@@ -81,7 +81,8 @@ def render_model_card(
         config (`Mapping` or `RadioVAE`): the model's config (``vae.config`` or the model itself, which also gives the
             parameter count).
         training_args (`Mapping` or `argparse.Namespace`, *optional*): the training script's arguments; scalars,
-            strings and short lists are listed, anything whose name contains ``token`` is never written.
+            strings and short lists are listed, anything whose name contains ``token`` is never written. A
+            ``db_range`` entry replaces RadioMapSeer's pixel-to-dB mapping in the card.
         metrics (`Mapping[str, float]`, *optional*): ``{name: value}``; a value may also be a tensor of per-image
             scores (averaged here) or a ``summarize_metrics`` entry (its ``"mean"`` is used).
         sample_image (`str`, *optional*): file name of the sample figure, relative to the card.
@@ -111,6 +112,7 @@ def render_model_card(
     repo_id = repo_id or "<user>/<model>"  # a placeholder in the loading snippet of a card saved locally
     dataset = eval_dataset or str(training_map.get("dataset_name") or DEFAULT_DATASET)
     split = eval_split or training_map.get("eval_split") or training_map.get("split_scheme")
+    db_low, db_high = _db_range(training_map.get("db_range"))
 
     eval_results = None
     if metric_values:
@@ -158,8 +160,8 @@ def render_model_card(
         num_parameters=f"{parameter_count / 1e6:.2f} M" if parameter_count is not None else "see config.json",
         scaling_factor=_format_number(float(model_config["scaling_factor"])),
         architecture=[(key, _format_value(model_config[key])) for key in _ARCHITECTURE_KEYS if key in model_config],
-        db_low=_format_number(RADIOMAPSEER_DB_RANGE[0]),
-        db_high=_format_number(RADIOMAPSEER_DB_RANGE[1]),
+        db_low=_format_number(db_low),
+        db_high=_format_number(db_high),
         training=training,
         metrics=[(name, _format_number(value), METRIC_UNITS.get(name, "")) for name, value in metric_values.items()],
         eval_dataset=dataset if metric_values else None,
@@ -228,6 +230,15 @@ def _preset_name(config: Mapping[str, Any]) -> str:
         if all(_normalise(config.get(key)) == _normalise(value) for key, value in architecture.items()):
             return name
     return "custom"
+
+
+def _db_range(value: Any) -> Tuple[float, float]:
+    """The training arguments' ``db_range`` (path gain in dB at pixel 0 and 1), else RadioMapSeer's."""
+    if value is None:
+        return RADIOMAPSEER_DB_RANGE
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not float(value[1]) > float(value[0]):
+        raise ValueError(f"training_args['db_range'] must be (dB at pixel 0, dB at pixel 1), low < high; got {value!r}.")
+    return float(value[0]), float(value[1])
 
 
 def _normalise(value: Any) -> Any:
