@@ -114,7 +114,7 @@ def load_vae(
     else:
         text = str(name_or_path)
         # A Hub id is "name" or "owner/name"; anything that looks like a file path is a missing local folder.
-        if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep in text.replace("/", "") or not text:
+        if not text or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
             raise FileNotFoundError(f"model folder {text!r} does not exist")
         try:
             model = RadioVAE.from_pretrained(text, subfolder=subfolder, torch_dtype=dtype)
@@ -286,7 +286,45 @@ def evaluate_vae(
     if non_building_only and "buildings" not in first:
         raise ValueError("non_building_only needs a 'buildings' mask in the dataset items, which this dataset lacks")
     check_maps_fit_model(vae, *first["pixel_values"].shape, source="the dataset")
+    # Validation during training passes the training model: evaluate in eval mode, then hand it back as it came.
+    was_training = vae.training
     vae.eval()
+    try:
+        return _evaluate(
+            vae,
+            dataset,
+            subset,
+            indices,
+            batch_size=batch_size,
+            seed=seed,
+            sample_posterior=sample_posterior,
+            non_building_only=non_building_only,
+            db_range=db_range,
+            num_workers=num_workers,
+            draw_figure=draw_figure,
+            progress=progress,
+            settings=settings,
+        )
+    finally:
+        vae.train(was_training)
+
+
+def _evaluate(
+    vae: torch.nn.Module,
+    dataset: Dataset,
+    subset: Dataset,
+    indices: List[int],
+    *,
+    batch_size: int,
+    seed: int,
+    sample_posterior: bool,
+    non_building_only: bool,
+    db_range: Optional[Tuple[float, float]],
+    num_workers: int,
+    draw_figure: bool,
+    progress: bool,
+    settings: Optional[Mapping[str, Any]],
+) -> EvaluationResult:
 
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     per_image: Dict[str, List[torch.Tensor]] = {}

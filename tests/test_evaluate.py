@@ -103,6 +103,19 @@ def test_posterior_samples_do_not_depend_on_batching(vae):
     assert not torch.allclose(one.per_image["mae"], mean.per_image["mae"])
 
 
+def test_training_mode_is_handed_back(vae):
+    """Validation inside training evaluates in eval mode and leaves the model training afterwards."""
+    items = _maps(2)
+    reference = evaluate_vae(vae, items, draw_figure=False, progress=False)
+    vae.train()
+    try:
+        result = evaluate_vae(vae, items, draw_figure=False, progress=False)
+        assert vae.training
+    finally:
+        vae.eval()
+    assert torch.allclose(result.per_image["psnr"], reference.per_image["psnr"])
+
+
 def test_save_writes_every_file_and_refuses_to_clobber(vae, tmp_path):
     result = evaluate_vae(vae, _maps(3), batch_size=3, progress=False)
     # A perfect score is inf, which JSON cannot hold: it is written as the string "inf".
