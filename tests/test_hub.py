@@ -1,8 +1,7 @@
 """Model card, Hub upload and download, offline reload: against the in-memory Hub of tests/hub_server.py.
 
-``huggingface_hub`` and diffusers read ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` when they are imported, so the steps that
-a user runs with those variables set (push, ``from_pretrained``, offline reload) run in fresh interpreters with the
-environment a user would have; the test process only serves the Hub and checks what arrived.
+Upload and download run in this process with huggingface_hub's endpoint constants pointed at the test Hub; the
+offline reload runs in a fresh interpreter with ``HF_HUB_OFFLINE=1`` in its environment, as a user runs it.
 """
 
 import argparse
@@ -18,7 +17,7 @@ import torch
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from hub_server import HubServer
 from radiodiff_vae import RadioVAE
@@ -49,7 +48,9 @@ def _sample_png(path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------------- model card
 def test_model_card_metadata_and_sections():
     vae = _tiny_vae(0)
-    args = argparse.Namespace(learning_rate=5e-6, max_train_steps=150000, hub_token="hf_secret", dataset_name="radiomapseer")
+    args = argparse.Namespace(
+        learning_rate=5e-6, max_train_steps=150000, hub_token="hf_secret", dataset_name="radiomapseer"
+    )
     metrics = {"psnr": torch.tensor([30.0, 34.0]), "ssim": {"mean": 0.5, "std": 0.1}, "rmse_db": 2.25}
     text = render_model_card(vae, args, metrics, "sample.png", repo_id=REPO_ID)
 
@@ -68,7 +69,8 @@ def test_model_card_metadata_and_sections():
     assert f'RadioVAE.from_pretrained("{REPO_ID}")' in text
     parameter_count = sum(p.numel() for p in vae.parameters())
     assert f"{parameter_count / 1e6:.2f} M" in text
-    for section in ("## Architecture", "## Training configuration", "## Evaluation", "## How to load", "## Limitations"):
+    sections = ("## Architecture", "## Training configuration", "## Evaluation", "## How to load", "## Limitations")
+    for section in sections:
         assert section in text
     assert "@article{wang2025radiodiff" in text and "yapar2022radiomapseer" in text
 
@@ -129,40 +131,40 @@ def test_template_ships_inside_the_package():
 
 
 # ---------------------------------------------------------------------------------------------------- Hub round trip
-_CLIENT = textwrap.dedent(
+# The offline reload runs the way a user runs it: a fresh interpreter with HF_HUB_OFFLINE=1 in its environment.
+_OFFLINE_CLIENT = textwrap.dedent(
     """
-    import json, sys
-    import torch
+    import sys
+    from huggingface_hub import constants
     from safetensors.torch import save_file
     from radiodiff_vae import RadioVAE
-    from radiodiff_vae.hub import push_to_hub
 
-    work, step = sys.argv[1], sys.argv[2]
-    report = {}
-    if step == "push":
-        vae = RadioVAE.from_pretrained(work + "/local")
-        first = push_to_hub(vae, "%(repo)s", training_args={"learning_rate": 5e-6}, metrics={"psnr": 30.5},
-                            sample_image=work + "/sample.png")
-        with torch.no_grad():
-            vae.decoder.conv_out.bias.add_(1.0)  # a second, different commit on main
-        second = push_to_hub(vae, "%(repo)s", commit_message="bias + 1")
-        report = {"first": first.oid, "second": second.oid}
-        json.dump(report, open(work + "/commits.json", "w"))
-    commits = json.load(open(work + "/commits.json"))
-    main = RadioVAE.from_pretrained("%(repo)s", cache_dir=work + "/cache")
-    pinned = RadioVAE.from_pretrained("%(repo)s", revision=commits["first"], cache_dir=work + "/cache")
-    save_file(main.state_dict(), f"{work}/{step}_main.safetensors")
-    save_file(pinned.state_dict(), f"{work}/{step}_pinned.safetensors")
+    assert constants.HF_HUB_OFFLINE, "HF_HUB_OFFLINE=1 did not reach huggingface_hub"
+    cache, revision, out = sys.argv[1:4]
+    main = RadioVAE.from_pretrained("%(repo)s", cache_dir=cache)
+    pinned = RadioVAE.from_pretrained("%(repo)s", revision=revision, cache_dir=cache)
+    save_file(main.state_dict(), out + "/offline_main.safetensors")
+    save_file(pinned.state_dict(), out + "/offline_pinned.safetensors")
     """
     % {"repo": REPO_ID}
 )
 
 
-def _run_client(work: Path, step: str, env: dict) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _CLIENT, str(work), step], env=env, capture_output=True, text=True, timeout=240
-    )
-    assert result.returncode == 0, f"{step} failed:\n{result.stdout}\n{result.stderr}"
+@pytest.fixture
+def hub_endpoint(hub, monkeypatch):
+    """Points this process's huggingface_hub at the test Hub.
+
+    huggingface_hub copies ``HF_ENDPOINT`` into its constants when it is imported (earlier, in this process), and
+    builds download URLs from them at call time, so the constants are patched; pytest restores them afterwards.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    url_template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url_template)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return hub.url
 
 
 def _assert_bitwise_equal(loaded: dict, expected: dict) -> None:
@@ -171,43 +173,55 @@ def _assert_bitwise_equal(loaded: dict, expected: dict) -> None:
         assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
 
 
-def test_push_download_and_offline_reload(hub, tmp_path):
+def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
     vae = _tiny_vae(1)
-    vae.save_pretrained(tmp_path / "local")
-    _sample_png(tmp_path / "sample.png")
+    figure = _sample_png(tmp_path / "sample.png")
     first_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
-    second_weights = dict(first_weights)
-    second_weights["decoder.conv_out.bias"] = first_weights["decoder.conv_out.bias"] + 1.0
 
-    base_env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
-    base_env.update(
-        HF_ENDPOINT=hub.url,
-        HF_HOME=str(tmp_path / "hf_home"),  # no saved token, no user cache
-        HF_HUB_DISABLE_TELEMETRY="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    first = push_to_hub(
+        vae, REPO_ID, training_args={"learning_rate": 5e-6}, metrics={"psnr": 30.5}, sample_image=figure, token=False
     )
-    _run_client(tmp_path, "push", base_env)
+    with torch.no_grad():
+        vae.decoder.conv_out.bias.add_(1.0)  # a second, different commit on main
+    second_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
+    second = push_to_hub(vae, REPO_ID, commit_message="bias + 1", token=False)
 
     # What the Hub holds: one commit per push with config, weights, card and figure.
     repo = hub.repos[("model", REPO_ID)]
-    commits = json.loads((tmp_path / "commits.json").read_text())
-    files = repo.resolve(commits["first"]).files
+    assert repo.branches["main"] == second.oid != first.oid
+    files = repo.resolve(first.oid).files
     assert sorted(files) == [".gitattributes", "README.md", "config.json", WEIGHTS, "sample.png"]
     _assert_bitwise_equal(load_safetensors_bytes(files[WEIGHTS]), first_weights)
-    assert files["sample.png"] == (tmp_path / "sample.png").read_bytes()
+    assert files["sample.png"] == figure.read_bytes()
     card = ModelCard(files["README.md"].decode())
     assert card.data.library_name == "radiodiff-vae" and card.data.eval_results[0].metric_value == 30.5
     assert "![inputs, reconstructions and error](sample.png)" in card.text
+    assert f'RadioVAE.from_pretrained("{REPO_ID}")' in card.text
     assert json.loads(files["config.json"])["_class_name"] == "RadioVAE"
-    assert repo.branches["main"] == commits["second"] != commits["first"]
 
     # Downloaded into a fresh cache: main is the second push, the pinned revision the first, bit for bit.
-    _assert_bitwise_equal(load_file(tmp_path / "push_main.safetensors"), second_weights)
-    _assert_bitwise_equal(load_file(tmp_path / "push_pinned.safetensors"), first_weights)
+    cache = tmp_path / "cache"
+    _assert_bitwise_equal(RadioVAE.from_pretrained(REPO_ID, cache_dir=cache).state_dict(), second_weights)
+    pinned = RadioVAE.from_pretrained(REPO_ID, revision=first.oid, cache_dir=cache)
+    _assert_bitwise_equal(pinned.state_dict(), first_weights)
 
-    # Offline with the warm cache: same weights, and not one request reaches the server.
+    # Offline with the warm cache, in a fresh interpreter: same weights, and not one request reaches the server.
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(
+        HF_ENDPOINT=hub.url,  # were anything requested, the server would record it
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf_home"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
     served_before = len(hub.requests)
-    _run_client(tmp_path, "offline", {**base_env, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_CLIENT, str(cache), first.oid, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"offline reload failed:\n{result.stdout}\n{result.stderr}"
     assert hub.requests[served_before:] == []
     _assert_bitwise_equal(load_file(tmp_path / "offline_main.safetensors"), second_weights)
     _assert_bitwise_equal(load_file(tmp_path / "offline_pinned.safetensors"), first_weights)
@@ -216,7 +230,8 @@ def test_push_download_and_offline_reload(hub, tmp_path):
 def test_push_checks_input_before_any_request(hub, tmp_path):
     served_before = len(hub.requests)
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        push_to_hub(_tiny_vae(0), "test-user/other", sample_image=tmp_path / "missing.png", endpoint=hub.url, token=False)
+        missing = tmp_path / "missing.png"
+        push_to_hub(_tiny_vae(0), "test-user/other", sample_image=missing, endpoint=hub.url, token=False)
     with pytest.raises(ValueError, match="repo_id must be"):
         push_to_hub(_tiny_vae(0), "a/b/c", endpoint=hub.url, token=False)
     with pytest.raises(ValueError, match="expects a RadioVAE"):
