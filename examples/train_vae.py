@@ -494,6 +494,11 @@ def push_folder_to_hub(args: argparse.Namespace) -> str:
     return repo_id
 
 
+def _comparable(value: Any) -> Any:
+    # config.json turns tuples into lists
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # the run
 def main(input_args: Optional[Sequence[str]] = None) -> int:
@@ -612,7 +617,9 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
             subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
             saved = type(model).from_pretrained(folder, subfolder=subfolder)
             changed = sorted(
-                key for key in model.config if not key.startswith("_") and saved.config.get(key) != model.config[key]
+                key
+                for key in model.config
+                if not key.startswith("_") and _comparable(saved.config.get(key)) != _comparable(model.config[key])
             )
             if changed:
                 raise ValueError(

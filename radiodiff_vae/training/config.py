@@ -55,8 +55,17 @@ def _coerce_scalar(action: argparse.Action, value: Any, where: str) -> Any:
     converter = action.type
     if converter is None:
         converter = str
-    # YAML reads ``5e-6`` as a string and ``1.0e5`` as a float: route both through the flag's own type, but never
-    # let an int flag swallow a fractional number or a string flag swallow a mapping.
+    # PyYAML reads ``5e-6`` and ``1.0e4`` as strings (YAML 1.1 floats need a dot and a signed exponent) and
+    # ``1.0e+4`` as a float: route all through the flag's own type, accept integral scientific notation for int
+    # flags, but never let an int flag swallow a fractional number or a string flag swallow a mapping.
+    if converter is int and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                pass  # reported below, as int() sees it
     if converter is int and isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"{where}: expected an integer, got {value!r}")

@@ -1,0 +1,299 @@
+"""Unit tests of radiodiff_vae.training: configuration files, atomic checkpoints, the non-finite guard, the learning-rate
+schedule, step noise, gradient helpers and the validation grid. No training runs here (see test_train_script.py)."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+
+from radiodiff_vae.training import (
+    NonFiniteGuard,
+    TensorState,
+    TrainingProgress,
+    build_lr_scheduler,
+    checkpointing,
+    clip_grad_norms,
+    find_latest_checkpoint,
+    list_checkpoints,
+    make_reconstruction_grid,
+    parse_args_with_config,
+    prune_checkpoints,
+    remove_temporary_checkpoints,
+    resolve_resume_checkpoint,
+    save_checkpoint,
+    step_generator,
+)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# configuration files
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=str, default=None)
+    parser.add_argument("--learning_rate", type=float, default=1.0)
+    parser.add_argument("--max_train_steps", type=int, default=10)
+    parser.add_argument("--lr_scheduler", type=str, default="constant", choices=["constant", "polynomial"])
+    parser.add_argument("--use_ema", action="store_true")
+    parser.add_argument("--hub_model_id", type=str, default=None)
+    parser.add_argument("--steps", type=int, nargs="*", default=[])
+    return parser
+
+
+def _write_yaml(path: Path, content) -> str:
+    path.write_text(yaml.safe_dump(content) if not isinstance(content, str) else content)
+    return str(path)
+
+
+def test_config_values_become_defaults_and_command_line_wins(tmp_path):
+    # "5e-6" is a string for PyYAML and 1.0e4 a float: both must come out as the flag's type.
+    config = _write_yaml(
+        tmp_path / "c.yaml",
+        "learning_rate: 5e-6\nmax_train_steps: 1.0e4\nlr_scheduler: polynomial\nuse_ema: true\nsteps: [3, 4]\n",
+    )
+    args = parse_args_with_config(_parser(), ["--config", config])
+    assert args.learning_rate == 5e-6 and isinstance(args.learning_rate, float)
+    assert args.max_train_steps == 10_000 and isinstance(args.max_train_steps, int)
+    assert (args.lr_scheduler, args.use_ema, args.steps, args.config) == ("polynomial", True, [3, 4], config)
+
+    args = parse_args_with_config(_parser(), ["--config", config, "--learning_rate", "0.25", "--steps", "7"])
+    assert args.learning_rate == 0.25 and args.steps == [7]
+    assert args.max_train_steps == 10_000  # untouched keys keep the file's value
+
+    assert parse_args_with_config(_parser(), []).learning_rate == 1.0  # no file: parser defaults
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("learning_rat: 1.0\n", "unknown key 'learning_rat' (did you mean 'learning_rate'?)"),
+        ("learning_rate: fast\n", "key 'learning_rate': cannot read 'fast' as float"),
+        ("max_train_steps: 2.5\n", "key 'max_train_steps': expected an integer, got 2.5"),
+        ("lr_scheduler: cosine\n", "key 'lr_scheduler': expected one of ['constant', 'polynomial'], got 'cosine'"),
+        ("use_ema: 1\n", "key 'use_ema': expected true or false, got 1"),
+        ("max_train_steps: true\n", "key 'max_train_steps': expected a number, got the boolean True"),
+        ("config: other.yaml\n", "cannot name another one"),
+        ("- learning_rate\n", "must hold a mapping of flag names to values, got a list"),
+    ],
+)
+def test_bad_config_files_name_the_key(tmp_path, content, message):
+    config = _write_yaml(tmp_path / "bad.yaml", content)
+    with pytest.raises(ValueError) as error:
+        parse_args_with_config(_parser(), ["--config", config])
+    assert message in str(error.value)
+    assert config in str(error.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        parse_args_with_config(_parser(), ["--config", str(tmp_path / "nowhere.yaml")])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# checkpoints
+@pytest.fixture
+def accelerator():
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _prepared_linear(accelerator, value: float):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.fill_(value)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    return accelerator.prepare(model, optimizer)
+
+
+def _fake_checkpoint(output_dir: Path, step: int, marker_step=None) -> Path:
+    folder = output_dir / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    if marker_step is not None:
+        (folder / checkpointing.COMPLETE_MARKER).write_text(json.dumps({"step": marker_step}))
+    return folder
+
+
+def test_latest_ignores_temporary_incomplete_and_mismatched_checkpoints(tmp_path):
+    assert find_latest_checkpoint(str(tmp_path)) is None
+    assert resolve_resume_checkpoint("latest", str(tmp_path)) is None  # starts fresh
+    good = _fake_checkpoint(tmp_path, 2, marker_step=2)
+    _fake_checkpoint(tmp_path, 10, marker_step=None)  # killed before the marker (older, non-atomic writer)
+    _fake_checkpoint(tmp_path, 8, marker_step=4)  # a marker copied from elsewhere
+    (tmp_path / "checkpoint-12.tmp").mkdir()  # killed while saving
+    (tmp_path / "checkpoint-12.tmp" / checkpointing.COMPLETE_MARKER).write_text(json.dumps({"step": 12}))
+    (tmp_path / "checkpoint-x").mkdir()
+
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [2]
+    assert find_latest_checkpoint(str(tmp_path)) == str(good)
+    assert resolve_resume_checkpoint("latest", str(tmp_path)) == str(good)
+    assert resolve_resume_checkpoint("checkpoint-2", str(tmp_path)) == str(tmp_path / "checkpoint-2")
+
+    with pytest.raises(ValueError, match="incomplete"):
+        resolve_resume_checkpoint("checkpoint-10", str(tmp_path))
+    with pytest.raises(ValueError, match="checkpoint-N"):
+        resolve_resume_checkpoint(str(tmp_path / "checkpoint-x"), str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="checkpoint-99"):
+        resolve_resume_checkpoint("checkpoint-99", str(tmp_path))
+
+    assert remove_temporary_checkpoints(str(tmp_path)) == [str(tmp_path / "checkpoint-12.tmp")]
+    assert not (tmp_path / "checkpoint-12.tmp").exists()
+    assert (tmp_path / "checkpoint-10").exists()  # not ours to delete
+
+
+def test_save_checkpoint_is_atomic_prunes_after_success_and_loads_back(tmp_path, accelerator):
+    model, optimizer = _prepared_linear(accelerator, 1.0)
+    first = save_checkpoint(accelerator, str(tmp_path), 5, total_limit=2, metadata={"phase": 1})
+    marker = json.loads(Path(first, checkpointing.COMPLETE_MARKER).read_text())
+    assert marker["step"] == 5 and marker["metadata"] == {"phase": 1} and marker["num_processes"] == 1
+    assert os.path.isfile(os.path.join(first, "model.safetensors"))
+
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    save_checkpoint(accelerator, str(tmp_path), 10, total_limit=2)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    save_checkpoint(accelerator, str(tmp_path), 15, total_limit=2)
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [10, 15]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-15"]
+
+    # A save that dies half-way leaves only a *.tmp folder: `latest` still names the last good checkpoint, and
+    # the pruning that would have followed did not delete anything.
+    real_save_state = accelerator.save_state
+
+    def dying_save_state(output_dir, **kwargs):
+        Path(output_dir, "model.safetensors").write_bytes(b"half a file")
+        raise KeyboardInterrupt("killed while saving")
+
+    accelerator.save_state = dying_save_state
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, str(tmp_path), 20, total_limit=2)
+    accelerator.save_state = real_save_state
+    assert (tmp_path / "checkpoint-20.tmp").is_dir() and not (tmp_path / "checkpoint-20").exists()
+    latest = resolve_resume_checkpoint("latest", str(tmp_path))
+    assert latest == str(tmp_path / "checkpoint-15")
+    assert [step for step, _ in list_checkpoints(str(tmp_path))] == [10, 15]
+
+    with torch.no_grad():
+        model.weight.fill_(-7.0)
+    accelerator.load_state(latest)
+    assert torch.all(model.weight == 3.0)
+
+    # Saving a step again replaces the old folder in one move.
+    save_checkpoint(accelerator, str(tmp_path), 15, total_limit=None)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-15", "checkpoint-20.tmp"]
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    for step in (3, 30, 12):
+        _fake_checkpoint(tmp_path, step, marker_step=step)
+    assert prune_checkpoints(str(tmp_path), None) == []
+    removed = prune_checkpoints(str(tmp_path), 1)
+    assert sorted(removed) == sorted([str(tmp_path / "checkpoint-3"), str(tmp_path / "checkpoint-12")])
+    assert os.listdir(tmp_path) == ["checkpoint-30"]
+    with pytest.raises(ValueError, match="checkpoints_total_limit"):
+        prune_checkpoints(str(tmp_path), 0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# step counters, non-finite guard, loose tensors
+def test_nonfinite_guard_counts_streaks_and_round_trips():
+    guard = NonFiniteGuard(max_consecutive=3)
+    outcomes = [guard.record(finite, step) for step, finite in enumerate([True, False, False, True, False, False])]
+    assert outcomes == [True, False, False, True, False, False]
+    assert (guard.consecutive, guard.total, guard.exhausted) == (2, 4, False)
+    assert "steps 4..5" in guard.describe_streak(5)
+
+    progress = TrainingProgress(guard)
+    progress.global_step = 6
+    state = progress.state_dict()
+    restored = TrainingProgress(NonFiniteGuard(3))
+    restored.load_state_dict(state)
+    assert restored.global_step == 6 and restored.guard.state_dict() == guard.state_dict()
+
+    guard.record(False, 6)
+    assert guard.exhausted and "3 consecutive" in guard.describe_streak(6)
+    with pytest.raises(ValueError, match="max_consecutive"):
+        NonFiniteGuard(0)
+
+
+def test_tensor_state_copies_in_place_and_refuses_other_shapes():
+    logvar = torch.nn.Parameter(torch.tensor(0.5))
+    optimizer = torch.optim.Adam([logvar], lr=0.1)
+    state = TensorState({"logvar": logvar})
+    saved = state.state_dict()
+    with torch.no_grad():
+        logvar.fill_(-1.0)
+    state.load_state_dict(saved)
+    assert logvar.item() == 0.5 and optimizer.param_groups[0]["params"][0] is logvar
+    with pytest.raises(ValueError, match="do not match"):
+        state.load_state_dict({"other": torch.tensor(0.0)})
+    with pytest.raises(ValueError, match="shape"):
+        state.load_state_dict({"logvar": torch.zeros(2)})
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# learning rate, noise, gradients, grid
+def test_polynomial_schedule_decays_to_lr_end():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-6)
+    scheduler = build_lr_scheduler("polynomial", optimizer, num_warmup_steps=0, num_training_steps=10, lr_end=5e-7)
+    rates = []
+    for _ in range(12):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(5e-6)
+    assert rates[5] == pytest.approx((5e-6 + 5e-7) / 2)  # power 1: a straight line
+    assert rates[10] == pytest.approx(5e-7) and rates[11] == pytest.approx(5e-7)
+
+    with pytest.raises(ValueError, match="lr_end"):
+        build_lr_scheduler("polynomial", optimizer, num_warmup_steps=0, num_training_steps=10, lr_end=5e-6)
+    with pytest.raises(ValueError, match="lr_scheduler"):
+        build_lr_scheduler("exponential", optimizer, num_warmup_steps=0, num_training_steps=10)
+
+
+def test_step_generator_depends_only_on_its_indices():
+    def draw(*indices):
+        return torch.randn(4, generator=step_generator(torch.device("cpu"), 42, *indices))
+
+    assert torch.equal(draw(7, 0, 0), draw(7, 0, 0))
+    assert not torch.equal(draw(7, 0, 0), draw(7, 0, 1))  # another process
+    assert not torch.equal(draw(7, 0, 0), draw(8, 0, 0))  # another step
+    with pytest.raises(ValueError, match=">= 0"):
+        step_generator(torch.device("cpu"), 42, -1)
+
+
+def test_clip_grad_norms_per_group(accelerator):
+    first, second = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))
+    first.grad = torch.full((4,), 3.0)  # norm 6
+    norms = clip_grad_norms(accelerator, {"autoencoder": [first], "discriminator": [second]}, max_norm=1.0)
+    assert norms["autoencoder"].item() == pytest.approx(6.0) and norms["discriminator"] is None
+    assert first.grad.norm().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_reconstruction_grid_layout():
+    inputs = torch.zeros(2, 1, 8, 8)
+    inputs[1] = 1.0
+    outputs = inputs.clone()
+    outputs[0, 0, 0, 0] = 0.5  # error 0.5 >= error_vmax: full colour
+    grid = make_reconstruction_grid(inputs, outputs, error_vmax=0.1)
+    gap = 2
+    assert grid.shape == (2 * 8 + 3 * gap, 3 * 8 + 4 * gap, 3) and grid.dtype.name == "uint8"
+    top = gap + 8 + gap  # second row
+    assert (grid[top : top + 8, gap : gap + 8] == 255).all()  # input of map 1 is white
+    assert (grid[gap, gap + 8 + gap] == 128).all()  # reconstruction 0.5 as grey
+    error_left = gap + 2 * (8 + gap)
+    assert grid[gap, error_left].tolist() != grid[gap, error_left + 1].tolist()  # the wrong pixel stands out
+    assert (grid[0] == 255).all()  # white separator
+    with pytest.raises(ValueError, match="reconstructions must match"):
+        make_reconstruction_grid(inputs, outputs[:1])
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        make_reconstruction_grid(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))

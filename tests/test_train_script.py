@@ -1,0 +1,283 @@
+"""examples/train_vae.py end to end on the CPU: a short two-phase run, resuming it to the same weights, the non-finite
+guard, the example configurations, and two processes (DDP over gloo) that must end with identical weights.
+
+Runs use the `tiny` preset on 32x32 synthetic maps, batch 2, no LPIPS, a handful of steps, with the discriminator
+switched on in the middle of the run.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file
+
+from radiodiff_vae.training import checkpointing
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_server import HubServer  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "examples" / "train_vae.py"
+CONFIGS = REPO_ROOT / "examples" / "configs"
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+# 8 cities x 2 transmitters = 16 maps = 8 batches of 2 = 4 optimizer steps per epoch (accumulation 2): the checkpoint
+# at step 3 is in the middle of an epoch, and the discriminator starts at step 2.
+TINY_RUN = [
+    "--preset", "tiny", "--resolution", "32", "--synthetic_num_maps", "8", "--synthetic_num_tx", "2",
+    "--num_validation_maps", "2", "--num_validation_images", "2", "--scaling_factor_maps", "4",
+    "--train_batch_size", "2", "--gradient_accumulation_steps", "2", "--perceptual_weight", "0",
+    "--disc_start", "2", "--disc_base_channels", "16", "--learning_rate", "1e-3", "--lr_end", "1e-4",
+    "--logging_steps", "2", "--report_to", "tensorboard", "--seed", "3", "--debug_trace",
+]  # fmt: skip
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("train_vae_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_vae = _load_script()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These tiny convolutions gain nothing from a second thread, and on a machine shared with other test processes
+    # OpenMP threads waiting for each other made a run 50x slower. The subprocess test sets OMP_NUM_THREADS=1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    # Each in-process run builds its own Accelerator; accelerate keeps process-wide singletons.
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def _trace(output_dir: Path, rank: int = 0) -> dict:
+    return json.loads((output_dir / "debug" / f"rank-{rank}.json").read_text())
+
+
+def _scalars(output_dir: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (output_dir / "logs" / "radiodiff-vae").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
+    accumulator.Reload()
+    scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return scalars, accumulator.Tags()["images"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# arguments
+@pytest.mark.parametrize(
+    "extra, error, message",
+    [
+        (["--push_to_hub"], ValueError, "--push_to_hub needs --hub_model_id"),
+        (["--learning_rate", "1e-4", "--lr_end", "1e-4"], ValueError, "--lr_end must be >= 0 and below"),
+        (["--data_dir", "/no/such/RadioMapSeer"], FileNotFoundError, "--data_dir '/no/such/RadioMapSeer'"),
+        (["--data_dir", ".", "--dataset_name", "x/y"], ValueError, "either --data_dir"),
+        (["--train_batch_size", "0"], ValueError, "--train_batch_size must be >= 1, got 0"),
+        (["--max_grad_norm", "-1"], ValueError, "--max_grad_norm must be >= 0"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(extra, error, message):
+    with pytest.raises(error, match=message.replace("(", r"\(")):
+        train_vae.parse_args(TINY_RUN + extra)
+
+
+def test_resume_from_a_missing_checkpoint_fails_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint-7"):
+        train_vae.main(TINY_RUN + ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-7"])
+    assert not list(tmp_path.glob("checkpoint-*")) and not (tmp_path / "logs").exists()
+
+
+def test_report_configuration_is_the_reports():
+    args = train_vae.parse_args(["--config", str(CONFIGS / "radiodiff_vae.yaml")])
+    assert (args.preset, args.resolution, args.train_batch_size, args.gradient_accumulation_steps) == (
+        "radiodiff-vae", 320, 8, 2
+    )
+    assert (args.learning_rate, args.lr_end, args.lr_scheduler, args.max_train_steps) == (
+        5e-6, 5e-7, "polynomial", 150_000
+    )
+    assert (args.kl_weight, args.perceptual_weight, args.disc_start, args.disc_factor, args.disc_weight) == (
+        1e-6, 1.0, 50_001, 0.5, 0.5
+    )
+    assert (args.gan_loss, args.disc_num_layers, args.mixed_precision, args.freeze_logvar) == ("hinge", 3, "no", False)
+    assert (args.checkpointing_steps, args.checkpoints_total_limit, args.logging_steps) == (5000, None, 100)
+
+    quick = train_vae.parse_args(["--config", str(CONFIGS / "quickstart.yaml"), "--max_train_steps", "7"])
+    assert (quick.preset, quick.perceptual_weight, quick.data_dir, quick.dataset_name) == ("tiny", 0.0, None, None)
+    assert quick.max_train_steps == 7 and 0 < quick.disc_start < 300  # the command line wins; both phases run
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# a full run, and the same run resumed from its middle checkpoint
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """Six steps with EMA, a NaN injected at step 1, checkpoints at 3 and 6, and --push_to_hub to a local Hub."""
+    import huggingface_hub.constants
+
+    output_dir = tmp_path_factory.mktemp("full")
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    patch = pytest.MonkeyPatch()
+    with HubServer() as hub:
+        patch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        patch.setenv("HF_HOME", str(output_dir.parent / "hf_home"))
+        code = train_vae.main(
+            TINY_RUN
+            + ["--output_dir", str(output_dir), "--max_train_steps", "6", "--checkpointing_steps", "3"]
+            + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5", "--debug_nonfinite_steps", "1"]
+            + ["--push_to_hub", "--hub_model_id", "test-user/tiny-radio-vae"]
+        )
+        repo = hub.repos[("model", "test-user/tiny-radio-vae")]
+        uploaded = sorted(repo.commits[-1].files)
+    patch.undo()
+    return output_dir, code, uploaded
+
+
+def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
+    output_dir, code, uploaded = full_run
+    assert code == 0
+    for name in ["config.json", WEIGHTS, "README.md", "sample.png", "training_args.json", "validation/step-3.png"]:
+        assert (output_dir / name).is_file(), name
+    assert [step for step, _ in checkpointing.list_checkpoints(str(output_dir))] == [3, 6]
+    assert not list(output_dir.glob("*.tmp"))
+
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["sample_size"] == 32 and config["block_out_channels"] == [32, 64, 128]
+    assert config["scaling_factor"] != 1.0 and 0.01 < config["scaling_factor"] < 100  # measured 1/std
+
+    card = (output_dir / "README.md").read_text()
+    assert "| psnr |" in card and "| ssim |" in card and "sample.png" in card and "debug_trace" not in card
+
+    # The saved model is the EMA of the weights, not the weights themselves.
+    ema_weights = load_file(output_dir / WEIGHTS)
+    raw_weights = load_file(output_dir / "checkpoint-6" / "vae" / WEIGHTS)
+    assert ema_weights.keys() == raw_weights.keys()
+    assert any(not torch.equal(ema_weights[key], raw_weights[key]) for key in raw_weights)
+
+    scalars, images = _scalars(output_dir)
+    for tag in ["train/nll", "train/kl", "train/rec", "train/logvar", "train/lr_autoencoder", "train/images_per_second",
+                "train/seconds_per_step", "train/peak_memory_mib", "validation/psnr", "validation/ssim"]:  # fmt: skip
+        assert tag in scalars, tag
+    assert [step for step, _ in scalars["train/nll"]] == [2, 4, 6]
+    assert [value for _, value in scalars["train/phase"]] == [1, 2, 2]
+    assert [step for step, _ in scalars["train/disc_loss"]] == [4, 6]  # logged once the discriminator runs
+    assert scalars["train/nonfinite_steps_skipped"][-1][1] == 1
+    rates = [value for _, value in scalars["train/lr_autoencoder"]]
+    assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(1e-4)
+    assert [step for step, _ in scalars["validation/psnr"]] == [3, 6]
+    assert images == ["validation/input_reconstruction_error"]
+
+    assert _trace(output_dir)["nonfinite_steps_skipped"] == 1
+    assert {"README.md", "config.json", WEIGHTS, "sample.png"} <= set(uploaded)
+    assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug"))]
+
+
+def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):
+    """Steps 0-2 (phase 1, then the discriminator joins at 2) come from the full run's checkpoint-3; steps 3-5 are
+    trained again and must give bitwise the same weights, EMA, logvar and data order."""
+    full_dir, code, _ = full_run
+    assert code == 0
+    shutil.copytree(full_dir / "checkpoint-3", tmp_path / "checkpoint-3")
+    code = train_vae.main(
+        TINY_RUN
+        + ["--output_dir", str(tmp_path), "--max_train_steps", "6", "--checkpointing_steps", "3"]
+        + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5", "--debug_nonfinite_steps", "1"]
+        + ["--resume_from_checkpoint", "latest"]
+    )
+    assert code == 0
+    full, resumed = _trace(full_dir), _trace(tmp_path)
+    assert resumed["global_step"] == full["global_step"] == 6
+    assert resumed["names"] == full["names"][3 * 2 * 2 :]  # the maps the full run saw after step 3, in order
+    assert resumed["vae_sha256"] == full["vae_sha256"]
+    assert resumed["discriminator_parameters_sha256"] == full["discriminator_parameters_sha256"]
+    assert resumed["logvar"] == full["logvar"] and resumed["nonfinite_steps_skipped"] == 1
+
+    full_model, resumed_model = load_file(full_dir / WEIGHTS), load_file(tmp_path / WEIGHTS)  # EMA weights
+    assert all(torch.equal(full_model[key], resumed_model[key]) for key in full_model)
+    for name in ["optimizer.bin", "optimizer_1.bin"]:  # Adam moments of both models
+        saved = [torch.load(folder / "checkpoint-6" / name, weights_only=False)["state"] for folder in (full_dir, tmp_path)]
+        assert saved[0].keys() == saved[1].keys() and len(saved[0]) > 0
+        for index in saved[0]:
+            assert torch.equal(saved[0][index]["exp_avg_sq"], saved[1][index]["exp_avg_sq"])
+    full_config, resumed_config = (json.loads((d / "config.json").read_text()) for d in (full_dir, tmp_path))
+    assert full_config["scaling_factor"] == resumed_config["scaling_factor"]
+
+
+def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, caplog):
+    arguments = TINY_RUN + ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "1"]
+    arguments += ["--validation_steps", "100", "--report_to", "none"]
+    code = train_vae.main(arguments + ["--debug_nonfinite_steps", "1", "2", "--max_nonfinite_steps", "2"])
+    assert code == 3
+    assert "2 consecutive optimizer steps with a non-finite loss" in caplog.text
+    assert [step for step, _ in checkpointing.list_checkpoints(str(tmp_path))] == [1, 2]
+    assert not (tmp_path / "config.json").exists()  # no final model from a failed run
+    # The skipped step 1 changed no weight: checkpoint-2 holds the weights of checkpoint-1.
+    after_one, after_two = (load_file(tmp_path / f"checkpoint-{n}" / "vae" / WEIGHTS) for n in (1, 2))
+    assert all(torch.equal(after_one[key], after_two[key]) for key in after_one)
+
+    # The run continues from there once the cause is gone.
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    assert train_vae.main(arguments + ["--resume_from_checkpoint", "latest"]) == 0
+    # step 2 was not checkpointed: the resumed run counts the skipped step 1 only
+    assert _trace(tmp_path)["global_step"] == 4 and _trace(tmp_path)["nonfinite_steps_skipped"] == 1
+    assert (tmp_path / "config.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# two processes
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
+    environment = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), str(SCRIPT)] + TINY_RUN  # fmt: skip
+    command += ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "2"]
+    command += ["--validation_steps", "2"]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    first, second = _trace(tmp_path, 0), _trace(tmp_path, 1)
+    assert (first["num_processes"], second["num_processes"]) == (2, 2)
+    # DDP averaged the gradients (and logvar's, which lives outside DDP): the replicas never drifted apart.
+    assert first["vae_sha256"] == second["vae_sha256"]
+    assert first["discriminator_parameters_sha256"] == second["discriminator_parameters_sha256"]
+    assert first["logvar"] == second["logvar"] != 0.0
+    # Epoch 0 is 16 maps: 2 steps x 2 micro-batches x 2 maps on each process, without overlap.
+    epoch_first, epoch_second = set(first["names"][:8]), set(second["names"][:8])
+    assert len(epoch_first) == len(epoch_second) == 8 and not epoch_first & epoch_second
+
+    # One checkpoint per step, with both processes' RNG states; one TensorBoard run; one model.
+    assert [step for step, _ in checkpointing.list_checkpoints(str(tmp_path))] == [2, 4]
+    assert sorted(p.name for p in (tmp_path / "checkpoint-4").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"
+    ]
+    assert not list(tmp_path.glob("*.tmp"))
+    assert len(list((tmp_path / "logs" / "radiodiff-vae").glob("events.out.tfevents.*"))) == 1
+    scalars, _ = _scalars(tmp_path)
+    assert [step for step, _ in scalars["train/nll"]] == [2, 4]
+    assert (tmp_path / WEIGHTS).is_file() and (tmp_path / "README.md").is_file()
