@@ -77,7 +77,8 @@ def main(input_args=None) -> List[Dict[str, object]]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, torch threads {threads}"
+    processor = platform.processor() or platform.machine()
+    machine = f"{processor}, {os.cpu_count()} CPU cores visible, torch threads {threads}"
     print(f"machine: {machine}; torch {torch.__version__}")
 
     results = []

@@ -13,7 +13,6 @@ torch ``Dataset`` with this package's items.
 """
 
 import hashlib
-import io
 import os
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
@@ -75,7 +74,8 @@ def _fingerprint(root: Path, simulation: str, items: list) -> str:
     """A cache key that changes with the items and with every file's size and modification time."""
     digest = hashlib.sha256(f"radio-maps-v1|{root.resolve()}|{simulation}".encode())
     for map_id, tx in items:
-        for path in (gain_path(root, simulation, map_id, tx), buildings_path(root, map_id), antenna_path(root, map_id, tx)):
+        paths = (gain_path(root, simulation, map_id, tx), buildings_path(root, map_id), antenna_path(root, map_id, tx))
+        for path in paths:
             stat = path.stat()
             digest.update(f"|{map_id}_{tx}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()

@@ -11,9 +11,10 @@ the straight path crosses (the multi-wall model), and a spatially correlated Gau
 exponential (Gudmundson) correlation. The gain is clipped to RadioMapSeer's dB range and scaled to [0, 1]; building
 pixels are 0, as in RadioMapSeer. ``docs/data.md`` states the model with its parameters.
 
-Everything is vectorised over a batch of maps with torch; random numbers come from numpy generators seeded by
-``(seed, map_id)`` for the city and ``(seed, map_id, tx + 1)`` for each transmitter, so a map is the same whatever
-batch, order or transmitter count produced it. The geometry lives in metres: at another ``resolution`` the same
+Each map is computed with vectorised torch operations over all its pixels (one map at a time, which keeps the
+temporaries in the CPU caches). Random numbers come from numpy generators seeded by ``(seed, map_id)`` for the
+city and ``(seed, map_id, tx + 1)`` for each transmitter (and its shadowing), so a map is the same whatever batch,
+order or transmitter count produced it. The geometry lives in metres: at another ``resolution`` the same
 seed gives the same city and transmitters rasterised with larger (or smaller) pixels; only the shadowing field,
 drawn per pixel, differs between resolutions.
 """
@@ -54,7 +55,9 @@ from .layout import (
 SPEED_OF_LIGHT_M_PER_S = 299_792_458.0
 
 # The uniform numbers drawn for every lot of every block, in this order.
-_LOT_PRESENT, _LOT_WIDTH, _LOT_DEPTH, _LOT_ROTATION, _LOT_CUT, _LOT_CUT_U, _LOT_CUT_V, _LOT_SIDE_U, _LOT_SIDE_V = range(9)
+(_LOT_PRESENT, _LOT_WIDTH, _LOT_DEPTH, _LOT_ROTATION, _LOT_CUT, _LOT_CUT_U, _LOT_CUT_V, _LOT_SIDE_U, _LOT_SIDE_V) = (
+    range(9)
+)
 _NUM_LOT_DRAWS = 9
 # Columns of ``CityLayout.footprints``: the building of one lot, in the lot's frame (metres).
 _HALF_WIDTH, _HALF_DEPTH, _COS, _SIN, _CUT_FROM_U, _CUT_FROM_V, _CUT_SIDE_U, _CUT_SIDE_V = range(8)
@@ -120,13 +123,19 @@ class SyntheticCityConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"SyntheticCityConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.building_probability[0] < 0 or self.building_probability[1] > 1:
-            raise ValueError(f"SyntheticCityConfig.building_probability must lie in [0, 1], got {self.building_probability}")
+            raise ValueError(
+                f"SyntheticCityConfig.building_probability must lie in [0, 1], got {self.building_probability}"
+            )
         if self.building_fill[0] <= 0 or self.building_fill[1] > 1:
             raise ValueError(f"SyntheticCityConfig.building_fill must lie in (0, 1], got {self.building_fill}")
         if not 0 <= self.l_shape_probability <= 1:
-            raise ValueError(f"SyntheticCityConfig.l_shape_probability must lie in [0, 1], got {self.l_shape_probability}")
+            raise ValueError(
+                f"SyntheticCityConfig.l_shape_probability must lie in [0, 1], got {self.l_shape_probability}"
+            )
         if self.area_size_m <= 2 * _TX_CLEARANCE_M:
-            raise ValueError(f"SyntheticCityConfig.area_size_m must exceed {2 * _TX_CLEARANCE_M} m, got {self.area_size_m}")
+            raise ValueError(
+                f"SyntheticCityConfig.area_size_m must exceed {2 * _TX_CLEARANCE_M} m, got {self.area_size_m}"
+            )
 
     @property
     def blocks_per_axis(self) -> int:
@@ -327,9 +336,8 @@ def sample_transmitters(
         missing = torch.isnan(positions[..., 0])
         if not missing.any():
             return positions
-        candidates = torch.from_numpy(
-            np.stack([[rngs[b][t].uniform(low, high, size=(_TX_CANDIDATES, 2)) for t in range(num_tx)] for b in range(batch)])
-        ).float()  # (B, T, C, 2)
+        draws = [[rng.uniform(low, high, size=(_TX_CANDIDATES, 2)) for rng in map_rngs] for map_rngs in rngs]
+        candidates = torch.from_numpy(np.stack(draws)).float()  # (B, T, C, 2)
         probes = candidates[:, :, :, None, :] + ring  # (B, T, C, 9, 2)
         blocked = buildings_at(layout, probes.reshape(batch, -1, 2), config)
         clear = ~blocked.view(batch, num_tx, _TX_CANDIDATES, ring.shape[0]).any(-1)  # (B, T, C)
@@ -344,7 +352,11 @@ def sample_transmitters(
 
 
 def _count_walls(
-    buildings: torch.Tensor, tx_positions: torch.Tensor, offsets: torch.Tensor, distances: torch.Tensor, pixel_size: float
+    buildings: torch.Tensor,
+    tx_positions: torch.Tensor,
+    offsets: torch.Tensor,
+    distances: torch.Tensor,
+    pixel_size: float,
 ) -> torch.Tensor:
     """Number of building walls on the straight path from the transmitter to every pixel centre.
 
@@ -525,9 +537,8 @@ def _generate_radio_maps(
         positions = sample_transmitters(layout, [map_id], num_tx, seed, config)[0]  # (T, 2)
         shadowing = None
         if config.shadowing_std_db > 0:
-            noise = np.stack(
-                [_shadowing_rng(seed, map_id, tx).standard_normal((resolution, resolution), np.float32) for tx in range(num_tx)]
-            )
+            draws = [_shadowing_rng(seed, map_id, tx) for tx in range(num_tx)]
+            noise = np.stack([rng.standard_normal((resolution, resolution), np.float32) for rng in draws])
             field = shadowing_field(torch.from_numpy(noise), pixel_size, config.shadowing_correlation_m)
             shadowing = config.shadowing_std_db * field  # (T, H, W)
         item_masks = mask.expand(num_tx, -1, -1)
@@ -712,7 +723,8 @@ def write_synthetic_folder(
             batch = generate_radio_maps(batch_ids, num_tx, seed, resolution, config)
             grey = to_grey(batch["gain"]).numpy()  # (M, T, H, W)
             for index, map_id in enumerate(batch_ids):
-                write_grey_png(buildings_path(out_dir, map_id), batch["buildings"][index].numpy().astype(np.uint8) * 255)
+                building_image = batch["buildings"][index].numpy().astype(np.uint8) * 255
+                write_grey_png(buildings_path(out_dir, map_id), building_image)
                 for tx in range(num_tx):
                     antenna = np.zeros((resolution, resolution), dtype=np.uint8)
                     row, col = batch["tx_pixels"][index, tx].tolist()
