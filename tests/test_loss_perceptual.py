@@ -14,8 +14,7 @@ import torch
 import torchvision
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
-from radiodiff_vae.losses import perceptual
-from radiodiff_vae.losses.perceptual import PerceptualLoss, ensure_vgg16_trunk, load_lpips_vgg16, vgg16_trunk_path
+from radiodiff_vae.losses.perceptual import ensure_vgg16_trunk, load_lpips_vgg16, vgg16_trunk_path
 
 TRUNK_NAME = "vgg16-397923af.pth"
 
@@ -26,12 +25,12 @@ def maps(batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def trunk_state(tmp_path_factory) -> dict:
-    """A random torchvision VGG16 trunk (the `features.*` tensors LPIPS uses), also saved to a file."""
+def trunk_state() -> dict:
+    """The `features.*` tensors of a randomly initialised torchvision VGG16 (the real file also holds
+    `classifier.*`, which LPIPS does not use; leaving it out saves 470 MB of test writes)."""
     torch.manual_seed(0)
     features = torchvision.models.vgg16(weights=None).features
-    state = {f"features.{key}": value for key, value in features.state_dict().items()}
-    return state
+    return {f"features.{key}": value for key, value in features.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def torch_home(tmp_path_factory, trunk_state) -> Path:
 
 @pytest.fixture
 def offline(monkeypatch):
-    """Any download attempt fails the test; returns the list of attempted downloads."""
+    """Downloads fail as on a machine without network; returns the list of attempts."""
     attempts = []
 
     def no_download(url, dst, *args, **kwargs):
