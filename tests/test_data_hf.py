@@ -85,3 +85,22 @@ def test_bad_requests_name_what_is_wrong(saved, tmp_path):
         load_radio_dataset(tmp_path / "missing" / "dataset")
     with pytest.raises(FileNotFoundError, match="simulations found"):
         radiomapseer_to_hf(tmp_path, "synthetic")
+
+
+def test_a_plain_image_folder_loads_with_defaults_for_missing_columns(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "maps" / "train").mkdir(parents=True)
+    for index in range(3):
+        gain = np.full((16, 16), 40, dtype=np.uint8)
+        gain[index + 2, 5] = 200  # the brightest pixel stands for the transmitter
+        Image.fromarray(gain).save(tmp_path / "maps" / "train" / f"{index}.png")
+    dataset = load_radio_dataset(tmp_path / "maps", split="train", cache_dir=tmp_path / "cache")
+    assert isinstance(dataset, HFRadioMaps) and len(dataset) == 3
+    item = dataset[1]
+    row = int(item["transmitter"][0].sum(dim=1).argmax())
+    assert item["transmitter"].sum() == 1.0 and row in (2, 3, 4)
+    assert item["buildings"].sum() == 0.0 and item["simulation"] == "unknown"
+    expected = torch.tensor([40.0, 200.0]) / 255.0 * 2.0 - 1.0
+    assert torch.allclose(item["pixel_values"].unique(), expected)
