@@ -99,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--split_scheme", type=str, default="radiodiff", choices=["radiodiff", "disjoint"], help="RadioMapSeer split."
     )
     data.add_argument("--num_tx", type=int, default=None, help="Transmitters per map (default: all).")
-    data.add_argument("--dataset_name", type=str, default=None, help="Hugging Face dataset id or local folder.")
+    data.add_argument(
+        "--dataset_name",
+        type=str,
+        default=None,
+        help="Hugging Face dataset id, a save_to_disk folder, or a RadioMapSeer-layout folder.",
+    )
     data.add_argument(
         "--validation_split", type=str, default="validation", help="Split of --dataset_name used for validation."
     )
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--resolution", type=int, default=None, help="Train at this size (maps are resized); default: native size."
     )
-    data.add_argument("--random_flip", action="store_true", help="Random horizontal flips (RadioMapSeer).")
+    data.add_argument("--random_flip", action="store_true", help="Random horizontal flips of the training maps.")
     data.add_argument("--max_train_samples", type=int, default=None, help="Truncate the training set (debugging).")
     data.add_argument("--dataloader_num_workers", type=int, default=0, help="Data-loading worker processes.")
 
@@ -273,6 +278,15 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError("give either --data_dir (RadioMapSeer) or --dataset_name (Hugging Face), not both")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise FileNotFoundError(f"--data_dir {args.data_dir!r} is not a folder (expected the RadioMapSeer root)")
+    if args.data_dir is None and args.dataset_name is None:
+        for name in ["random_flip", "num_tx"]:
+            if getattr(args, name) not in (False, None):
+                raise ValueError(
+                    f"--{name} applies to RadioMapSeer (--data_dir) or --dataset_name maps, not to the synthetic "
+                    "generator (see --synthetic_num_tx)"
+                )
+    if args.num_tx is not None and args.data_dir is None:
+        raise ValueError("--num_tx applies to RadioMapSeer (--data_dir) only")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. user/radiodiff-vae)")
     for step in args.debug_nonfinite_steps:
@@ -295,8 +309,9 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Dataset, Dataset, str, str
         source = f"RadioMapSeer {args.data_dir} ({args.simulation}, split scheme {args.split_scheme})"
         label = f"RadioMapSeer-{args.simulation}"
     elif args.dataset_name is not None:
-        train = radio_data.load_radio_dataset(args.dataset_name, split="train")
-        validation = radio_data.load_radio_dataset(args.dataset_name, split=args.validation_split)
+        common = dict(resolution=args.resolution, simulation=args.simulation, split_scheme=args.split_scheme)
+        train = radio_data.load_radio_dataset(args.dataset_name, split="train", flip=args.random_flip, **common)
+        validation = radio_data.load_radio_dataset(args.dataset_name, split=args.validation_split, **common)
         source = f"dataset {args.dataset_name} (train / {args.validation_split})"
         label = args.dataset_name
     else:

@@ -95,6 +95,7 @@ def _scalars(output_dir: Path) -> dict:
         (["--data_dir", ".", "--dataset_name", "x/y"], ValueError, "either --data_dir"),
         (["--train_batch_size", "0"], ValueError, "--train_batch_size must be >= 1, got 0"),
         (["--max_grad_norm", "-1"], ValueError, "--max_grad_norm must be >= 0"),
+        (["--random_flip"], ValueError, "--random_flip applies to RadioMapSeer"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(extra, error, message):
@@ -242,6 +243,26 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     # step 2 was not checkpointed: the resumed run counts the skipped step 1 only
     assert _trace(tmp_path)["global_step"] == 4 and _trace(tmp_path)["nonfinite_steps_skipped"] == 1
     assert (tmp_path / "config.json").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--data_dir", "--dataset_name"])
+def test_radiomapseer_folder(tmp_path, flag):
+    """A RadioMapSeer-layout folder of 10 synthetic 32x32 maps, read directly (--data_dir) or through
+    load_radio_dataset (--dataset_name), with RadioUNet's disjoint split: training never sees the validation map."""
+    from radiodiff_vae.data import split_map_ids, write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "seer", num_maps=10, num_tx=1, resolution=32, show_progress=False)
+    train_ids = {str(map_id) for map_id in split_map_ids(range(1, 11), "train", "disjoint")}
+    (validation_id,) = split_map_ids(range(1, 11), "val", "disjoint")
+    output_dir = tmp_path / "run"
+    arguments = TINY_RUN + [flag, str(root), "--simulation", "synthetic", "--split_scheme", "disjoint"]
+    arguments += ["--output_dir", str(output_dir), "--max_train_steps", "2", "--report_to", "none"]
+    assert train_vae.main(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
+    names = _trace(output_dir)["names"]
+    assert len(names) == 2 * 2 * 2 and {name.split("_")[0] for name in names} <= train_ids
+    assert str(validation_id) not in train_ids
+    card = (output_dir / "README.md").read_text()
+    assert ("RadioMapSeer-synthetic" if flag == "--data_dir" else str(root)) in card
 
 
 # ------------------------------------------------------------------------------------------------------------------
