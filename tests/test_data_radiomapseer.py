@@ -156,8 +156,29 @@ def test_make_synthetic_command_writes_a_readable_folder(tmp_path, capsys):
     # A second run into the same folder stops before touching a file; bad flags name themselves.
     before = {path: path.stat().st_mtime_ns for path in out.rglob("*.png")}
     assert cli_main(arguments) == 2
-    assert "already holds synthetic gain maps" in capsys.readouterr().err
+    assert "already holds radio-map files" in capsys.readouterr().err
     assert before == {path: path.stat().st_mtime_ns for path in out.rglob("*.png")}
     assert cli_main(["make-synthetic", "--out", str(tmp_path / "x"), "--tx", "0"]) == 2
     assert "--tx must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_overwrite_replaces_an_earlier_synthetic_folder_and_protects_others(tmp_path):
+    out = write_synthetic_folder(tmp_path / "syn", 5, 2, seed=0, resolution=16, show_progress=False)
+    write_synthetic_folder(out, 2, 1, seed=4, resolution=16, overwrite=True, show_progress=False)
+    assert sorted(path.name for path in (out / "gain" / "synthetic").iterdir()) == ["1_0.png", "2_0.png"]
+    assert sorted(path.name for path in (out / "png" / "antennas").iterdir()) == ["1_0.png", "2_0.png"]
+    assert sorted(path.name for path in (out / "png" / "buildings_complete").iterdir()) == ["1.png", "2.png"]
+    memory = SyntheticRadioMaps(2, 1, seed=4, resolution=16, show_progress=False)
+    assert torch.equal(_open(out, "train")[0]["pixel_values"], memory[0]["pixel_values"])
+
+    # A RadioMapSeer-like root (building images, no synthetic.json) is never written into.
+    foreign = tmp_path / "rms"
+    (foreign / "png" / "buildings_complete").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(foreign / "png" / "buildings_complete" / "1.png")
+    before = (foreign / "png" / "buildings_complete" / "1.png").read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="buildings_complete"):
+            write_synthetic_folder(foreign, 1, 1, resolution=16, overwrite=overwrite, show_progress=False)
+    assert (foreign / "png" / "buildings_complete" / "1.png").read_bytes() == before
+    assert not (foreign / "gain").exists()

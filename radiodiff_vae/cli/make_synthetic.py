@@ -33,7 +33,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         "--shadowing-std-db", type=float, default=None, help="Std of the shadowing field, 0 to disable (default 4 dB)."
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="Write into a folder that already holds synthetic gain maps."
+        "--overwrite",
+        action="store_true",
+        help="Replace an earlier make-synthetic folder (its maps not written again are deleted).",
     )
     parser.set_defaults(func=run)
 

@@ -43,12 +43,16 @@ from .conventions import (
 )
 from .items import RadioMapItemBuilder
 from .layout import (
+    ANTENNAS_DIR,
+    BUILDINGS_DIR,
     GAIN_DIR,
     LAYOUT_DESCRIPTION,
     antenna_path,
     atomic_output,
     buildings_path,
     gain_path,
+    list_map_ids,
+    list_map_tx,
     write_grey_png,
 )
 
@@ -669,6 +673,17 @@ def _write_json_atomically(path: Path, payload: dict) -> None:
         temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
+def _remove_other_maps(out_dir: Path, map_ids: set, num_tx: int) -> None:
+    """Delete the map files of a synthetic folder that are not maps ``map_ids`` x transmitters ``0..num_tx-1``."""
+    for map_id in set(list_map_ids(out_dir / BUILDINGS_DIR)) - map_ids:
+        buildings_path(out_dir, map_id).unlink()
+    for folder in (out_dir / GAIN_DIR / SIMULATION_NAME, out_dir / ANTENNAS_DIR):
+        for map_id, txs in list_map_tx(folder).items():
+            for tx in txs:
+                if map_id not in map_ids or tx >= num_tx:
+                    (folder / f"{map_id}_{tx}.png").unlink()
+
+
 def write_synthetic_folder(
     out_dir: Union[str, os.PathLike],
     num_maps: int,
@@ -695,7 +710,9 @@ def write_synthetic_folder(
         resolution (`int`, defaults to 256): pixels per side (RadioMapSeer: 256).
         config (`SyntheticCityConfig`, *optional*): city and propagation parameters.
         first_map_id (`int`, defaults to 1): number of the first map.
-        overwrite (`bool`, defaults to False): allow writing into a folder that already holds synthetic gain maps.
+        overwrite (`bool`, defaults to False): replace an earlier synthetic folder (one with ``synthetic.json``);
+            its maps that this run does not write are deleted once the new ones are in place. Folders with radio-map
+            files but no ``synthetic.json`` (RadioMapSeer itself) are never written into.
         batch_size (`int`, defaults to 16): maps generated together.
         show_progress (`bool`, defaults to True): show a tqdm bar.
 
@@ -710,10 +727,18 @@ def write_synthetic_folder(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
-    gain_dir = out_dir / GAIN_DIR / SIMULATION_NAME
-    if gain_dir.is_dir() and any(gain_dir.iterdir()) and not overwrite:
+    # The three folders this writer fills. Any radio-map file already there (a previous run, or a real
+    # RadioMapSeer root whose building and antenna images share these names) is protected unless asked otherwise.
+    folders = (out_dir / GAIN_DIR / SIMULATION_NAME, out_dir / BUILDINGS_DIR, out_dir / ANTENNAS_DIR)
+    occupied = [folder for folder in folders if folder.is_dir() and any(folder.glob("*.png"))]
+    if occupied and not overwrite:
         raise FileExistsError(
-            f"{gain_dir} already holds synthetic gain maps; choose another folder or pass overwrite=True (--overwrite)"
+            f"{occupied[0]} already holds radio-map files; choose another folder or pass overwrite=True (--overwrite)"
+        )
+    if occupied and not (out_dir / METADATA_FILE).is_file():
+        raise FileExistsError(
+            f"{occupied[0]} holds radio-map files but {out_dir} has no {METADATA_FILE}: it was not written by this "
+            "generator (it may be RadioMapSeer itself), so its files are not overwritten; choose another folder"
         )
 
     map_ids = list(range(first_map_id, first_map_id + num_maps))
@@ -733,6 +758,10 @@ def write_synthetic_folder(
                     write_grey_png(gain_path(out_dir, SIMULATION_NAME, map_id, tx), grey[index, tx])
                 progress.update(1)
 
+    if occupied:
+        # Files of an earlier, larger run would otherwise join this one's maps; they go only after every new file
+        # is in place, so a failure above leaves the old folder readable.
+        _remove_other_maps(out_dir, set(map_ids), num_tx)
     _write_json_atomically(
         out_dir / METADATA_FILE,
         {
