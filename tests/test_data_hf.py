@@ -69,8 +69,11 @@ def test_single_split_conversion_and_loading_rules(folder, tmp_path):
 
 
 def test_radiomapseer_folder_loads_directly(folder):
-    dataset = load_radio_dataset(folder, split="val", simulation="synthetic")
-    assert isinstance(dataset, RadioMapSeer) and dataset.split == "val" and dataset.split_scheme == "disjoint"
+    with pytest.warns(UserWarning, match="also training maps"):
+        dataset = load_radio_dataset(folder, split="val", simulation="synthetic")
+    assert isinstance(dataset, RadioMapSeer) and dataset.split == "val" and dataset.split_scheme == "radiodiff"
+    disjoint = load_radio_dataset(folder, split="val", simulation="synthetic", split_scheme="disjoint", flip=True)
+    assert disjoint.split_scheme == "disjoint" and disjoint.build_item.flip
 
 
 def test_bad_requests_name_what_is_wrong(saved, tmp_path):

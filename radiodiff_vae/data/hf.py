@@ -85,7 +85,7 @@ def radiomapseer_to_hf(
     root: PathLike,
     simulation: str = "IRT4",
     split: Optional[str] = None,
-    split_scheme: str = "disjoint",
+    split_scheme: str = "radiodiff",
     num_tx: Optional[int] = None,
     cache_dir: Optional[PathLike] = None,
 ):
@@ -96,7 +96,8 @@ def radiomapseer_to_hf(
         simulation (`str`, defaults to ``"IRT4"``): the folder under ``gain/``.
         split (`str`, *optional*): ``"train"``, ``"val"``/``"validation"`` or ``"test"`` gives that split as a
             ``Dataset``; None gives a ``DatasetDict`` with ``train``, ``validation`` and ``test``.
-        split_scheme (`str`, defaults to ``"disjoint"``): see :mod:`radiodiff_vae.data.splits`.
+        split_scheme (`str`, defaults to ``"radiodiff"``): as :class:`RadioMapSeer`; ``"disjoint"`` for splits
+            without overlap (see :mod:`radiodiff_vae.data.splits`).
         num_tx (`int`, *optional*): transmitters per map (None: every one found).
         cache_dir (`str` or `os.PathLike`, *optional*): where 🤗 datasets writes its Arrow cache.
 
@@ -176,7 +177,7 @@ def load_radio_dataset(
     flip: bool = False,
     image_column: str = "image",
     simulation: str = "IRT4",
-    split_scheme: str = "disjoint",
+    split_scheme: str = "radiodiff",
     cache_dir: Optional[PathLike] = None,
 ) -> Dataset:
     """Load radio maps by path or Hub name as a torch ``Dataset`` of this package's items.
@@ -196,7 +197,8 @@ def load_radio_dataset(
         flip (`bool`, defaults to False): random horizontal flip.
         image_column (`str`, defaults to ``"image"``): the column of gain maps (🤗 datasets only).
         simulation (`str`, defaults to ``"IRT4"``): folder under ``gain/`` (RadioMapSeer folders only).
-        split_scheme (`str`, defaults to ``"disjoint"``): split rule (RadioMapSeer folders only).
+        split_scheme (`str`, defaults to ``"radiodiff"``): split rule, as :class:`RadioMapSeer` (RadioMapSeer
+            folders only).
         cache_dir (`str` or `os.PathLike`, *optional*): 🤗 datasets cache (Hub datasets only).
 
     Returns:
