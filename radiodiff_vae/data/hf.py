@@ -106,12 +106,14 @@ def radiomapseer_to_hf(
     """
     datasets = _require_datasets()
     splits = [normalize_split(split)] if split is not None else list(SPLITS)
+    # RadioMapSeer checks the layout and every file of every split before a single row is written.
+    folders = {
+        name: RadioMapSeer(root, simulation, name, split_scheme, num_tx=num_tx, warn_overlap=False) for name in splits
+    }
     if split_scheme == "radiodiff":
         warn_about_radiodiff_overlap()
     converted = {}
-    for name in splits:
-        # RadioMapSeer checks the layout and every file before a single row is written.
-        folder = RadioMapSeer(root, simulation, name, split_scheme, num_tx=num_tx, warn_overlap=False)
+    for name, folder in folders.items():
         converted[HF_SPLIT_NAMES[name]] = datasets.Dataset.from_generator(
             _rows,
             features=radio_map_features(),
