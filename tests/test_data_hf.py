@@ -107,3 +107,15 @@ def test_a_plain_image_folder_loads_with_defaults_for_missing_columns(tmp_path):
     assert item["buildings"].sum() == 0.0 and item["simulation"] == "unknown"
     expected = torch.tensor([40.0, 200.0]) / 255.0 * 2.0 - 1.0
     assert torch.allclose(item["pixel_values"].unique(), expected)
+
+
+def test_sixteen_bit_maps_are_refused_not_clipped(tmp_path):
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40_000, dtype=np.uint16)).save(path)
+    table = datasets.Dataset.from_dict({"image": [str(path)]}, features=datasets.Features({"image": datasets.Image()}))
+    with pytest.raises(ValueError, match="expected an 8-bit image.*mode 'I;16'"):
+        HFRadioMaps(table)[0]

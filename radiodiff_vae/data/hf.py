@@ -21,7 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .items import RadioMapItemBuilder, transmitter_pixel
-from .layout import GAIN_DIR, antenna_path, buildings_path, gain_path
+from .layout import GAIN_DIR, antenna_path, buildings_path, gain_path, grey_pixels
 from .radiomapseer import RadioMapSeer
 from .splits import SPLITS, normalize_split, warn_about_radiodiff_overlap
 
@@ -129,8 +129,8 @@ class HFRadioMaps(Dataset):
     """Items of this package from a ``datasets.Dataset`` of radio maps.
 
     Args:
-        dataset (`datasets.Dataset`): rows with an image column of gain maps (8-bit grey, RadioMapSeer's encoding;
-            colour images are converted to grey) and, optionally, ``buildings`` and ``transmitter`` images and
+        dataset (`datasets.Dataset`): rows with an image column of gain maps (8-bit, RadioMapSeer's encoding;
+            colour is converted to grey, 16-bit or float images raise a ValueError) and, optionally, ``buildings`` and ``transmitter`` images and
             ``name`` and ``simulation`` strings.
         image_column (`str`, defaults to ``"image"``): the column of gain maps.
         resolution (`int`, *optional*): output side in pixels; None keeps the images' size.
@@ -154,17 +154,17 @@ class HFRadioMaps(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    @staticmethod
-    def _grey(image) -> np.ndarray:
-        return np.asarray(image.convert("L") if image.mode != "L" else image, dtype=np.uint8)
-
     def __getitem__(self, index: int) -> Dict[str, object]:
         row = self.dataset[int(index)]
-        gain = self._grey(row[self.image_column])
-        buildings = self._grey(row["buildings"]) if row.get("buildings") is not None else np.zeros_like(gain)
-        antenna = self._grey(row["transmitter"]) if row.get("transmitter") is not None else gain
+        gain = grey_pixels(row[self.image_column], f"row {index}, column {self.image_column!r}")
+        buildings = row.get("buildings")
+        buildings = grey_pixels(buildings, f"row {index}, column 'buildings'") if buildings is not None else None
+        antenna = row.get("transmitter")
+        antenna = grey_pixels(antenna, f"row {index}, column 'transmitter'") if antenna is not None else gain
         name = str(row["name"]) if row.get("name") is not None else str(index)
         simulation = str(row["simulation"]) if row.get("simulation") is not None else "unknown"
+        if buildings is None:
+            buildings = np.zeros_like(gain)
         return self.build_item(gain, buildings, transmitter_pixel(antenna), name, simulation)
 
 

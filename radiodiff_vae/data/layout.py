@@ -65,10 +65,29 @@ def list_map_tx(folder: PathLike) -> Dict[int, List[int]]:
     return {map_id: sorted(txs) for map_id, txs in found.items()}
 
 
+# 8-bit modes PIL converts to grey without losing the pixel meaning; 16-bit and float images would be clipped.
+_EIGHT_BIT_MODES = ("L", "P", "RGB", "RGBA", "LA", "1")
+
+
+def grey_pixels(image: Image.Image, source: object) -> np.ndarray:
+    """A PIL image as a `(H, W)` uint8 array; colour is converted to grey, other bit depths are refused.
+
+    Args:
+        image (`PIL.Image.Image`): the image.
+        source (`object`): what to name in the error (a path, a row index).
+    """
+    if image.mode not in _EIGHT_BIT_MODES:
+        raise ValueError(
+            f"{source}: expected an 8-bit image (RadioMapSeer's encoding, grey = 255 (PG_dB + 147) / 100), "
+            f"got PIL mode {image.mode!r}; convert the maps to 8-bit grey first"
+        )
+    return np.array(image.convert("L") if image.mode != "L" else image, dtype=np.uint8)
+
+
 def read_grey_png(path: PathLike) -> np.ndarray:
-    """An 8-bit grey image as a `(H, W)` uint8 array (colour images are converted to grey)."""
+    """An 8-bit image file as a `(H, W)` uint8 grey array (see :func:`grey_pixels`)."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("L") if image.mode != "L" else image, dtype=np.uint8).copy()
+        return grey_pixels(image, path)
 
 
 def _current_umask() -> int:
