@@ -138,3 +138,22 @@ def test_bad_configuration_is_rejected_with_the_field_name():
     with pytest.raises(ValueError, match="tx_positions"):
         path_gain_db(torch.zeros(2, 16, 16, dtype=torch.bool), torch.zeros(1, 2), SyntheticCityConfig())
     assert SyntheticCityConfig().db_range == RADIOMAPSEER_DB_RANGE
+
+
+def test_cities_vary_in_building_size_and_orientation():
+    from scipy import ndimage
+
+    from radiodiff_vae.data.synthetic import rasterize_buildings, sample_city_layouts
+
+    config = SyntheticCityConfig()
+    layout = sample_city_layouts(range(1, 7), seed=0, config=config)
+    masks = rasterize_buildings(layout, 128, config).numpy()  # 2 m pixels: 4 m^2 each
+    areas = []
+    for mask in masks:
+        labels, count = ndimage.label(mask)
+        areas.extend(np.bincount(labels.ravel())[1:] * 4.0)
+    areas = np.array(areas)
+    assert len(areas) > 60
+    assert areas.min() < 150 and areas.max() > 1500  # from small houses to block-sized buildings (m^2)
+    angles = np.degrees(layout.angle.numpy())
+    assert np.all((angles >= 0) & (angles < 90)) and np.ptp(angles) > 20  # street grids at different orientations
