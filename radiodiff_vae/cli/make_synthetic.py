@@ -27,10 +27,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument(
         "--resolution", type=int, default=256, help="Pixels per side of the 256 m area (default 256, RadioMapSeer's)."
     )
-    parser.add_argument("--first-map-id", type=int, default=1, help="Number of the first map (default 1).")
-    parser.add_argument("--wall-loss-db", type=float, default=None, help="Penetration loss per wall (default 12 dB).")
+    parser.add_argument("--first_map_id", type=int, default=1, help="Number of the first map (default 1).")
+    parser.add_argument("--wall_loss_db", type=float, default=None, help="Penetration loss per wall (default 12 dB).")
     parser.add_argument(
-        "--shadowing-std-db", type=float, default=None, help="Std of the shadowing field, 0 to disable (default 4 dB)."
+        "--shadowing_std_db", type=float, default=None, help="Std of the shadowing field, 0 to disable (default 4 dB)."
     )
     parser.add_argument(
         "--overwrite",
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if value < minimum:
             raise ValueError(f"{flag} must be >= {minimum}, got {value}")
     if args.first_map_id < 1:
-        raise ValueError(f"--first-map-id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
+        raise ValueError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
 
     from radiodiff_vae.data.synthetic import SyntheticCityConfig, write_synthetic_folder
 
