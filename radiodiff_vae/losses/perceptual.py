@@ -60,14 +60,11 @@ def ensure_vgg16_trunk(allow_download: Optional[bool] = None) -> Path:
     if path.is_file():
         return path
     if allow_download is None:
-        allow_download = not _downloads_disabled_by_environment()
+        allow_download, switch = not _downloads_disabled_by_environment(), "HF_HUB_OFFLINE is set"
+    else:
+        switch = "allow_download=False"
     if not allow_download:
-        reason = (
-            "Downloading was not attempted (HF_HUB_OFFLINE is set)."
-            if _downloads_disabled_by_environment()
-            else "Downloading was not attempted (allow_download=False)."
-        )
-        raise FileNotFoundError(_missing_trunk_message(path, reason))
+        raise FileNotFoundError(_missing_trunk_message(path, f"Downloading was not attempted ({switch})."))
     hash_prefix = re.search(r"-([0-9a-f]+)\.pth$", path.name).group(1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
