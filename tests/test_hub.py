@@ -29,6 +29,16 @@ REPO_ID = "test-user/radio-vae"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread: these small tensors gain nothing from more, and on a busy 2-core machine the extra
+    threads' spin-waits made this module several times slower. The setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def hub():
     with HubServer() as server:
@@ -211,6 +221,7 @@ def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
         HF_ENDPOINT=hub.url,  # were anything requested, the server would record it
         HF_HUB_OFFLINE="1",
         HF_HOME=str(tmp_path / "hf_home"),
+        OMP_NUM_THREADS="1",  # as in this process (single_thread): a tiny model on a shared CPU
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     )
     served_before = len(hub.requests)
