@@ -327,6 +327,8 @@ def test_bad_configuration_is_refused(argument: dict, message: str):
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo")
 def test_training_steps_with_ddp_wrapped_modules(tmp_path):
     # One process, world size 1: the same code path as a multi-GPU run (DDP hooks, ActNorm's all_reduce).
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this test session")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
         loss = make_loss(disc_start=0, disc_use_actnorm=True)
