@@ -194,13 +194,14 @@ def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
     with torch.no_grad():
         vae.decoder.conv_out.bias.add_(1.0)  # a second, different commit on main
     second_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
-    second = push_to_hub(vae, REPO_ID, commit_message="bias + 1", token=False)
+    second = vae.push_to_hub(REPO_ID, commit_message="bias + 1", token=False)  # the method: the same upload
 
     # What the Hub holds: one commit per push with config, weights, card and figure.
     repo = hub.repos[("model", REPO_ID)]
     assert repo.branches["main"] == second.oid != first.oid
     files = repo.resolve(first.oid).files
     assert sorted(files) == [".gitattributes", "README.md", "config.json", WEIGHTS, "sample.png"]
+    assert "radiodiff-vae" in repo.resolve(second.oid).files["README.md"].decode()  # our card, not diffusers' own
     _assert_bitwise_equal(load_safetensors_bytes(files[WEIGHTS]), first_weights)
     assert files["sample.png"] == figure.read_bytes()
     card = ModelCard(files["README.md"].decode())

@@ -497,7 +497,17 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         return RadioVAEOutput(sample=decoded, latent_dist=posterior if return_posterior else None)
 
     # ----------------------------------------------------------------------------------------------------------
-    # loading
+    # sharing and loading
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Uploads config, safetensors weights, the RadioVAE model card and an optional sample figure in one commit.
+
+        Keyword arguments are those of `radiodiff_vae.hub.push_to_hub` (`training_args`, `metrics`, `sample_image`,
+        `commit_message`, `private`, `token`, `create_pr`, ...). Returns the commit; its `oid` pins a revision.
+        """
+        from ..hub.push import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "RadioVAE":
         """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt."""
