@@ -4,7 +4,7 @@ A training step calls it twice on one autoencoder forward::
 
     out = vae(x, sample_posterior=True, return_posterior=True)          # through the accelerate-prepared vae
     loss, logs = criterion.generator_loss(x, out.sample, out.latent_dist, step, last_layer=raw_vae.get_last_layer())
-    accelerator.backward(loss); vae_optimizer.step()   # its params: vae's + criterion.trainable_autoencoder_parameters()
+    accelerator.backward(loss); vae_optimizer.step()  # its params: vae's + criterion.trainable_autoencoder_parameters()
     if criterion.disc_factor(step) > 0:
         d_loss, d_logs = criterion.discriminator_loss(x, out.sample, step, discriminator=prepared_discriminator)
         accelerator.backward(d_loss); disc_optimizer.step()
