@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Continue from a saved RadioVAE (folder or Hub id) instead of a freshly initialised --preset.",
     )
+    model.add_argument(
+        "--load_training_state",
+        action="store_true",
+        help="With a local --pretrained_model_name_or_path written by `radiodiff-vae convert-original`: also load its "
+        "discriminator and logvar (discriminator.safetensors, logvar.safetensors).",
+    )
     model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
     model.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
     model.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with --use_ema).")
@@ -287,6 +293,13 @@ def validate_args(args: argparse.Namespace) -> None:
                 )
     if args.num_tx is not None and args.data_dir is None:
         raise ValueError("--num_tx applies to RadioMapSeer (--data_dir) only")
+    if args.load_training_state and (
+        args.pretrained_model_name_or_path is None or not os.path.isdir(args.pretrained_model_name_or_path)
+    ):
+        raise ValueError(
+            "--load_training_state needs --pretrained_model_name_or_path to be a local folder (a converted "
+            f"checkpoint), got {args.pretrained_model_name_or_path!r}"
+        )
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. user/radiodiff-vae)")
     for step in args.debug_nonfinite_steps:
@@ -335,7 +348,9 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Dataset, Dataset, str, str
     if len(validation) > args.num_validation_maps:
         validation = torch.utils.data.Subset(validation, range(args.num_validation_maps))
     if len(train) == 0 or len(validation) == 0:
-        raise ValueError(f"{source}: {len(train)} training and {len(validation)} validation maps; need at least one each")
+        raise ValueError(
+            f"{source}: {len(train)} training and {len(validation)} validation maps; need at least one of each"
+        )
     return train, validation, source, label
 
 
@@ -459,7 +474,13 @@ def weights_digest(named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
 
 @torch.no_grad()
 def measure_scaling_factor(
-    vae: RadioVAE, dataset: Dataset, collate: MapCollator, num_maps: int, batch_size: int, device: torch.device, seed: int
+    vae: RadioVAE,
+    dataset: Dataset,
+    collate: MapCollator,
+    num_maps: int,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
 ) -> float:
     """``1 / std`` of posterior samples of the first ``num_maps`` training maps (RadioDiff's ``scale_by_std``)."""
     was_training = vae.training
@@ -578,6 +599,11 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
         disc_base_channels=args.disc_base_channels,
         disc_use_actnorm=args.disc_use_actnorm,
     )
+    if args.load_training_state:
+        from radiodiff_vae.hub import load_training_state
+
+        load_training_state(loss_fn, args.pretrained_model_name_or_path)
+        logger.info(f"loaded the discriminator and logvar of {args.pretrained_model_name_or_path}")
     discriminator = loss_fn.discriminator
     check_map_size(probe, vae, discriminator.min_input_size, data_source)
     if args.gradient_checkpointing:

@@ -1,5 +1,6 @@
-"""Unit tests of radiodiff_vae.training: configuration files, atomic checkpoints, the non-finite guard, the learning-rate
-schedule, step noise, gradient helpers and the validation grid. No training runs here (see test_train_script.py)."""
+"""Unit tests of radiodiff_vae.training: configuration files, atomic checkpoints, the non-finite guard, the
+learning-rate schedule, step noise, gradient helpers and the validation grid. No training runs here (see
+test_train_script.py)."""
 
 import argparse
 import json

@@ -80,7 +80,9 @@ def _scalars(output_dir: Path) -> dict:
     (events,) = (output_dir / "logs" / "radiodiff-vae").glob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events), size_guidance={"images": 0, "scalars": 0})
     accumulator.Reload()
-    scalars = {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    scalars = {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
     return scalars, accumulator.Tags()["images"]
 
 
@@ -126,6 +128,13 @@ def test_report_configuration_is_the_reports():
     quick = train_vae.parse_args(["--config", str(CONFIGS / "quickstart.yaml"), "--max_train_steps", "7"])
     assert (quick.preset, quick.perceptual_weight, quick.data_dir, quick.dataset_name) == ("tiny", 0.0, None, None)
     assert quick.max_train_steps == 7 and 0 < quick.disc_start < 300  # the command line wins; both phases run
+
+
+def test_every_flag_is_documented():
+    documentation = (REPO_ROOT / "docs" / "training.md").read_text()
+    flags = [action.option_strings[0] for action in train_vae.build_parser()._actions if action.dest != "help"]
+    assert len(flags) > 60
+    assert [flag for flag in flags if f"`{flag}`" not in documentation] == []
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -216,7 +225,9 @@ def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):
     full_model, resumed_model = load_file(full_dir / WEIGHTS), load_file(tmp_path / WEIGHTS)  # EMA weights
     assert all(torch.equal(full_model[key], resumed_model[key]) for key in full_model)
     for name in ["optimizer.bin", "optimizer_1.bin"]:  # Adam moments of both models
-        saved = [torch.load(folder / "checkpoint-6" / name, weights_only=False)["state"] for folder in (full_dir, tmp_path)]
+        saved = [
+            torch.load(folder / "checkpoint-6" / name, weights_only=False)["state"] for folder in (full_dir, tmp_path)
+        ]
         assert saved[0].keys() == saved[1].keys() and len(saved[0]) > 0
         for index in saved[0]:
             assert torch.equal(saved[0][index]["exp_avg_sq"], saved[1][index]["exp_avg_sq"])
