@@ -73,11 +73,20 @@ def atomic_output(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[A
         else:
             with os.fdopen(handle, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as file:
                 yield file
+        # mkstemp (and some writers) create the file private (0600); give it the permissions open() would have.
+        os.chmod(temp_name, 0o666 & ~current_umask())
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ----------------------------------------------------------------------------------------------------------------

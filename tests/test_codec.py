@@ -1,6 +1,7 @@
 """`radiodiff-vae encode` / `decode`: PNG maps -> scaled latents in safetensors -> PNG maps."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -66,6 +67,10 @@ def test_encode_decode_round_trip(model_dir, png_dir, tmp_path, capsys):
     output = tmp_path / "decoded"
     assert main(["decode", model_dir, str(latents_file), "--output_dir", str(output), "--batch_size", "2"]) == 0
     assert sorted(path.name for path in output.iterdir()) == names
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o777 & ~umask  # the staging folder's 0700 is not kept
+    assert latents_file.stat().st_mode & 0o777 == 0o666 & ~umask
     expected_grey = torch.round((expected_maps.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)[:, 0].numpy()
     for name, grey in zip(names, expected_grey):
         decoded = _read_grey(output / name)

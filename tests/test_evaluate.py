@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -126,6 +127,9 @@ def test_save_writes_every_file_and_refuses_to_clobber(vae, tmp_path):
     for name in ("psnr", "ssim", "nmse", "rmse", "mae"):
         assert {"mean", "std", "p5", "p50", "p95", "count"} <= set(metrics[name])
     assert metrics["psnr"]["max"] == "inf"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out" / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
     rows = (tmp_path / "out" / "per_image.csv").read_text().splitlines()
     assert rows[0].startswith("index,name,simulation,psnr") and len(rows) == 4
     with Image.open(tmp_path / "out" / "examples.png") as figure:

@@ -312,7 +312,7 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from radiodiff_vae.cli.evaluate import DTYPES
-    from radiodiff_vae.evaluation import load_vae
+    from radiodiff_vae.evaluation import current_umask, load_vae
 
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
@@ -363,6 +363,8 @@ def run_decode(args: argparse.Namespace) -> int:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".partial"))
     try:
+        # mkdtemp makes a private folder (0700); it becomes the output folder, so give it the usual permissions.
+        os.chmod(staging, 0o777 & ~current_umask())
         with torch.no_grad():
             for start in tqdm(range(0, count, args.batch_size), desc="decode", unit="batch"):
                 chunk = latents[start : start + args.batch_size] / scaling_factor + shift_factor
