@@ -873,7 +873,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                         args.output_dir,
                         global_step,
                         total_limit=args.checkpoints_total_limit,
-                        metadata={"phase": 2 if loss_fn.disc_factor(global_step) > 0 else 1},
+                        metadata={"phase_of_last_step": 2 if adversarial else 1},
                     )
                     logger.info(f"saved {last_checkpoint}")
 

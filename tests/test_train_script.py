@@ -289,7 +289,7 @@ def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(_free_port()), str(SCRIPT)] + TINY_RUN  # fmt: skip
     command += ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "2"]
-    command += ["--validation_steps", "2"]
+    command += ["--validation_steps", "2", "--debug_nonfinite_steps", "1"]  # a skipped step must not desync DDP
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -299,6 +299,7 @@ def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     assert first["vae_sha256"] == second["vae_sha256"]
     assert first["discriminator_parameters_sha256"] == second["discriminator_parameters_sha256"]
     assert first["logvar"] == second["logvar"] != 0.0
+    assert first["nonfinite_steps_skipped"] == second["nonfinite_steps_skipped"] == 1
     # Epoch 0 is 16 maps: 2 steps x 2 micro-batches x 2 maps on each process, without overlap.
     epoch_first, epoch_second = set(first["names"][:8]), set(second["names"][:8])
     assert len(epoch_first) == len(epoch_second) == 8 and not epoch_first & epoch_second
