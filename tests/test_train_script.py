@@ -19,10 +19,8 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
+from hub_server import HubServer
 from radiodiff_vae.training import checkpointing
-
-sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import HubServer  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "examples" / "train_vae.py"
@@ -255,6 +253,26 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     # step 2 was not checkpointed: the resumed run counts the skipped step 1 only
     assert _trace(tmp_path)["global_step"] == 4 and _trace(tmp_path)["nonfinite_steps_skipped"] == 1
     assert (tmp_path / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # fp16: the gradient scaler unscales both optimizers once; the discriminator's clipping must not unscale again
+        ["--mixed_precision", "fp16"],
+        ["--mixed_precision", "bf16", "--gradient_checkpointing"],
+        ["--max_grad_norm", "0", "--lr_scheduler", "cosine", "--lr_warmup_steps", "1", "--disc_use_actnorm"]
+        + ["--gan_loss", "vanilla", "--freeze_logvar"],
+    ],
+)
+def test_precision_and_option_variants_train_both_phases(tmp_path, extra):
+    arguments = TINY_RUN + ["--output_dir", str(tmp_path), "--max_train_steps", "3", "--disc_start", "1"]
+    arguments += ["--checkpointing_steps", "100", "--validation_steps", "100", "--report_to", "none"]
+    assert train_vae.main(arguments + extra) == 0
+    trace = _trace(tmp_path)
+    assert trace["global_step"] == 3 and trace["nonfinite_steps_skipped"] == 0
+    assert (trace["logvar"] == 0.0) == ("--freeze_logvar" in extra)
+    assert json.loads((tmp_path / "config.json").read_text())["scaling_factor"] != 1.0
 
 
 @pytest.mark.parametrize("flag", ["--data_dir", "--dataset_name"])
