@@ -275,24 +275,34 @@ def test_precision_and_option_variants_train_both_phases(tmp_path, extra):
     assert json.loads((tmp_path / "config.json").read_text())["scaling_factor"] != 1.0
 
 
-@pytest.mark.parametrize("flag", ["--data_dir", "--dataset_name"])
-def test_radiomapseer_folder(tmp_path, flag):
-    """A RadioMapSeer-layout folder of 10 synthetic 32x32 maps, read directly (--data_dir) or through
-    load_radio_dataset (--dataset_name), with RadioUNet's disjoint split: training never sees the validation map."""
-    from radiodiff_vae.data import split_map_ids, write_synthetic_folder
+@pytest.mark.parametrize("source", ["folder", "folder_as_dataset", "saved_hf_dataset"])
+def test_radiomapseer_folder_and_hf_dataset(tmp_path, source):
+    """10 synthetic 32x32 maps in RadioMapSeer's layout, with RadioUNet's disjoint split (training never sees the
+    validation map): read by --data_dir, by --dataset_name (load_radio_dataset on the folder), and as a 🤗 dataset
+    written by radiomapseer_to_hf + save_to_disk."""
+    from radiodiff_vae.data import radiomapseer_to_hf, split_map_ids, write_synthetic_folder
 
     root = write_synthetic_folder(tmp_path / "seer", num_maps=10, num_tx=1, resolution=32, show_progress=False)
     train_ids = {str(map_id) for map_id in split_map_ids(range(1, 11), "train", "disjoint")}
     (validation_id,) = split_map_ids(range(1, 11), "val", "disjoint")
+    assert str(validation_id) not in train_ids
+    if source == "folder":
+        data = ["--data_dir", str(root)]
+    elif source == "folder_as_dataset":
+        data = ["--dataset_name", str(root)]
+    else:
+        hf_folder = tmp_path / "hf"
+        converted = radiomapseer_to_hf(root, simulation="synthetic", split_scheme="disjoint", cache_dir=tmp_path / "c")
+        converted.save_to_disk(str(hf_folder))
+        data = ["--dataset_name", str(hf_folder)]
     output_dir = tmp_path / "run"
-    arguments = TINY_RUN + [flag, str(root), "--simulation", "synthetic", "--split_scheme", "disjoint"]
+    arguments = TINY_RUN + data + ["--simulation", "synthetic", "--split_scheme", "disjoint"]
     arguments += ["--output_dir", str(output_dir), "--max_train_steps", "2", "--report_to", "none"]
     assert train_vae.main(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
     names = _trace(output_dir)["names"]
     assert len(names) == 2 * 2 * 2 and {name.split("_")[0] for name in names} <= train_ids
-    assert str(validation_id) not in train_ids
     card = (output_dir / "README.md").read_text()
-    assert ("RadioMapSeer-synthetic" if flag == "--data_dir" else str(root)) in card
+    assert ("RadioMapSeer-synthetic" if source == "folder" else data[1]) in card
 
 
 # ------------------------------------------------------------------------------------------------------------------
