@@ -516,18 +516,24 @@ def save_final_model(vae: RadioVAE, output_dir: str) -> None:
             os.rmdir(staging)
 
 
-def push_folder_to_hub(args: argparse.Namespace) -> str:
+def create_hub_repo(args: argparse.Namespace) -> str:
+    """Creates (or finds) the ``--hub_model_id`` repository; called before training so that a missing login or a
+    wrong name fails at once, not after the run."""
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    repo_id = api.create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
-    api.upload_folder(
+    return HfApi().create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
+
+
+def push_folder_to_hub(output_dir: str, repo_id: str) -> None:
+    """Uploads the final model, card, sample and arguments in ``output_dir`` (no checkpoints, logs or grids)."""
+    from huggingface_hub import HfApi
+
+    HfApi().upload_folder(
         repo_id=repo_id,
-        folder_path=args.output_dir,
+        folder_path=output_dir,
         commit_message="Upload RadioVAE trained with examples/train_vae.py",
         ignore_patterns=HUB_IGNORE_PATTERNS,
     )
-    return repo_id
 
 
 def _comparable(value: Any) -> Any:
@@ -562,8 +568,9 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
         os.makedirs(args.output_dir, exist_ok=True)
         checkpointing.remove_temporary_checkpoints(args.output_dir)
     accelerator.wait_for_everyone()
-    # Before any expensive work: a wrong --resume_from_checkpoint fails here.
+    # Before any expensive work: a wrong --resume_from_checkpoint or Hub repository fails here.
     resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    hub_repo_id = create_hub_repo(args) if args.push_to_hub and accelerator.is_main_process else None
 
     # ---- data (the main process first: it fills the datasets cache the others then read)
     with accelerator.main_process_first():
@@ -940,7 +947,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
             training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
             metrics=final_metrics,
             sample_image=sample if grid is not None else None,
-            repo_id=args.hub_model_id,
+            repo_id=hub_repo_id,
             description=(
                 f"Trained with `examples/train_vae.py` for {global_step} steps on {data_source}; the metrics are "
                 f"those of {len(validation_dataset)} held-out maps."
@@ -953,8 +960,8 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
             f"{scaling_factor:.4f}); validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(final_metrics.items()))
         )
         if args.push_to_hub:
-            repo_id = push_folder_to_hub(args)
-            logger.info(f"uploaded {args.output_dir} to https://huggingface.co/{repo_id}")
+            push_folder_to_hub(args.output_dir, hub_repo_id)
+            logger.info(f"uploaded {args.output_dir} to the Hub repository {hub_repo_id}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0
