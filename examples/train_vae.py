@@ -291,6 +291,13 @@ def validate_args(args: argparse.Namespace) -> None:
                     f"--{name} applies to RadioMapSeer (--data_dir) or --dataset_name maps, not to the synthetic "
                     "generator (see --synthetic_num_tx)"
                 )
+        parser = build_parser()
+        for name in ["simulation", "split_scheme", "validation_split"]:
+            if getattr(args, name) != parser.get_default(name):
+                raise ValueError(
+                    f"--{name} {getattr(args, name)!r} applies to --data_dir or --dataset_name maps; without either "
+                    "the run trains on synthetic maps"
+                )
     if args.num_tx is not None and args.data_dir is None:
         raise ValueError("--num_tx applies to RadioMapSeer (--data_dir) only")
     if args.load_training_state and (

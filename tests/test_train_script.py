@@ -96,6 +96,7 @@ def _scalars(output_dir: Path) -> dict:
         (["--train_batch_size", "0"], ValueError, "--train_batch_size must be >= 1, got 0"),
         (["--max_grad_norm", "-1"], ValueError, "--max_grad_norm must be >= 0"),
         (["--random_flip"], ValueError, "--random_flip applies to RadioMapSeer"),
+        (["--simulation", "DPM"], ValueError, "--simulation 'DPM' applies to --data_dir or --dataset_name"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(extra, error, message):
