@@ -109,7 +109,7 @@ def load_vae(
     model_class: Any = RadioVAE
     if path.exists():
         if not path.is_dir():
-            raise FileNotFoundError(f"model must be a folder written by save_pretrained, got the file {path}")
+            raise NotADirectoryError(f"model must be a folder written by save_pretrained, got the file {path}")
         if subfolder is None and not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
             subfolder = "vae"
         config_path = path / (subfolder or "") / "config.json"
@@ -334,7 +334,7 @@ def _evaluate(
     progress: bool,
     settings: Optional[Mapping[str, Any]],
 ) -> EvaluationResult:
-
+    """The body of :func:`evaluate_vae`, once its inputs are checked and the model is in eval mode."""
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     per_image: Dict[str, List[torch.Tensor]] = {}
     names: List[str] = []
