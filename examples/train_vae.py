@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a RadioVAE (VAE-GAN, two phases) with accelerate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # a mistyped flag is an error, not silently another flag (--learning_rat)
     )
     parser.add_argument("--config", type=str, default=None, help="YAML file of flag values; flags given here win.")
 

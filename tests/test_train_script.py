@@ -104,6 +104,12 @@ def test_bad_arguments_fail_before_any_work(extra, error, message):
         train_vae.parse_args(TINY_RUN + extra)
 
 
+def test_mistyped_flags_are_errors(capsys):
+    with pytest.raises(SystemExit):
+        train_vae.parse_args(TINY_RUN + ["--learning_rat", "1"])  # not an abbreviation of --learning_rate
+    assert "unrecognized arguments: --learning_rat" in capsys.readouterr().err
+
+
 def test_resume_from_a_missing_checkpoint_fails_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint-7"):
         train_vae.main(TINY_RUN + ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-7"])
