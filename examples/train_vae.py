@@ -274,13 +274,12 @@ def validate_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--ema_decay must be < 1, got {args.ema_decay}")
     if args.max_grad_norm < 0:
         raise ValueError(f"--max_grad_norm must be >= 0 (0 disables clipping), got {args.max_grad_norm}")
-    if args.lr_scheduler == "polynomial":
-        lowest_lr = min(args.learning_rate, args.disc_learning_rate or args.learning_rate)
-        if not 0 <= args.lr_end < lowest_lr:
-            raise ValueError(
-                f"--lr_end must be >= 0 and below the learning rate ({lowest_lr}) for the polynomial schedule, "
-                f"got {args.lr_end}"
-            )
+    # the discriminator's schedule ends at the same fraction of its own rate, so one check covers both
+    if args.lr_scheduler == "polynomial" and not 0 <= args.lr_end < args.learning_rate:
+        raise ValueError(
+            f"--lr_end must be >= 0 and below the learning rate ({args.learning_rate}) for the polynomial schedule, "
+            f"got {args.lr_end}"
+        )
     if args.data_dir is not None and args.dataset_name is not None:
         raise ValueError("give either --data_dir (RadioMapSeer) or --dataset_name (Hugging Face), not both")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
