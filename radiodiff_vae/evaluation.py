@@ -128,8 +128,10 @@ def load_vae(
         try:
             model = RadioVAE.from_pretrained(text, subfolder=subfolder, torch_dtype=dtype)
         except OSError as error:
+            # diffusers' messages run over several lines; the first one names the cause.
+            cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise FileNotFoundError(
-                f"model {text!r} is neither a local folder nor a loadable Hub repository ({error})"
+                f"model {text!r} is neither a local folder nor a loadable Hub repository ({cause})"
             ) from error
     # The dtype was set by from_pretrained (diffusers keeps its float32-only modules there); only move here.
     return model.to(device).eval()
