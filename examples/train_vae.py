@@ -400,8 +400,8 @@ def check_map_size(pixel_values: torch.Tensor, vae: RadioVAE, discriminator_min:
 # validation, logging, saving
 def atomic_save_png(image: np.ndarray, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".png.tmp")
-    os.close(handle)
+    # A plain open() (not mkstemp, whose files are 0600) so the image gets the umask's usual permissions.
+    temporary = f"{path}.{os.getpid()}.tmp"
     try:
         Image.fromarray(image).save(temporary, format="PNG")
         os.replace(temporary, path)
@@ -514,7 +514,11 @@ def save_final_model(vae: RadioVAE, output_dir: str) -> None:
         vae.save_pretrained(staging, safe_serialization=True)
         # weights first: a config.json next to old weights would describe the wrong file for a moment, not vice versa
         names = sorted(os.listdir(staging), key=lambda name: name == "config.json")
+        umask = os.umask(0)
+        os.umask(umask)
         for name in names:
+            # safetensors writes 0600 files; the model folder is meant to be shared like any other output
+            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         if os.path.isdir(staging):

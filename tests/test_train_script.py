@@ -172,8 +172,12 @@ def full_run(tmp_path_factory):
 def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     output_dir, code, uploaded = full_run
     assert code == 0
-    for name in ["config.json", WEIGHTS, "README.md", "sample.png", "training_args.json", "validation/step-3.png"]:
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ["config.json", WEIGHTS, "sample.png", "training_args.json", "validation/step-3.png"]:
         assert (output_dir / name).is_file(), name
+        assert (output_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # atomic writes keep the umask
+    assert (output_dir / "README.md").is_file()
     assert [step for step, _ in checkpointing.list_checkpoints(str(output_dir))] == [3, 6]
     assert not list(output_dir.glob("*.tmp"))
 
