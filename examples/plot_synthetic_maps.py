@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE, unit_to_db  # noqa: E402
-from radiodiff_vae.data.layout import atomic_output  # noqa: E402
+from radiodiff_vae.atomic import atomic_path  # noqa: E402
 from radiodiff_vae.data.synthetic import generate_radio_maps  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def main(input_args=None) -> None:
     figure.colorbar(image, ax=axes[1, :].tolist(), label="path gain (dB); buildings at -147", shrink=0.9)
     figure.suptitle(f"Synthetic 256 m x 256 m cities, 5.9 GHz, seed {args.seed}")
 
-    with atomic_output(args.out) as temporary:
+    with atomic_path(args.out) as temporary:
         figure.savefig(temporary, dpi=80, format="png")
     print(f"wrote {args.out}")
 

@@ -25,7 +25,6 @@ Launch lines (docs/training.md explains every flag):
 
 import argparse
 import hashlib
-import json
 import logging
 import math
 import os
@@ -43,6 +42,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from radiodiff_vae.atomic import atomic_path, atomic_write_json, make_files_shareable
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.metrics import compute_metrics
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
@@ -398,25 +398,10 @@ def check_map_size(pixel_values: torch.Tensor, vae: RadioVAE, discriminator_min:
 
 # ------------------------------------------------------------------------------------------------------------------
 # validation, logging, saving
-def atomic_save_png(image: np.ndarray, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # A plain open() (not mkstemp, whose files are 0600) so the image gets the umask's usual permissions.
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
+def save_png(image: np.ndarray, path: str) -> None:
+    """A `(H, W)` or `(H, W, 3)` uint8 image as a PNG, written atomically."""
+    with atomic_path(path) as temporary:
         Image.fromarray(image).save(temporary, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def atomic_write_json(content: Any, path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=2, sort_keys=True)
-    os.replace(temporary, path)
 
 
 @torch.no_grad()
@@ -514,11 +499,8 @@ def save_final_model(vae: RadioVAE, output_dir: str) -> None:
         vae.save_pretrained(staging, safe_serialization=True)
         # weights first: a config.json next to old weights would describe the wrong file for a moment, not vice versa
         names = sorted(os.listdir(staging), key=lambda name: name == "config.json")
-        umask = os.umask(0)
-        os.umask(umask)
+        make_files_shareable(staging)  # safetensors writes owner-only files; the model folder is meant to be shared
         for name in names:
-            # safetensors writes 0600 files; the model folder is meant to be shared like any other output
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         if os.path.isdir(staging):
@@ -701,7 +683,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     # ---- trackers
     if accelerator.is_main_process:
         accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
-        atomic_write_json(vars(args), os.path.join(args.output_dir, "training_args.json"))
+        atomic_write_json(os.path.join(args.output_dir, "training_args.json"), vars(args))
 
     # ---- resume
     if resume_path is not None:
@@ -759,7 +741,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                 ema.restore(raw_vae.parameters())
         accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=step)
         if grid is not None:
-            atomic_save_png(grid, os.path.join(args.output_dir, "validation", f"step-{step}.png"))
+            save_png(grid, os.path.join(args.output_dir, "validation", f"step-{step}.png"))
             log_image_to_trackers(accelerator, "validation/input_reconstruction_error", grid, step)
         logger.info(f"step {step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
         return metrics, grid
@@ -917,6 +899,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     accelerator.wait_for_everyone()
     if args.debug_trace:
         atomic_write_json(
+            os.path.join(args.output_dir, "debug", f"rank-{accelerator.process_index}.json"),
             {
                 "process_index": accelerator.process_index,
                 "num_processes": accelerator.num_processes,
@@ -930,7 +913,6 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                 "logvar": loss_fn.logvar.item(),
                 "nonfinite_steps_skipped": guard.total,
             },
-            os.path.join(args.output_dir, "debug", f"rank-{accelerator.process_index}.json"),
         )
     if accelerator.is_main_process:
         if ema is not None:
@@ -949,7 +931,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
         save_final_model(raw_vae, args.output_dir)
         sample = os.path.join(args.output_dir, "sample.png")
         if grid is not None:
-            atomic_save_png(grid, sample)
+            save_png(grid, sample)
         from radiodiff_vae.hub import save_model_card
 
         save_model_card(

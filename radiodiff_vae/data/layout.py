@@ -10,15 +10,15 @@ Simulations shipped with RadioMapSeer: DPM, IRT2, IRT4 and carsDPM, carsIRT2, ca
 ``synthetic``. Maps are numbered from 1, transmitters from 0.
 """
 
-import contextlib
 import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Union
+from typing import Dict, List, Union
 
 import numpy as np
 from PIL import Image
+
+from ..atomic import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -90,39 +90,9 @@ def read_grey_png(path: PathLike) -> np.ndarray:
         return grey_pixels(image, path)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files readable by their owner only; written data files get the usual permissions instead.
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-@contextlib.contextmanager
-def atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path`` in one rename.
-
-    A reader never sees a half-written file, and a failure leaves ``path`` as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.chmod(temporary, _FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def write_grey_png(path: PathLike, pixels: np.ndarray) -> None:
     """Write a `(H, W)` uint8 array as an 8-bit grey PNG, atomically."""
     if pixels.dtype != np.uint8 or pixels.ndim != 2:
         raise ValueError(f"write_grey_png expects a (H, W) uint8 array, got {pixels.dtype} of shape {pixels.shape}")
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         Image.fromarray(pixels).save(temporary, format="PNG")

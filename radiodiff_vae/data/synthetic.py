@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from .conventions import (
     RADIOMAPSEER_DB_RANGE,
     RADIOMAPSEER_FREQUENCY_HZ,
@@ -48,7 +49,6 @@ from .layout import (
     GAIN_DIR,
     LAYOUT_DESCRIPTION,
     antenna_path,
-    atomic_output,
     buildings_path,
     gain_path,
     list_map_ids,
@@ -669,7 +669,7 @@ METADATA_FILE = "synthetic.json"
 
 
 def _write_json_atomically(path: Path, payload: dict) -> None:
-    with atomic_output(path) as temporary:
+    with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 

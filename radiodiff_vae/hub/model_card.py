@@ -10,14 +10,13 @@ import argparse
 import math
 import numbers
 import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..atomic import atomic_copy, atomic_write_text
 from ..data.conventions import RADIOMAPSEER_DB_RANGE
 
 TEMPLATE_NAME = "model_card.md"
@@ -196,9 +195,9 @@ def save_model_card(
     # Render first: a bad argument fails before anything is written.
     text = render_model_card(config, training_args, metrics, image_name, **render_kwargs)
     if sample_image is not None and source.resolve() != (folder / image_name).resolve():
-        _atomic_copy(source, folder / image_name)
+        atomic_copy(source, folder / image_name)
     card_path = folder / CARD_FILENAME
-    _atomic_write_text(card_path, text)
+    atomic_write_text(card_path, text)
     return card_path
 
 
@@ -304,26 +303,4 @@ def _format_value(value: Any) -> str:
     if isinstance(value, numbers.Real):
         return _format_number(value)
     return str(value).replace("|", "/")  # a pipe would break the markdown table
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_copy(source: Path, destination: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        shutil.copyfile(source, temporary)
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 

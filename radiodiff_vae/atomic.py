@@ -1,0 +1,80 @@
+"""Atomic file writes: a reader sees the previous file or the complete new one, never a half-written file.
+
+Every file that matters (models, cards, metrics, latents, data sets, figures) is written through these helpers: the
+content goes to a temporary file beside the target, on the same filesystem, and replaces the target with one
+``os.replace`` only when writing succeeded. A failure or a killed process leaves the target as it was and, at worst,
+a hidden ``.<name>.*.tmp`` file.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` gives a new file (``mkstemp`` and safetensors make owner-only 0600 files)."""
+    return 0o666 & ~current_umask()
+
+
+def make_files_shareable(folder: PathLike) -> None:
+    """Gives every file directly in ``folder`` the permissions ``open()`` would have (after safetensors/mkstemp)."""
+    mode = default_file_mode()
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, mode)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path`` for a writer that wants a file name (PIL, matplotlib, safetensors);
+    when the block succeeds the temporary file replaces ``path``; when it fails it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, default_file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """``open(path, mode)`` for writing (``"w"`` text in UTF-8, or ``"wb"``), committed atomically on success."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}.")
+    text_options = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    with atomic_path(path) as temporary, open(temporary, mode, **text_options) as handle:
+        yield handle
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def atomic_write_json(path: PathLike, content: Any) -> None:
+    with atomic_open(path, "w") as handle:
+        json.dump(content, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def atomic_copy(source: PathLike, destination: PathLike) -> None:
+    with atomic_path(destination) as temporary:
+        shutil.copyfile(source, temporary)
