@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import ctypes
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -42,7 +41,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from radiodiff_vae import PRESETS, RadioVAE
-from radiodiff_vae.evaluation import atomic_output, downsample_factor_of
+from radiodiff_vae.atomic import atomic_write_json
+from radiodiff_vae.evaluation import downsample_factor_of
 
 AUTOENCODER_KL = "AutoencoderKL"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -465,8 +465,7 @@ def main(input_args: Optional[List[str]] = None) -> int:
             "results": [asdict(row) for row in rows],
             "table": report,
         }
-        with atomic_output(args.output_json, mode="w") as handle:
-            json.dump(payload, handle, indent=2)
+        atomic_write_json(args.output_json, payload)
     return 0
 
 

@@ -21,22 +21,21 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from .atomic import atomic_open
 from .data.conventions import RADIOMAPSEER_DB_RANGE
 from .metrics import compute_metrics, summarize_metrics
 
 __all__ = [
     "EvaluationResult",
-    "atomic_output",
     "downsample_factor_of",
     "evaluate_vae",
     "format_markdown_table",
@@ -52,41 +51,6 @@ TABLE_FILE = "metrics.md"
 PER_IMAGE_FILE = "per_image.csv"
 FIGURE_FILE = "examples.png"
 OUTPUT_FILES = (METRICS_FILE, TABLE_FILE, PER_IMAGE_FILE, FIGURE_FILE)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# files
-@contextlib.contextmanager
-def atomic_output(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to ``path`` and move it onto ``path`` only when the block succeeds.
-
-    A crash or an exception inside the block leaves any earlier ``path`` untouched and no partial file behind.
-    Yields the open file for modes ``"w"``/``"wb"``, or the temporary path (a ``str``) for ``mode="path"``, for
-    writers that insist on a file name (safetensors, matplotlib).
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        if mode == "path":
-            os.close(handle)
-            yield temp_name
-        else:
-            with os.fdopen(handle, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as file:
-                yield file
-        # mkstemp (and some writers) create the file private (0600); give it the permissions open() would have.
-        os.chmod(temp_name, 0o666 & ~current_umask())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-
-
-def current_umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -543,7 +507,7 @@ def save_evaluation(
     ):
         if content is None:
             continue
-        with atomic_output(output_dir / file_name) as file:
+        with atomic_open(output_dir / file_name, "wb") as file:
             file.write(content)
         written[file_name] = output_dir / file_name
     return written

@@ -153,7 +153,7 @@ def save_latents(
     """Write ``latents`` (N, C, h, w), already scaled, and their metadata atomically to a safetensors file."""
     from safetensors.torch import save_file
 
-    from radiodiff_vae.evaluation import atomic_output
+    from radiodiff_vae.atomic import atomic_path
 
     if latents.shape[0] != len(names):
         raise ValueError(f"{latents.shape[0]} latents but {len(names)} names")
@@ -165,8 +165,8 @@ def save_latents(
         "latents_scaled": "true",
     }
     strings.update({key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()})
-    with atomic_output(path, mode="path") as temporary:
-        save_file({LATENTS_KEY: latents.float().contiguous().cpu()}, temporary, metadata=strings)
+    with atomic_path(path) as temporary:
+        save_file({LATENTS_KEY: latents.float().contiguous().cpu()}, str(temporary), metadata=strings)
 
 
 def load_latents(path: str) -> Tuple[Any, Dict[str, str]]:
@@ -312,7 +312,8 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from radiodiff_vae.cli.evaluate import DTYPES
-    from radiodiff_vae.evaluation import current_umask, load_vae
+    from radiodiff_vae.atomic import current_umask
+    from radiodiff_vae.evaluation import load_vae
 
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
