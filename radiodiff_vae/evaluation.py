@@ -354,7 +354,7 @@ def _evaluate(
             vae,
             dataset,
             result,
-            db_range=db_range or (0.0, 1.0),
+            db_range=db_range,
             sample_posterior=sample_posterior,
             seed=seed,
             non_building_only=non_building_only,
@@ -424,22 +424,25 @@ def plot_examples(
     vae: torch.nn.Module,
     dataset: Dataset,
     result: EvaluationResult,
-    db_range: Tuple[float, float] = RADIOMAPSEER_DB_RANGE,
+    db_range: Optional[Tuple[float, float]] = RADIOMAPSEER_DB_RANGE,
     sample_posterior: bool = False,
     seed: int = 0,
     non_building_only: bool = False,
 ) -> Any:
     """Figure with the best, median and worst map by PSNR: input | reconstruction | absolute error, in dB.
 
-    With ``non_building_only`` the error panel leaves building pixels blank, as the scores do. The maps are reconstructed again (with the same per-map seeds) rather than kept from the evaluation pass, so
-    memory does not grow with the dataset. Returns a ``matplotlib.figure.Figure``.
+    Without ``db_range`` the panels show the ``[0, 1]`` values. With ``non_building_only`` the error panel leaves
+    building pixels blank, as the scores do. The maps are reconstructed again (with the same per-map seeds) rather
+    than kept from the evaluation pass, so memory does not grow with the dataset. Returns a matplotlib ``Figure``.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    db_min, db_max = db_range
+    # Without a dB range the panels show the [0, 1] values themselves.
+    db_min, db_max = db_range if db_range is not None else (0.0, 1.0)
+    unit = "dB" if db_range is not None else "value"
     span = db_max - db_min
     examples = _example_positions(result.per_image["psnr"])
     figure = Figure(figsize=(11.5, 3.4 * len(examples)), layout="constrained")
@@ -454,13 +457,16 @@ def plot_examples(
         error_db = abs(output_db - target_db)
         if non_building_only:
             error_db[item["buildings"][0].numpy() >= 0.5] = float("nan")
+        scored = error_db[~np.isnan(error_db)]
+        mean_error = float(scored.mean()) if scored.size else float("nan")
+        max_error = max(float(scored.max()) if scored.size else 0.0, 1e-6)
         psnr_value = float(result.per_image["psnr"][position])
         ssim_value = float(result.per_image["ssim"][position])
         simulation = f" ({result.simulations[position]})" if result.simulations[position] else ""
         panels = [
             (target_db, f"{label}: {result.names[position]}{simulation} input", "viridis", (db_min, db_max)),
             (output_db, f"reconstruction, PSNR {psnr_value:.2f} dB, SSIM {ssim_value:.3f}", "viridis", (db_min, db_max)),
-            (error_db, f"|error|, mean {np.nanmean(error_db):.2f} dB", "magma", (0.0, max(float(np.nanmax(error_db)), 1e-6))),
+            (error_db, f"|error|, mean {mean_error:.3g} {unit}", "magma", (0.0, max_error)),
         ]
         for column, (image, title, colormap, (low, high)) in enumerate(panels):
             axis = axes[row, column]
@@ -468,7 +474,7 @@ def plot_examples(
             axis.set_title(title, fontsize=9)
             axis.set_xticks([])
             axis.set_yticks([])
-            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02).set_label("dB", fontsize=8)
+            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02).set_label(unit, fontsize=8)
     return figure
 
 
