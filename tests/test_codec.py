@@ -18,15 +18,6 @@ SIZE = 32
 SCALING_FACTOR = 0.5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: 32x32 maps gain nothing from more on the shared 2-core machine. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
     torch.manual_seed(0)

@@ -180,16 +180,6 @@ def _original_discriminator_state() -> "OrderedDict[str, torch.Tensor]":
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: these small tensors gain nothing from more, and on a busy 2-core machine the extra
-    threads' spin-waits made this module several times slower. The setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def original():
     torch.manual_seed(0)

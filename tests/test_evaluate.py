@@ -46,16 +46,6 @@ def _maps(count: int, seed: int = 0) -> list:
     return items
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: 32x32 maps gain nothing from more, and on the shared 2-core machine spin-waiting threads
-    made these tests several times slower. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def vae() -> RadioVAE:
     torch.manual_seed(0)
@@ -252,26 +242,19 @@ def test_cli_evaluate_a_radiomapseer_folder_per_simulation(model_dir, tmp_path):
     assert sorted(names) == ["2_0", "2_0", "2_1", "2_1"]
 
 
-def test_cli_evaluate_a_hub_model(vae, tmp_path, monkeypatch, capsys):
+def test_cli_evaluate_a_hub_model(vae, tmp_path, monkeypatch, capsys, hub_endpoint):
     """A Hub id loads through huggingface_hub (here the in-memory Hub of tests/hub_server.py); an unknown id is a
     one-line error."""
     from huggingface_hub import constants
 
-    from hub_server import HubServer
-
-    with HubServer() as hub:
-        # huggingface_hub copied HF_ENDPOINT into its constants at import: point those at the test Hub.
-        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-        vae.push_to_hub("test-user/tiny-vae", token=False)
-        argv = ["evaluate", "test-user/tiny-vae", "--output_dir", str(tmp_path / "eval"), "--no_figure"]
-        argv += ["--synthetic_maps", "1", "--synthetic_tx", "2", "--resolution", str(SIZE)]
-        assert main(argv) == 0
-        metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-        assert metrics["settings"]["model"] == "test-user/tiny-vae" and metrics["psnr"]["count"] == 2
-        assert main(["evaluate", "test-user/missing", "--output_dir", str(tmp_path / "eval2")]) == 2
-        error = capsys.readouterr().err.strip().splitlines()[-1]
-        assert error.startswith("radiodiff-vae evaluate: error: model 'test-user/missing' is neither a local folder")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    vae.push_to_hub("test-user/tiny-vae", token=False)
+    argv = ["evaluate", "test-user/tiny-vae", "--output_dir", str(tmp_path / "eval"), "--no_figure"]
+    argv += ["--synthetic_maps", "1", "--synthetic_tx", "2", "--resolution", str(SIZE)]
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["settings"]["model"] == "test-user/tiny-vae" and metrics["psnr"]["count"] == 2
+    assert main(["evaluate", "test-user/missing", "--output_dir", str(tmp_path / "eval2")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("radiodiff-vae evaluate: error: model 'test-user/missing' is neither a local folder")

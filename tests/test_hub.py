@@ -19,7 +19,6 @@ from PIL import Image
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file
 
-from hub_server import HubServer
 from radiodiff_vae import RadioVAE
 from radiodiff_vae.hub import push_to_hub, render_model_card, save_model_card
 from radiodiff_vae.hub.model_card import template_path
@@ -27,22 +26,6 @@ from radiodiff_vae.hub.model_card import template_path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "test-user/radio-vae"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread: these small tensors gain nothing from more, and on a busy 2-core machine the extra
-    threads' spin-waits made this module several times slower. The setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with HubServer() as server:
-        yield server
 
 
 def _tiny_vae(seed: int) -> RadioVAE:
@@ -158,23 +141,6 @@ _OFFLINE_CLIENT = textwrap.dedent(
     """
     % {"repo": REPO_ID}
 )
-
-
-@pytest.fixture
-def hub_endpoint(hub, monkeypatch):
-    """Points this process's huggingface_hub at the test Hub.
-
-    huggingface_hub copies ``HF_ENDPOINT`` into its constants when it is imported (earlier, in this process), and
-    builds download URLs from them at call time, so the constants are patched; pytest restores them afterwards.
-    """
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    url_template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url_template)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return hub.url
 
 
 def _assert_bitwise_equal(loaded: dict, expected: dict) -> None:

@@ -20,15 +20,6 @@ from radiodiff_vae.losses.adversarial import (
 LOG3 = math.log(3.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    # Small tensors: on a shared 2-core machine a second thread mostly spins (measured: 4x less CPU time).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_hinge_discriminator_loss_by_hand():
     logits_real = torch.tensor([[2.0, 0.5], [-1.0, 0.0]], requires_grad=True)
     logits_fake = torch.tensor([[-2.0, 0.5], [1.0, -0.25]])

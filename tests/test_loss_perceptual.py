@@ -19,15 +19,6 @@ from radiodiff_vae.losses.perceptual import ensure_vgg16_trunk, load_lpips_vgg16
 TRUNK_NAME = "vgg16-397923af.pth"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    # Small tensors: on a shared 2-core machine a second thread mostly spins (measured: 4x less CPU time).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def maps(batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 1, size, size, generator=generator) * 2 - 1

@@ -20,15 +20,6 @@ GENERATOR_KEYS = {"total", "nll", "rec", "l1", "mse", "perceptual", "kl", "logva
 DISCRIMINATOR_KEYS = {"disc_loss", "logits_real", "logits_fake", "disc_factor"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    # Small tensors: on a shared 2-core machine a second thread mostly spins (measured: 4x less CPU time).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_loss(**overrides) -> RadioVAELoss:
     torch.manual_seed(0)
     options = dict(perceptual_weight=0.0, disc_base_channels=8, disc_start=5)

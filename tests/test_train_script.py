@@ -48,16 +48,6 @@ def _load_script():
 train_vae = _load_script()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tiny convolutions gain nothing from a second thread, and on a machine shared with other test processes
-    # OpenMP threads waiting for each other made a run 50x slower. The subprocess test sets OMP_NUM_THREADS=1.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
     # Each in-process run builds its own Accelerator; accelerate keeps process-wide singletons.

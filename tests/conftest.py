@@ -1,0 +1,42 @@
+"""Fixtures shared by the test modules: one intra-op thread, and the in-memory Hub of ``hub_server.py``."""
+
+import pytest
+import torch
+from hub_server import HubServer
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_intra_op_thread():
+    """The tests' tensors are small: a second intra-op thread gains nothing, and on a shared 2-core machine (or
+    beside the two-process training test) OpenMP threads spin-waiting for each other made modules several times
+    slower. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer() as server:
+        yield server
+
+
+def point_hub_client_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Points this process's huggingface_hub at ``url``.
+
+    huggingface_hub copies ``HF_ENDPOINT`` into its constants when it is imported (earlier, in this process), and
+    builds download URLs from them at call time, so the constants are patched; pytest restores them afterwards.
+    """
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def hub_endpoint(hub, monkeypatch):
+    point_hub_client_at(hub.url, monkeypatch)
+    return hub.url
