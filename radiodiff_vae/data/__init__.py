@@ -5,8 +5,9 @@ Every dataset yields dicts with ``"pixel_values"`` `(1, H, W)` in [-1, 1] (the g
 (``"{map}_{tx}"``) and ``"simulation"``. Names load lazily so that ``datasets`` is imported only when needed.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "RADIOMAPSEER_DB_RANGE": "radiodiff_vae.data.conventions",
@@ -30,16 +31,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'radiodiff_vae.data' has no attribute {name!r}")
-
-
-def __dir__() -> list:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:

@@ -29,46 +29,33 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 UPSAMPLE_TYPES = ("conv_transpose", "nearest")
 UPSAMPLE_POSITIONS = ("first", "last")
 
+# The report (seed section 2): 320 -> 160 -> 80 -> 40, 64:1 compression.
+_REPORT_LAYOUT: Dict[str, object] = dict(
+    block_out_channels=(128, 256, 512),
+    layers_per_block=2,
+    decoder_layers_per_block=2,
+    num_downsamples=3,
+    upsample_type="conv_transpose",
+    upsample_position="first",
+    mid_block_add_attention=False,
+    latent_channels=3,
+    norm_num_groups=32,
+    sample_size=320,
+)
+
 PRESETS: Dict[str, Dict[str, object]] = {
-    # The report (seed section 2): 320 -> 160 -> 80 -> 40, 64:1 compression.
-    "radiodiff-vae": dict(
-        block_out_channels=(128, 256, 512),
-        layers_per_block=2,
-        decoder_layers_per_block=2,
-        num_downsamples=3,
-        upsample_type="conv_transpose",
-        upsample_position="first",
-        mid_block_add_attention=False,
-        latent_channels=3,
-        norm_num_groups=32,
-        sample_size=320,
-    ),
+    "radiodiff-vae": _REPORT_LAYOUT,
     # The original RadioDiff code (CompVis ldm "f4" first stage with z_channels 3): loads its checkpoints.
-    "radiodiff-ldm-f4": dict(
-        block_out_channels=(128, 256, 512),
-        layers_per_block=2,
-        decoder_layers_per_block=3,
-        num_downsamples=2,
-        upsample_type="nearest",
-        upsample_position="last",
-        mid_block_add_attention=True,
-        latent_channels=3,
-        norm_num_groups=32,
-        sample_size=320,
-    ),
-    # The default layout with small channel counts: tests and the CPU quick start.
-    "tiny": dict(
-        block_out_channels=(32, 64, 128),
-        layers_per_block=2,
-        decoder_layers_per_block=2,
-        num_downsamples=3,
-        upsample_type="conv_transpose",
-        upsample_position="first",
-        mid_block_add_attention=False,
-        latent_channels=3,
-        norm_num_groups=8,
-        sample_size=64,
-    ),
+    "radiodiff-ldm-f4": {
+        **_REPORT_LAYOUT,
+        "decoder_layers_per_block": 3,
+        "num_downsamples": 2,
+        "upsample_type": "nearest",
+        "upsample_position": "last",
+        "mid_block_add_attention": True,
+    },
+    # The report's layout with small channel counts: tests and the CPU quick start.
+    "tiny": {**_REPORT_LAYOUT, "block_out_channels": (32, 64, 128), "norm_num_groups": 8, "sample_size": 64},
 }
 
 
