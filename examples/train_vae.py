@@ -68,6 +68,8 @@ logger = get_logger(__name__, log_level="INFO")
 
 TRACKER_PROJECT_NAME = "radiodiff-vae"
 # Written into output_dir next to the model; never uploaded by --push_to_hub.
+# Validation grids enlarge small maps (nearest neighbour) to at least this many pixels per panel.
+GRID_PANEL_SIZE = 192
 HUB_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "validation/**", "debug/**", "*.tmp", "*.tmp/**"]
 
 
@@ -431,7 +433,9 @@ def evaluate_reconstructions(
             grid_outputs.append(prediction[: num_images - taken].cpu())
     vae.train(was_training)
     metrics = {name: torch.cat(values).mean().item() for name, values in per_image.items()}
-    grid = make_reconstruction_grid(torch.cat(grid_inputs), torch.cat(grid_outputs)) if grid_inputs else None
+    grid = None
+    if grid_inputs:
+        grid = make_reconstruction_grid(torch.cat(grid_inputs), torch.cat(grid_outputs), min_panel_size=GRID_PANEL_SIZE)
     return metrics, grid
 
 

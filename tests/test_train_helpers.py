@@ -298,3 +298,6 @@ def test_reconstruction_grid_layout():
         make_reconstruction_grid(inputs, outputs[:1])
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         make_reconstruction_grid(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
+    enlarged = make_reconstruction_grid(inputs, outputs, error_vmax=0.1, min_panel_size=20)  # 8 px -> 3 x 8 = 24 px
+    assert enlarged.shape == (2 * 24 + 3 * gap, 3 * 24 + 4 * gap, 3)
+    assert (enlarged[gap : gap + 24, gap : gap + 24] == grid[gap : gap + 8, gap : gap + 8].repeat(3, 0).repeat(3, 1)).all()

@@ -8,7 +8,11 @@ GRID_SEPARATOR = 2  # pixels of white between panels and rows
 
 
 def make_reconstruction_grid(
-    inputs: torch.Tensor, reconstructions: torch.Tensor, error_vmax: float = 0.1, error_colormap: str = "inferno"
+    inputs: torch.Tensor,
+    reconstructions: torch.Tensor,
+    error_vmax: float = 0.1,
+    error_colormap: str = "inferno",
+    min_panel_size: int = 1,
 ) -> np.ndarray:
     """Builds an RGB grid from maps in [0, 1].
 
@@ -18,9 +22,11 @@ def make_reconstruction_grid(
         error_vmax (`float`, defaults to 0.1): the absolute error shown at full colour. The scale is fixed, not
             per-grid, so grids from different steps compare; 0.1 is a tenth of the map range (10 dB on RadioMapSeer).
         error_colormap (`str`, defaults to `"inferno"`): matplotlib colormap of the error column.
+        min_panel_size (`int`, defaults to 1): panels are enlarged by a whole factor `s` (nearest neighbour, so every
+            map pixel stays a visible square) until their longer side reaches this size; small maps stay legible.
 
     Returns:
-        `np.ndarray` of shape `(B * H + (B + 1) * 2, 3 * W + 4 * 2, 3)`, dtype uint8.
+        `np.ndarray` of shape `(B * s * H + (B + 1) * 2, 3 * s * W + 4 * 2, 3)`, dtype uint8.
     """
     if inputs.ndim != 4 or inputs.shape[1] != 1:
         raise ValueError(f"inputs must have shape (B, 1, H, W), got {tuple(inputs.shape)}")
@@ -38,8 +44,13 @@ def make_reconstruction_grid(
     def gray(maps: np.ndarray) -> np.ndarray:
         return np.repeat(maps[..., None], 3, axis=-1)  # (B, H, W, 3)
 
-    columns = [gray(reference), gray(decoded), error_rgb]
-    batch, height, width = reference.shape
+    scale = max(1, -(-min_panel_size // max(reference.shape[1:])))  # ceil division
+
+    def enlarge(panel: np.ndarray) -> np.ndarray:
+        return panel.repeat(scale, axis=1).repeat(scale, axis=2)  # (B, s * H, s * W, 3)
+
+    columns = [enlarge(gray(reference)), enlarge(gray(decoded)), enlarge(error_rgb)]
+    batch, height, width = columns[0].shape[:3]
     gap = GRID_SEPARATOR
     grid = np.ones((batch * height + (batch + 1) * gap, 3 * width + 4 * gap, 3), dtype=np.float64)
     for row in range(batch):
