@@ -94,7 +94,8 @@ def test_encode_a_synthetic_dataset(model_dir, tmp_path):
     argv = ["encode", model_dir, "--output", str(latents_file), "--synthetic_maps", "1", "--synthetic_tx", "2"]
     assert main(argv + ["--resolution", str(SIZE)]) == 0
     with safe_open(str(latents_file), framework="pt") as handle:
-        assert json.loads(handle.metadata()["names"]) == ["synthetic_1_0.png", "synthetic_1_1.png"]
+        # held-out cities by default: numbered after any training run's
+        assert json.loads(handle.metadata()["names"]) == ["synthetic_10001_0.png", "synthetic_10001_1.png"]
         assert handle.get_tensor("latents").shape == (2, 3, 4, 4)
 
 

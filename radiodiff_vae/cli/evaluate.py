@@ -20,6 +20,9 @@ from typing import Any
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 SPLITS = ("train", "validation", "test")
+# Synthetic cities are numbered; training runs use 1..N (and N+1.. for validation), so by default evaluation and
+# encoding read cities from here on, which no run with fewer synthetic cities has trained on.
+HELD_OUT_FIRST_MAP = 10001
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +49,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--synthetic_maps", type=int, default=8, help="Synthetic city layouts (default 8).")
     group.add_argument("--synthetic_tx", type=int, default=4, help="Transmitters per synthetic layout (default 4).")
     group.add_argument("--data_seed", type=int, default=0, help="Seed of the synthetic generator (default 0).")
+    group.add_argument(
+        "--synthetic_first_map",
+        type=int,
+        default=HELD_OUT_FIRST_MAP,
+        help=f"Number of the first synthetic city (default {HELD_OUT_FIRST_MAP}: cities no training run with fewer "
+        "synthetic cities has seen, whatever its seed).",
+    )
 
 
 def dataset_from_args(args: argparse.Namespace) -> Any:
@@ -79,7 +89,15 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
         raise ValueError(
             f"--synthetic_maps and --synthetic_tx must be at least 1, got {args.synthetic_maps} and {args.synthetic_tx}"
         )
-    return SyntheticRadioMaps(args.synthetic_maps, args.synthetic_tx, seed=args.data_seed, resolution=args.resolution)
+    if args.synthetic_first_map < 1:
+        raise ValueError(f"--synthetic_first_map must be >= 1, got {args.synthetic_first_map}")
+    return SyntheticRadioMaps(
+        args.synthetic_maps,
+        args.synthetic_tx,
+        seed=args.data_seed,
+        resolution=args.resolution,
+        first_map_id=args.synthetic_first_map,
+    )
 
 
 def describe_data(args: argparse.Namespace) -> str:
@@ -88,7 +106,8 @@ def describe_data(args: argparse.Namespace) -> str:
         return f"RadioMapSeer {args.data_dir} ({'+'.join(args.simulation)}, {args.split}{scheme})"
     if args.dataset_name is not None:
         return f"dataset {args.dataset_name} ({args.split})"
-    return f"synthetic ({args.synthetic_maps} maps x {args.synthetic_tx} tx, seed {args.data_seed})"
+    first, last = args.synthetic_first_map, args.synthetic_first_map + args.synthetic_maps - 1
+    return f"synthetic (cities {first}-{last} x {args.synthetic_tx} tx, seed {args.data_seed})"
 
 
 def check_resolution_fits_model(vae: Any, resolution: Any) -> None:
