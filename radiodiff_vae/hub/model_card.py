@@ -43,6 +43,7 @@ _ARCHITECTURE_KEYS = (
     "decoder_layers_per_block",
     "num_downsamples",
     "upsample_type",
+    "upsample_position",
     "mid_block_add_attention",
     "norm_num_groups",
     "act_fn",
