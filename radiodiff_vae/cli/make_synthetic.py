@@ -13,7 +13,7 @@ import argparse
 def register(subparsers: "argparse._SubParsersAction") -> None:
     parser = subparsers.add_parser(
         "make-synthetic",
-        help="write synthetic city radio maps in RadioMapSeer's folder layout",
+        help="Write synthetic city radio maps in RadioMapSeer's folder layout",
         description=(
             "Generate synthetic city radio maps (free-space loss at 5.9 GHz, multi-wall penetration loss, correlated "
             "shadowing; see docs/data.md) and write them in RadioMapSeer's layout: gain/synthetic/<map>_<tx>.png, "
