@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .evaluate import (
     add_data_arguments,
     add_device_arguments,
+    add_model_argument,
     check_resolution_fits_model,
     dataset_from_args,
     describe_data,
@@ -197,7 +198,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    encode.add_argument("model", help="A save_pretrained folder (or a training checkpoint with vae/) or a Hub id.")
+    add_model_argument(encode)
     encode.add_argument("--input_dir", default=None, help="Folder of 8-bit grey PNG maps (instead of the data flags).")
     encode.add_argument("--output", required=True, help="The .safetensors file to write.")
     encode.add_argument("--overwrite", action="store_true", help="Replace an existing --output.")
@@ -215,7 +216,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    decode.add_argument("model", help="A save_pretrained folder (or a training checkpoint with vae/) or a Hub id.")
+    add_model_argument(decode)
     decode.add_argument("latents", help="A .safetensors file written by `radiodiff-vae encode` (or holding 'latents').")
     decode.add_argument("--output_dir", required=True, help="Folder for the PNG maps.")
     decode.add_argument("--overwrite", action="store_true", help="Replace PNGs of the same names in --output_dir.")

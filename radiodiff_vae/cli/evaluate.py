@@ -119,6 +119,11 @@ def check_resolution_fits_model(vae: Any, resolution: Any) -> None:
         raise ValueError(f"--resolution {resolution} is not divisible by the model's downsampling factor {factor}")
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional MODEL of every command that loads a RadioVAE (see `radiodiff_vae.evaluation.load_vae`)."""
+    parser.add_argument("model", help="A save_pretrained folder (or a training checkpoint with vae/) or a Hub id.")
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="Model weights dtype (default fp32).")
@@ -147,7 +152,7 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="A save_pretrained folder (or a training checkpoint with vae/) or a Hub id.")
+    add_model_argument(parser)
     parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, metrics.md, examples.png.")
     parser.add_argument("--overwrite", action="store_true", help="Replace earlier results in --output_dir.")
     add_device_arguments(parser)
