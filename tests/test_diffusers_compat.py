@@ -105,6 +105,12 @@ def test_export_refuses_what_autoencoder_kl_cannot_build():
         RadioVAE.from_autoencoder_kl(3)
 
 
+def test_import_refuses_a_radio_vae_folder(tmp_path):
+    small_f4().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="holds a RadioVAE, not an AutoencoderKL: load it with RadioVAE.from_pretrained"):
+        RadioVAE.from_autoencoder_kl(tmp_path)
+
+
 def test_cli_export_diffusers(tmp_path, capsys):
     small_f4().save_pretrained(tmp_path / "radio")
     output = tmp_path / "exported"

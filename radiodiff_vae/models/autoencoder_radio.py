@@ -537,6 +537,14 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         from diffusers import AutoencoderKL
 
         if isinstance(autoencoder_or_path, (str, os.PathLike)):
+            location = {key: from_pretrained_kwargs[key] for key in _CONFIG_LOCATION_KEYS if key in from_pretrained_kwargs}
+            class_name = AutoencoderKL.load_config(autoencoder_or_path, **location).get("_class_name")
+            if class_name != "AutoencoderKL":
+                # AutoencoderKL would build its default one-level layout from another class's config and only warn.
+                raise ValueError(
+                    f"{autoencoder_or_path} holds a {class_name}, not an AutoencoderKL"
+                    + (": load it with RadioVAE.from_pretrained." if class_name == cls.__name__ else ".")
+                )
             autoencoder = AutoencoderKL.from_pretrained(autoencoder_or_path, **from_pretrained_kwargs)
         elif isinstance(autoencoder_or_path, AutoencoderKL):
             if from_pretrained_kwargs:
@@ -576,6 +584,10 @@ _SHARED_AUTOENCODER_KL_KEYS = (
     "use_post_quant_conv",
     "mid_block_add_attention",
 )
+
+
+# from_pretrained arguments that say where a config is (as opposed to how to load the weights).
+_CONFIG_LOCATION_KEYS = ("subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
 
 
 def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
