@@ -482,14 +482,18 @@ def main(input_args: Optional[List[str]] = None) -> int:
     # Both references are measured before and after the models and the larger values kept: on a shared machine one
     # of the two may fall in a busy moment, and a low peak would inflate every fraction.
     dtype = DTYPES[args.dtype]
-    matmul_before, conv_before = measure_matmul_peak(device, dtype, args.matmul_size), measure_conv_peak(device, dtype)
+    matmul_before = measure_matmul_peak(device, dtype, args.matmul_size)
+    conv_before = measure_conv_peak(device, dtype)
     tqdm.write(
         f"peak before the runs: matmul {matmul_before / 1e9:.1f} GFLOP/s ({args.matmul_size}³, {args.dtype}, "
         f"{device}), 3x3 conv {conv_before / 1e9:.1f} GFLOP/s"
     )
     rows = benchmark(args, device, reference_peak(matmul_before, conv_before))
-    matmul_after, conv_after = measure_matmul_peak(device, dtype, args.matmul_size), measure_conv_peak(device, dtype)
-    tqdm.write(f"peak after the runs: matmul {matmul_after / 1e9:.1f} GFLOP/s, 3x3 conv {conv_after / 1e9:.1f} GFLOP/s")
+    matmul_after = measure_matmul_peak(device, dtype, args.matmul_size)
+    conv_after = measure_conv_peak(device, dtype)
+    tqdm.write(
+        f"peak after the runs: matmul {matmul_after / 1e9:.1f} GFLOP/s, 3x3 conv {conv_after / 1e9:.1f} GFLOP/s"
+    )
     matmul_flops, conv_flops = max(matmul_before, matmul_after), max(conv_before, conv_after)
     report = format_report(args, device, matmul_flops, conv_flops, rows)
     print(report)

@@ -99,10 +99,18 @@ def push_to_hub(
             card_folder = Path(staging) / "card"
             card_folder.mkdir()
             save_model_card(
-                card_folder, card_source, training_args, metrics, sample_image=sample_image, repo_id=repo_id, **card_kwargs
+                card_folder,
+                card_source,
+                training_args,
+                metrics,
+                sample_image=sample_image,
+                repo_id=repo_id,
+                **card_kwargs,
             )
             files.update(_files_of(card_folder, None))
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sorted(files.items())]
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sorted(files.items())
+        ]
         # One commit with every file: a reader never sees new weights with an old config or card.
         return api.create_commit(
             repo_id,
@@ -122,7 +130,9 @@ def _model_folder(model_or_folder: Any) -> Optional[Path]:
     if isinstance(model_or_folder, (str, os.PathLike)):
         folder = Path(model_or_folder)
         if not folder.is_dir():
-            raise FileNotFoundError(f"push_to_hub: folder {folder} does not exist (expected a save_pretrained folder).")
+            raise FileNotFoundError(
+                f"push_to_hub: folder {folder} does not exist (expected a save_pretrained folder)."
+            )
         weights = [folder / f"diffusion_pytorch_model.{ext}" for ext in ("safetensors", "bin")]
         if not (folder / "config.json").is_file() or not any(path.is_file() for path in weights):
             raise FileNotFoundError(

@@ -537,7 +537,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         from diffusers import AutoencoderKL
 
         if isinstance(autoencoder_or_path, (str, os.PathLike)):
-            location = {key: from_pretrained_kwargs[key] for key in _CONFIG_LOCATION_KEYS if key in from_pretrained_kwargs}
+            location = {key: value for key, value in from_pretrained_kwargs.items() if key in _CONFIG_LOCATION_KEYS}
             class_name = AutoencoderKL.load_config(autoencoder_or_path, **location).get("_class_name")
             if class_name != "AutoencoderKL":
                 # AutoencoderKL would build its default one-level layout from another class's config and only warn.
@@ -587,7 +587,9 @@ _SHARED_AUTOENCODER_KL_KEYS = (
 
 
 # from_pretrained arguments that say where a config is (as opposed to how to load the weights).
-_CONFIG_LOCATION_KEYS = ("subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download", "proxies")
+_CONFIG_LOCATION_KEYS = (
+    "subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download", "proxies"
+)
 
 
 def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
@@ -603,7 +605,9 @@ def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
         "num_downsamples": levels - 1,
         "decoder_layers_per_block": config["layers_per_block"] + 1,
     }
-    mismatches = [f"{key}={config[key]!r} (needs {value!r})" for key, value in required.items() if config[key] != value]
+    mismatches = [
+        f"{key}={config[key]!r} (needs {value!r})" for key, value in required.items() if config[key] != value
+    ]
     if mismatches:
         raise ValueError(
             "This RadioVAE cannot be expressed as a diffusers.AutoencoderKL: " + ", ".join(mismatches) + ". "
