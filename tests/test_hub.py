@@ -86,10 +86,23 @@ def test_model_card_without_extras_and_converted_preset():
     assert "0 (model input -1) is -160 dB and 1 (model input +1) is -60 dB" in other_data
 
 
+def test_model_card_shows_the_resize_baseline_beside_the_metrics():
+    baseline = {"method": "area-resize to 14x14 (196 values ...), bicubic back", "psnr": {"mean": 19.1}, "ssim": 0.52}
+    text = render_model_card(_tiny_vae(0).config, metrics={"psnr": 23.0, "ssim": 0.7}, baseline=baseline)
+    assert "| metric | value | resize baseline | unit |" in text
+    assert "| psnr | 23 | 19.1 | dB |" in text and "| ssim | 0.7 | 0.52 | - |" in text
+    assert "area-resize to 14x14" in text and "the PSNR gap, model minus baseline, is +3.90 dB" in text
+    # the baseline is context, not a result of this model: the model-index lists the model's metrics only
+    assert {result.metric_value for result in ModelCard(text).data.eval_results} == {23.0, 0.7}
+    without = render_model_card(_tiny_vae(0).config, metrics={"psnr": 23.0})
+    assert "| psnr | 23 | dB |" in without and "resize baseline" not in without
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(metrics={"psnr": "high"}), "metrics\\['psnr'\\] must be a number"),
+        (dict(baseline={"psnr": 19.0}), "baseline needs a 'method'"),
         (dict(metrics={"psnr": {"std": 1.0}}), "without 'mean'"),
         (dict(sample_image="/tmp/x.png"), "relative to the card"),
         (dict(training_args=[("lr", 1)]), "training_args must be a mapping"),

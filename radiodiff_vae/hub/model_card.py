@@ -73,6 +73,7 @@ def render_model_card(
     num_parameters: Optional[int] = None,
     eval_dataset: Optional[str] = None,
     eval_split: Optional[str] = None,
+    baseline: Optional[Mapping[str, Any]] = None,
     license: Optional[str] = "apache-2.0",
 ) -> str:
     """Renders the model card (``README.md`` text with its YAML header) of a RadioVAE.
@@ -92,6 +93,9 @@ def render_model_card(
         num_parameters (`int`, *optional*): overrides the parameter count taken from a model.
         eval_dataset / eval_split (`str`, *optional*): what the metrics were measured on; default to the training
             arguments' ``dataset_name`` (or RadioMapSeer) and ``eval_split``/``split_scheme``.
+        baseline (`Mapping`, *optional*): the resize baseline on the same maps (``radiodiff_vae.baseline``): a
+            ``"method"`` string and metric values as in ``metrics`` (``metrics.json``'s ``baseline`` block works);
+            shown beside the model's metrics with the PSNR gap. Not part of the model-index.
         license (`str`, *optional*, defaults to `"apache-2.0"`): the license of the weights.
 
     Returns:
@@ -103,6 +107,7 @@ def render_model_card(
     training = _training_rows(training_args)
     training_map = dict(_as_mapping(training_args))
     metric_values = _metric_values(metrics)
+    baseline_method, baseline_values = _baseline_values(baseline)
     if sample_image is not None and (os.path.isabs(sample_image) or ".." in Path(sample_image).parts):
         raise ValueError(
             f"sample_image must be a file name relative to the card (e.g. 'sample.png'), got {sample_image!r}."
@@ -163,7 +168,21 @@ def render_model_card(
         db_low=_format_number(db_low),
         db_high=_format_number(db_high),
         training=training,
-        metrics=[(name, _format_number(value), METRIC_UNITS.get(name, "")) for name, value in metric_values.items()],
+        metrics=[
+            (
+                name,
+                _format_number(value),
+                _format_number(baseline_values[name]) if name in baseline_values else "",
+                METRIC_UNITS.get(name, ""),
+            )
+            for name, value in metric_values.items()
+        ],
+        baseline_method=baseline_method if baseline_values else None,
+        psnr_gap=(
+            f"{metric_values['psnr'] - baseline_values['psnr']:+.2f}"
+            if "psnr" in metric_values and "psnr" in baseline_values
+            else None
+        ),
         eval_dataset=dataset if metric_values else None,
         eval_split=split if metric_values else None,
         sample_image=sample_image,
@@ -286,6 +305,19 @@ def _metric_values(metrics: Optional[Mapping[str, Any]]) -> Dict[str, float]:
         except (TypeError, ValueError) as error:
             raise ValueError(f"metrics[{name!r}] must be a number, got {value!r}.") from error
     return values
+
+
+def _baseline_values(baseline: Optional[Mapping[str, Any]]) -> Tuple[Optional[str], Dict[str, float]]:
+    """``(method, {metric: value})`` of a baseline mapping; only the metrics' own names are kept."""
+    if baseline is None:
+        return None, {}
+    if not isinstance(baseline, Mapping):
+        raise ValueError(f"baseline must be a mapping with 'method' and metric values, got {type(baseline).__name__}.")
+    method = baseline.get("method")
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"baseline needs a 'method' string (e.g. 'area-resize to 14x14 ...'), got {method!r}.")
+    values = _metric_values({name: value for name, value in baseline.items() if name in METRIC_UNITS})
+    return method, values
 
 
 def _format_number(value: float) -> str:
