@@ -24,6 +24,31 @@ from .splits import SPLIT_SCHEMES, normalize_split, split_map_ids, warn_about_ra
 PathLike = Union[str, os.PathLike]
 
 
+def check_radiomapseer_folder(root: PathLike, simulation: str) -> Tuple[Path, Path, Path]:
+    """Checks that ``root`` is in RadioMapSeer's layout with a ``gain/<simulation>`` folder, from folder listings
+    only (cheap enough to run before any work). Returns the gain, buildings and antennas folders.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder, or a folder of the layout is missing (the message names it and
+            the simulations found).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"RadioMapSeer root {root} is not a directory; expected {LAYOUT_DESCRIPTION}")
+    gain_root = root / GAIN_DIR
+    gain_dir = gain_root / simulation
+    if not gain_dir.is_dir():
+        found = sorted(entry.name for entry in gain_root.iterdir() if entry.is_dir()) if gain_root.is_dir() else []
+        raise FileNotFoundError(
+            f"no simulation folder {gain_dir} (simulations found under {gain_root}: {found or 'none'}); "
+            f"expected {LAYOUT_DESCRIPTION}"
+        )
+    for folder in (root / BUILDINGS_DIR, root / ANTENNAS_DIR):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
+    return gain_dir, root / BUILDINGS_DIR, root / ANTENNAS_DIR
+
+
 class RadioMapSeer(Dataset):
     """Radio maps of a folder in RadioMapSeer's layout (``docs/data.md``), one item per (map, transmitter).
 
@@ -71,7 +96,7 @@ class RadioMapSeer(Dataset):
         self.num_tx = num_tx
         self.build_item = RadioMapItemBuilder(resolution=resolution, flip=flip)
 
-        gain_dir, buildings_dir, antennas_dir = self._check_folders()
+        gain_dir, buildings_dir, antennas_dir = check_radiomapseer_folder(self.root, self.simulation)
         present_maps = list_map_ids(buildings_dir)
         if not present_maps:
             raise FileNotFoundError(f"no <map>.png file in {buildings_dir}; expected {LAYOUT_DESCRIPTION}")
@@ -85,22 +110,6 @@ class RadioMapSeer(Dataset):
         if split_scheme == "radiodiff" and warn_overlap:
             warn_about_radiodiff_overlap()
         self.items: List[Tuple[int, int]] = self._find_items(gain_dir, antennas_dir)
-
-    def _check_folders(self) -> Tuple[Path, Path, Path]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"RadioMapSeer root {self.root} is not a directory; expected {LAYOUT_DESCRIPTION}")
-        gain_root = self.root / GAIN_DIR
-        gain_dir = gain_root / self.simulation
-        if not gain_dir.is_dir():
-            found = sorted(entry.name for entry in gain_root.iterdir() if entry.is_dir()) if gain_root.is_dir() else []
-            raise FileNotFoundError(
-                f"no simulation folder {gain_dir} (simulations found under {gain_root}: {found or 'none'}); "
-                f"expected {LAYOUT_DESCRIPTION}"
-            )
-        for folder in (self.root / BUILDINGS_DIR, self.root / ANTENNAS_DIR):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
-        return gain_dir, self.root / BUILDINGS_DIR, self.root / ANTENNAS_DIR
 
     def _find_items(self, gain_dir: Path, antennas_dir: Path) -> List[Tuple[int, int]]:
         """Every (map, tx) of the split, after checking that its three files exist (two directory listings)."""

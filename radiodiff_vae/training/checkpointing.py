@@ -44,6 +44,7 @@ PRUNED_SUFFIX = ".pruned" + TEMPORARY_SUFFIX
 # RuntimeError without an errno).
 _FULL_DISK_BYTES = 1 << 20
 
+_VERIFIED = set()  # (real path, marker mtime, marker inode) of checkpoints verified by this process
 _COMPLETE_NAME = re.compile(r"^checkpoint-(\d+)$")
 _TEMPORARY_NAME = re.compile(r"^checkpoint-\d+(\.[A-Za-z0-9_]+)*\.tmp$")
 
@@ -130,6 +131,11 @@ def verify_checkpoint(path: str) -> None:
     recorded = marker.get("files")
     if recorded is None:  # format 1: nothing to verify against
         return
+    # The script checks a checkpoint before any work and again when it loads it: hash it once.
+    marker_stat = os.stat(os.path.join(path, COMPLETE_MARKER))
+    key = (os.path.realpath(path), marker_stat.st_mtime_ns, marker_stat.st_ino)
+    if key in _VERIFIED:
+        return
     for relative, expected in sorted(recorded.items()):
         file_path = os.path.join(path, relative)
         if not os.path.isfile(file_path):
@@ -144,6 +150,7 @@ def verify_checkpoint(path: str) -> None:
     for relative, expected in sorted(recorded.items()):
         if actual[relative]["sha256"] != expected["sha256"]:
             raise DamagedCheckpointError(f"{path} is damaged: the checksum of {relative} differs from when it was written")
+    _VERIFIED.add(key)
 
 
 def find_latest_checkpoint(output_dir: str) -> Optional[str]:
@@ -388,6 +395,9 @@ class OutputLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+    def __del__(self) -> None:
+        self.release()
 
     def __enter__(self) -> "OutputLock":
         return self
