@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
+from ..errors import MapFileError
 from .items import RadioMapItemBuilder, transmitter_pixel
 from .layout import (
     ANTENNAS_DIR,
@@ -15,6 +16,7 @@ from .layout import (
     antenna_path,
     buildings_path,
     gain_path,
+    image_size,
     list_map_ids,
     list_map_tx,
     read_grey_png,
@@ -141,15 +143,37 @@ class RadioMapSeer(Dataset):
                     f"expected {LAYOUT_DESCRIPTION}"
                 )
             items.extend((map_id, tx) for tx in range(num_tx))
+        self._check_sizes(items)
         return items
+
+    def _check_sizes(self, items: List[Tuple[int, int]]) -> None:
+        """Reads every image header (no pixels: ~0.1 ms a file), so that a map of another size, a colour gain map or
+        a file that is no image stops the run here, named, and not in the middle of an epoch."""
+        expected, first = None, None
+        files = [(buildings_path(self.root, map_id), False) for map_id in self.map_ids]
+        files += [(gain_path(self.root, self.simulation, map_id, tx), True) for map_id, tx in items]
+        for file, is_gain in files:
+            size = image_size(file, gain=is_gain)
+            if expected is None:
+                expected, first = size, file
+            elif size != expected:
+                raise MapFileError(
+                    f"{file} is {size[0]}x{size[1]} pixels but {first} is {expected[0]}x{expected[1]}; every map of "
+                    "a dataset needs one size (resize or remove it)"
+                )
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         map_id, tx = self.items[index]
-        gain = read_grey_png(gain_path(self.root, self.simulation, map_id, tx))
+        gain = read_grey_png(gain_path(self.root, self.simulation, map_id, tx), gain=True)
         buildings = read_grey_png(buildings_path(self.root, map_id))
+        if gain.shape != buildings.shape:
+            raise MapFileError(
+                f"{gain_path(self.root, self.simulation, map_id, tx)} is {gain.shape[1]}x{gain.shape[0]} pixels, its "
+                f"buildings map {buildings.shape[1]}x{buildings.shape[0]}; every map of a dataset needs one size"
+            )
         tx_pixel = transmitter_pixel(read_grey_png(antenna_path(self.root, map_id, tx)))
         return self.build_item(gain, buildings, tx_pixel, f"{map_id}_{tx}", self.simulation)
 

@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple, Union
 
@@ -391,6 +392,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         (a one-tuple when `return_dict=False`).
         """
         _check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode")
+        _warn_if_not_model_range(x)
         if self.use_slicing and x.shape[0] > 1:
             moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
         else:
@@ -646,6 +648,23 @@ def _check_tensor(x: torch.Tensor, channels: int, factor: int, what: str, method
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"RadioVAE.{method} got a {what} with {bad} non-finite value(s) (NaN or inf).")
+
+
+# Maps enter in [-1, 1]; beyond this the input is almost surely unscaled (0..255 pixels, dB values).
+INPUT_RANGE_LIMIT = 2.0
+
+
+def _warn_if_not_model_range(x: torch.Tensor) -> None:
+    if torch.compiler.is_compiling():
+        return
+    low, high = (float(value) for value in torch.aminmax(x.detach()))
+    if low < -INPUT_RANGE_LIMIT or high > INPUT_RANGE_LIMIT:
+        # Python's default warning filter shows this once per calling line, not once per batch.
+        warnings.warn(
+            f"RadioVAE.encode got maps with values in [{low:.4g}, {high:.4g}]; it expects [-1, 1] "
+            "(radiodiff_vae.data.unit_to_model(pixels / 255) for 8-bit maps). The latents will be meaningless.",
+            stacklevel=3,
+        )
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list:
