@@ -95,8 +95,8 @@ def check_gain_mode(mode: str, source: object) -> None:
     """The one rule for gain maps, wherever they are read (datasets, ``evaluate``, ``encode``)."""
     if mode != GAIN_MODE:
         raise MapFileError(
-            f"{source} is a mode-{mode} image; expected a single-channel 8-bit grey gain map (mode L) like "
-            "RadioMapSeer's gain/*.png; convert it first (e.g. PIL's image.convert('L') if it is grey stored as colour)"
+            f"{source} is a mode-{mode} image; expected single-channel 8-bit grey gain maps (mode L) like "
+            "RadioMapSeer's gain/*.png; convert it first (PIL: image.convert('L') if it is grey stored as colour)"
         )
 
 
