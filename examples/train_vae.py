@@ -48,7 +48,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from radiodiff_vae.atomic import atomic_path, atomic_write_json, make_files_shareable
-from radiodiff_vae.errors import USER_ERRORS, MapFileError, check_output_folder, one_line, show_traceback
+from radiodiff_vae.errors import (
+    USER_ERRORS,
+    MapFileError,
+    OneLineArgumentParser,
+    check_output_folder,
+    one_line,
+    show_traceback,
+)
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.metrics import compute_metrics
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
@@ -86,7 +93,7 @@ SEED_RANGE = (0, 2**32 - 1)
 # ------------------------------------------------------------------------------------------------------------------
 # arguments
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         description="Train a RadioVAE (VAE-GAN, two phases) with accelerate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,  # a mistyped flag is an error, not silently another flag (--learning_rat)

@@ -8,9 +8,10 @@ printed as that one line by the command-line entry points (``examples/train_vae.
 This module imports nothing heavy: the entry points use it before torch is loaded.
 """
 
+import argparse
 import errno
 import os
-from typing import Tuple, Type
+from typing import NoReturn, Tuple, Type
 
 TRACEBACK_VARIABLE = "RADIODIFF_VAE_TRACEBACK"
 
@@ -37,6 +38,13 @@ class NoSpaceLeftError(OSError):
 
 # What a command line reports in one line (bad input, missing or unwritable files) instead of a traceback.
 USER_ERRORS: Tuple[Type[BaseException], ...] = (ValueError, OSError, OutputFolderInUseError)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors (unknown flag, bad choice, missing value) as one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def one_line(error: BaseException) -> str:

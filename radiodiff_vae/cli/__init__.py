@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from radiodiff_vae.errors import USER_ERRORS, check_output_folder, one_line, show_traceback
+from radiodiff_vae.errors import USER_ERRORS, OneLineArgumentParser, check_output_folder, one_line, show_traceback
 
 # module name -> the sub-commands it registers (for the record; each module adds its own parsers)
 SUBCOMMAND_MODULES = (
@@ -44,7 +44,7 @@ def check_output_folders(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="radiodiff-vae",
         description="RadioDiff VAE tools: synthetic radio maps, evaluation, latent encoding, checkpoint conversion.",
     )
