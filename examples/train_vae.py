@@ -375,6 +375,7 @@ def check_paths(args: argparse.Namespace) -> None:
     RadioMapSeer layout of --data_dir, and the --resume_from_checkpoint folder (complete, intact, and of the
     architecture the flags build)."""
     check_output_folder(args.output_dir, "--output_dir")
+    checkpointing.check_output_not_locked(args.output_dir)
     if args.data_dir is not None:
         from radiodiff_vae.data.radiomapseer import check_radiomapseer_folder
 

@@ -168,7 +168,7 @@ def find_latest_checkpoint(output_dir: str) -> Optional[str]:
 
 def _previous_checkpoint_hint(path: str) -> str:
     step = checkpoint_step(path)
-    output_dir = os.path.dirname(os.path.abspath(path))
+    output_dir = os.path.dirname(os.path.normpath(path))
     older = [candidate for candidate_step, candidate in list_checkpoints(output_dir) if candidate_step < step]
     for candidate in reversed(older):
         try:
@@ -406,6 +406,31 @@ class OutputLock:
         self.release()
 
 
+def _in_use_error(output_dir: str, handle: IO[str]) -> OutputFolderInUseError:
+    handle.seek(0)
+    owner = handle.read().strip() or "a process that did not write its PID yet"
+    return OutputFolderInUseError(
+        f"--output_dir {output_dir} is in use by another training run ({owner}); wait for it to finish, stop it, or "
+        "pick another --output_dir"
+    )
+
+
+def check_output_not_locked(output_dir: str) -> None:
+    """Raises OutputFolderInUseError when a live run holds the lock of ``output_dir``; writes nothing (the check
+    before any work; :func:`acquire_output_lock` then takes the lock)."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path, "r", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            raise _in_use_error(output_dir, handle) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def acquire_output_lock(output_dir: str) -> OutputLock:
     """Locks ``output_dir`` for this process (call on the main process, after creating the folder).
 
@@ -420,13 +445,9 @@ def acquire_output_lock(output_dir: str) -> OutputLock:
         if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             handle.close()
             raise
-        handle.seek(0)
-        owner = handle.read().strip() or "a process that did not write its PID yet"
+        error = _in_use_error(output_dir, handle)
         handle.close()
-        raise OutputFolderInUseError(
-            f"--output_dir {output_dir} is in use by another training run ({owner}); wait for it to finish, stop "
-            "it, or pick another --output_dir"
-        ) from None
+        raise error from None
     handle.seek(0)
     previous = handle.read().strip()
     if previous:
