@@ -715,7 +715,7 @@ def _check_saved_folder(folder: str, variant: Optional[str]) -> None:
         hint = _OTHER_CLASS_HINTS.get(
             class_name, f"load it with the class it names (diffusers.{class_name}.from_pretrained)."
         )
-        article = "an" if class_name[:1] in "AEIOU" else "a"
+        article = "an" if class_name[:1] in "AEIO" else "a"
         raise ValueError(
             f"{os.path.normpath(folder)} holds {article} {class_name} (config.json _class_name), not a RadioVAE: {hint}"
         )
