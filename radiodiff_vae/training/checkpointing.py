@@ -44,7 +44,7 @@ PRUNED_SUFFIX = ".pruned" + TEMPORARY_SUFFIX
 # RuntimeError without an errno).
 _FULL_DISK_BYTES = 1 << 20
 
-_VERIFIED = set()  # (real path, marker mtime, marker inode) of checkpoints verified by this process
+_VERIFIED = set()  # (real path, (inode, size, mtime) of each file) of checkpoints verified by this process
 _COMPLETE_NAME = re.compile(r"^checkpoint-(\d+)$")
 _TEMPORARY_NAME = re.compile(r"^checkpoint-\d+(\.[A-Za-z0-9_]+)*\.tmp$")
 
@@ -131,11 +131,6 @@ def verify_checkpoint(path: str) -> None:
     recorded = marker.get("files")
     if recorded is None:  # format 1: nothing to verify against
         return
-    # The script checks a checkpoint before any work and again when it loads it: hash it once.
-    marker_stat = os.stat(os.path.join(path, COMPLETE_MARKER))
-    key = (os.path.realpath(path), marker_stat.st_mtime_ns, marker_stat.st_ino)
-    if key in _VERIFIED:
-        return
     for relative, expected in sorted(recorded.items()):
         file_path = os.path.join(path, relative)
         if not os.path.isfile(file_path):
@@ -145,6 +140,11 @@ def verify_checkpoint(path: str) -> None:
             raise DamagedCheckpointError(
                 f"{path} is damaged: {relative} has {size} bytes, {expected['size']} when it was written"
             )
+    # The script checks a checkpoint before any work and again when it loads it: hash it once, unless a file changed.
+    stats = [os.stat(os.path.join(path, relative)) for relative in sorted(recorded)]
+    key = (os.path.realpath(path), tuple((stat.st_ino, stat.st_size, stat.st_mtime_ns) for stat in stats))
+    if key in _VERIFIED:
+        return
     # Sizes first (cheap), checksums only when every size matches.
     actual = file_manifest(path)
     for relative, expected in sorted(recorded.items()):
@@ -303,8 +303,8 @@ def _write_failed(error: Exception, temporary_path: str, step: int, output_dir: 
     name = f"{CHECKPOINT_PREFIX}{step}"
     if full:
         return NoSpaceLeftError(f"no space left on device while writing {name} in {output_dir}; {intact}")
-    if isinstance(error, PermissionError):
-        return PermissionError(f"cannot write {name} in {output_dir}: permission denied ({error}); {intact}")
+    if isinstance(error, PermissionError) or getattr(error, "errno", None) == errno.EROFS:
+        return PermissionError(f"cannot write {name} in {output_dir}: it is not writable ({error}); {intact}")
     return error
 
 
