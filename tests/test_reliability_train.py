@@ -166,7 +166,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, runner, tmp_path):
 def test_read_only_output_folder(runner, tmp_path):
     (tmp_path / "ro").mkdir(mode=0o555)
     finished = runner.train(TINY + ["--output_dir", "ro/run"], tmp_path, environment=OFFLINE)
-    assert_one_line_error(finished, "is not writable (permission denied)")
+    assert_one_line_error(finished, "is not writable (no write permission")
 
 
 def test_second_run_into_a_busy_output_folder_is_refused(runner, tmp_path):

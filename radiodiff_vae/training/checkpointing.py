@@ -40,9 +40,9 @@ COMPLETE_MARKER = "checkpoint_complete.json"
 MARKER_FORMAT_VERSION = 2
 LOCK_FILE = "train_vae.lock"
 PRUNED_SUFFIX = ".pruned" + TEMPORARY_SUFFIX
-# A failed write with less free space than this is reported as a full disk (torch reports ENOSPC as an iostream
-# RuntimeError without an errno).
-_FULL_DISK_BYTES = 1 << 20
+# A failed write with less free space than this is reported as a full disk: torch reports ENOSPC as an iostream
+# RuntimeError without an errno, and the space a failed write leaves is what did not fit of its last file.
+_FULL_DISK_BYTES = 64 << 20
 
 _VERIFIED = set()  # (real path, (inode, size, mtime) of each file) of checkpoints verified by this process
 _COMPLETE_NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -286,6 +286,9 @@ def _make_tree_shareable(folder: str) -> None:
 def _full_disk(error: BaseException, folder: str) -> bool:
     while error is not None:
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        # safetensors: "I/O error: No space left on device (os error 28)"
+        if "No space left on device" in str(error) or "os error 28" in str(error):
             return True
         error = error.__cause__ or error.__context__
     try:
