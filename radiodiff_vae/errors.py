@@ -84,4 +84,7 @@ def check_output_folder(path: str, what: str) -> None:
         raise NotADirectoryError(f"{what} {path!r}: {existing!r} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "it" if existing == os.path.abspath(path) else f"its parent {existing!r}"
-        raise PermissionError(f"{what} {path!r}: {where} is not writable (no write permission, or a read-only filesystem); pick another folder")
+        raise PermissionError(
+            f"{what} {path!r}: {where} is not writable (no write permission, or a read-only filesystem); pick "
+            "another folder"
+        )
