@@ -157,8 +157,8 @@ class HFRadioMaps(Dataset):
     def __getitem__(self, index: int) -> Dict[str, object]:
         row = self.dataset[int(index)]
         source = f"row {index}, column {self.image_column!r}"
-        check_gain_mode(row[self.image_column].mode, source)  # the rule of every gain-map reader
         gain = grey_pixels(row[self.image_column], source)
+        check_gain_mode(row[self.image_column].mode, source)  # the rule of every gain-map reader
         buildings = row.get("buildings")
         buildings = grey_pixels(buildings, f"row {index}, column 'buildings'") if buildings is not None else None
         antenna = row.get("transmitter")
