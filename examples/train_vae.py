@@ -291,7 +291,9 @@ def validate_args(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1 when given, got {value}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 0:
-        raise ValueError(f"--checkpoints_total_limit must be >= 1, or 0 to keep all, got {args.checkpoints_total_limit}")
+        raise ValueError(
+            f"--checkpoints_total_limit must be >= 1, or 0 to keep all, got {args.checkpoints_total_limit}"
+        )
     parser = build_parser()
     # float("nan") passes every comparison below: refuse non-finite values of all float flags first
     for action in parser._actions:
@@ -375,7 +377,8 @@ def check_paths(args: argparse.Namespace) -> None:
     RadioMapSeer layout of --data_dir, and the --resume_from_checkpoint folder (complete, intact, and of the
     architecture the flags build)."""
     check_output_folder(args.output_dir, "--output_dir")
-    checkpointing.check_output_not_locked(args.output_dir)
+    if _is_rank_zero():  # the other processes of a launch may start after rank 0 took the lock
+        checkpointing.check_output_not_locked(args.output_dir)
     if args.data_dir is not None:
         from radiodiff_vae.data.radiomapseer import check_radiomapseer_folder
 
@@ -383,6 +386,11 @@ def check_paths(args: argparse.Namespace) -> None:
     resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
     if resume_path is not None:
         check_checkpoint_architecture(args, resume_path)
+
+
+def _is_rank_zero() -> bool:
+    # before the Accelerator exists, torchrun's environment says which process this is
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def check_checkpoint_architecture(args: argparse.Namespace, checkpoint: str) -> None:
@@ -404,11 +412,8 @@ def check_checkpoint_architecture(args: argparse.Namespace, checkpoint: str) -> 
     for subfolder, wanted in expected.items():
         saved = _read_json(os.path.join(checkpoint, subfolder, "config.json"))
         # sample_size follows the data and scaling_factor is measured at the end: neither is architecture
-        changed = sorted(
-            key
-            for key, value in wanted.items()
-            if key in saved and key not in ("sample_size", "scaling_factor") and _comparable(saved[key]) != _comparable(value)
-        )
+        comparable = [key for key in wanted if key in saved and key not in ("sample_size", "scaling_factor")]
+        changed = sorted(key for key in comparable if _comparable(saved[key]) != _comparable(wanted[key]))
         if changed:
             differences = ", ".join(f"{key} {saved[key]!r} there, {wanted[key]!r} here" for key in changed)
             raise ValueError(
@@ -1105,10 +1110,11 @@ def run_from_command_line(input_args: Optional[Sequence[str]] = None) -> int:
                 if latest
                 else "; no checkpoint was saved yet"
             )
-        if created and os.path.isdir(output_dir) and set(os.listdir(output_dir)) <= {checkpointing.LOCK_FILE}:
-            shutil.rmtree(output_dir, ignore_errors=True)
+        if created and _is_rank_zero() and os.path.isdir(output_dir):
+            if set(os.listdir(output_dir)) <= {checkpointing.LOCK_FILE}:
+                shutil.rmtree(output_dir, ignore_errors=True)
         # Every process of a launch fails on bad flags alike: one of them says so.
-        if int(os.environ.get("RANK", "0")) == 0 or isinstance(error, MapFileError):
+        if _is_rank_zero() or isinstance(error, MapFileError):
             parser.exit(2, f"{parser.prog}: error: {message}\n")
         parser.exit(2)
 

@@ -358,12 +358,13 @@ def run_decode(args: argparse.Namespace) -> int:
     try:
         # mkdtemp makes a private folder (0700); it becomes the output folder, so give it the usual permissions.
         os.chmod(staging, 0o777 & ~current_umask())
-        clipped = 0
+        clipped = pixels = 0
         with torch.no_grad():
             for start in tqdm(range(0, count, args.batch_size), desc="decode", unit="batch"):
                 chunk = latents[start : start + args.batch_size] / scaling_factor + shift_factor
                 maps = vae.decode(chunk.to(device, next(vae.parameters()).dtype)).sample
                 clipped += int(((maps < -1) | (maps > 1)).sum())  # become 0 or 255 in the 8-bit PNG
+                pixels += maps.numel()
                 for name, grey in zip(names[start : start + args.batch_size], maps_to_uint8(maps)):
                     Image.fromarray(grey).save(staging / name)  # uint8 (H, W) -> mode L
         if not output_dir.exists():
@@ -373,9 +374,8 @@ def run_decode(args: argparse.Namespace) -> int:
                 os.replace(staging / name, output_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    pixels = count * int(vae.config.out_channels) * int(latents.shape[-2]) * int(latents.shape[-1]) * vae.downsample_factor**2
     print(
-        f"wrote {count} maps to {output_dir}; {clipped} of {pixels} pixels ({100 * clipped / pixels:.2f}%) were outside "
-        "[-1, 1] and were clipped to 0 or 255"
+        f"wrote {count} maps to {output_dir}; {clipped} of {pixels} pixels ({100 * clipped / pixels:.2f}%) were "
+        "outside [-1, 1] and were clipped to 0 or 255"
     )
     return 0

@@ -548,13 +548,17 @@ def _is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_positive_integer(value: object) -> bool:
+    return _is_integer(value) and value > 0
+
+
 def _has_kind(value: object, kind: str) -> bool:
     if kind == "positive integer":
-        return _is_integer(value) and value > 0
+        return _is_positive_integer(value)
     if kind == "integer >= 0":
         return _is_integer(value) and value >= 0
     if kind == "non-empty list of positive integers":
-        return isinstance(value, (list, tuple)) and len(value) > 0 and all(_has_kind(v, "positive integer") for v in value)
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(map(_is_positive_integer, value))
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "activation name":
@@ -571,7 +575,8 @@ def _check_config_values(values: Dict[str, object]) -> None:
     or range (``values``: the constructor's arguments)."""
     for key, kind in _CONFIG_KINDS.items():
         if key in values and not _has_kind(values[key], kind):
-            allowed = f"one of {_ACTIVATIONS}" if kind == "activation name" else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+            article = "an" if kind[0] in "aeiou" else "a"
+            allowed = f"one of {_ACTIVATIONS}" if kind == "activation name" else f"{article} {kind}"
             raise ValueError(f"RadioVAE config {key}={values[key]!r}: expected {allowed}.")
 
 
@@ -581,7 +586,8 @@ def _is_clearly_local(name: str) -> bool:
 
 
 def _check_finite_weights(model: nn.Module, source: object) -> None:
-    bad = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    state = model.state_dict()
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise ValueError(
             f"{source}: {len(bad)} weight tensor(s) hold NaN or inf values (first: {bad[0]}); the saved model is "
@@ -687,9 +693,9 @@ def _blend_ramp(height: int, width: int, overlap: int, like: torch.Tensor) -> to
 
 
 _OTHER_CLASS_HINTS = {
-    "AutoencoderKL": "load it with diffusers.AutoencoderKL.from_pretrained(folder); one built with the radiodiff-ldm-f4 "
-    "numbers has the same state-dict keys, so RadioVAE.from_preset('radiodiff-ldm-f4').load_state_dict(...) takes its "
-    "weights.",
+    "AutoencoderKL": "load it with diffusers.AutoencoderKL.from_pretrained(folder); one built with the "
+    "radiodiff-ldm-f4 numbers has the same state-dict keys, so RadioVAE.from_preset('radiodiff-ldm-f4')"
+    ".load_state_dict(...) takes its weights.",
     "UNet2DModel": "a diffusion UNet, not an autoencoder; load it with diffusers.UNet2DModel.from_pretrained(folder).",
     "NLayerDiscriminator": "load it with radiodiff_vae.NLayerDiscriminator.from_pretrained(folder).",
 }

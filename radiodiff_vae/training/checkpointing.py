@@ -149,7 +149,9 @@ def verify_checkpoint(path: str) -> None:
     actual = file_manifest(path)
     for relative, expected in sorted(recorded.items()):
         if actual[relative]["sha256"] != expected["sha256"]:
-            raise DamagedCheckpointError(f"{path} is damaged: the checksum of {relative} differs from when it was written")
+            raise DamagedCheckpointError(
+                f"{path} is damaged: the checksum of {relative} differs from when it was written"
+            )
     _VERIFIED.add(key)
 
 
@@ -457,6 +459,7 @@ def acquire_output_lock(output_dir: str) -> OutputLock:
         logger.warning("taking over the lock of %s from a run that is no longer running (%s)", output_dir, previous)
     handle.seek(0)
     handle.truncate()
-    handle.write(f"PID {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    handle.write(f"PID {os.getpid()} on {socket.gethostname()}, started {started}")
     handle.flush()
     return OutputLock(path, handle)
