@@ -112,6 +112,19 @@ class _Usage:
         self.free = free
 
 
+def test_output_folder_turned_read_only_is_one_line(accelerator, tmp_path, monkeypatch):
+    previous = checkpointing.save_checkpoint(accelerator, str(tmp_path), 3)
+
+    def read_only(folder, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(folder, "optimizer.bin")))
+
+    monkeypatch.setattr(accelerator, "save_state", read_only)
+    with pytest.raises(PermissionError) as raised:
+        checkpointing.save_checkpoint(accelerator, str(tmp_path), 6)
+    assert str(raised.value).startswith(f"cannot write checkpoint-6 in {tmp_path}: it is not writable")
+    assert str(raised.value).endswith(f"the previous checkpoint is intact ({previous})")
+
+
 def test_other_save_errors_pass_through(accelerator, tmp_path, monkeypatch):
     monkeypatch.setattr(accelerator, "save_state", lambda folder, **kwargs: (_ for _ in ()).throw(TypeError("bug")))
     with pytest.raises(TypeError, match="bug"):
@@ -163,3 +176,15 @@ def test_output_lock(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=checkpointing.__name__):
         checkpointing.acquire_output_lock(str(tmp_path)).release()
     assert "taking over the lock" in caplog.text and "PID 999999" in caplog.text
+
+
+def test_nan_in_a_float_gain_map_names_the_item():
+    import numpy as np
+
+    from radiodiff_vae.data.items import RadioMapItemBuilder
+    from radiodiff_vae.errors import MapFileError
+
+    gain = np.full((8, 8), 0.5, np.float32)
+    gain[3, 4] = np.nan
+    with pytest.raises(MapFileError, match=r"item 7_1 \(IRT4\): the gain map holds 1 NaN or inf value"):
+        RadioMapItemBuilder()(gain, np.zeros((8, 8)), (0, 0), "7_1", "IRT4")
