@@ -54,8 +54,8 @@ def one_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     if len(lines) > 1 and any(line.startswith("Original Traceback") for line in lines):
-        last = lines[-1]
-        return last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
+        kind, _, message = lines[-1].partition(": ")  # "package.module.ErrorType: message"
+        return message if message and all(part.isidentifier() for part in kind.split(".")) else lines[-1]
     return " ".join(lines)
 
 

@@ -72,6 +72,32 @@ def test_damaged_checkpoint_is_refused_and_latest_falls_back(damage, accelerator
     assert f"{second} is damaged" in caplog.text and "falling back to an older checkpoint" in caplog.text
 
 
+def test_latest_refuses_when_every_checkpoint_is_damaged(accelerator, tmp_path):
+    first, second = _two_checkpoints(accelerator, tmp_path)
+    for folder in (first, second):
+        Path(folder, "optimizer.bin").write_bytes(b"")
+    with pytest.raises(DamagedCheckpointError, match=f"every checkpoint in {tmp_path} is damaged"):
+        checkpointing.resolve_resume_checkpoint("latest", str(tmp_path))
+
+
+def test_a_data_loader_workers_error_is_one_line():
+    from torch.utils.data import DataLoader
+
+    from radiodiff_vae.errors import MapFileError, one_line
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            raise MapFileError(f"maps/{index}.png cannot be read as an image (image file is truncated)")
+
+    with pytest.raises(MapFileError) as raised:
+        next(iter(DataLoader(Broken(), num_workers=1, multiprocessing_context="fork")))
+    assert "Original Traceback" in str(raised.value)
+    assert one_line(raised.value) == "maps/0.png cannot be read as an image (image file is truncated)"
+
+
 def test_every_checkpoint_file_follows_the_umask(accelerator, tmp_path):
     path = Path(checkpointing.save_checkpoint(accelerator, str(tmp_path), 1))
     modes = {str(file.relative_to(path)): file.stat().st_mode & 0o777 for file in path.rglob("*") if file.is_file()}

@@ -197,7 +197,15 @@ def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str], output_dir:
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
-        return find_latest_checkpoint(output_dir)
+        latest = find_latest_checkpoint(output_dir)
+        complete = list_checkpoints(output_dir)
+        if latest is None and complete:
+            # Starting afresh here would later prune the damaged checkpoints the user may still want to repair.
+            raise DamagedCheckpointError(
+                f"--resume_from_checkpoint latest: every checkpoint in {output_dir} is damaged (newest: "
+                f"{complete[-1][1]}); repair or remove them, or pick another --output_dir"
+            )
+        return latest
     candidates = [resume_from_checkpoint, os.path.join(output_dir, resume_from_checkpoint)]
     path = next((candidate for candidate in candidates if os.path.isdir(candidate)), None)
     if path is None:
