@@ -86,7 +86,7 @@ GRID_PANEL_SIZE = 192
 HUB_IGNORE_PATTERNS = [
     "checkpoint-*", "checkpoint-*/**", "logs/**", "validation/**", "debug/**", "*.tmp", "*.tmp/**", "*.lock"
 ]  # fmt: skip
-# Adam's betas and the seeds numpy and torch accept
+# the seeds numpy's and torch's generators both accept
 SEED_RANGE = (0, 2**32 - 1)
 
 
