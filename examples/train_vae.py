@@ -21,13 +21,18 @@ Launch lines (docs/training.md explains every flag):
 
     # resume the newest complete checkpoint of a run (starts fresh when there is none)
     accelerate launch examples/train_vae.py --config ... --resume_from_checkpoint latest
+
+Bad flags, configuration files, data folders and checkpoints are refused before any work with one line
+``train_vae.py: error: ...`` and exit code 2 (``accelerate launch -q`` keeps the launcher's own traceback out).
 """
 
 import argparse
 import hashlib
+import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -43,6 +48,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from radiodiff_vae.atomic import atomic_path, atomic_write_json, make_files_shareable
+from radiodiff_vae.errors import (
+    USER_ERRORS,
+    MapFileError,
+    OneLineArgumentParser,
+    check_output_folder,
+    one_line,
+    show_traceback,
+)
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.metrics import compute_metrics
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
@@ -70,13 +83,17 @@ TRACKER_PROJECT_NAME = "radiodiff-vae"
 # Written into output_dir next to the model; never uploaded by --push_to_hub.
 # Validation grids enlarge small maps (nearest neighbour) to at least this many pixels per panel.
 GRID_PANEL_SIZE = 192
-HUB_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "logs/**", "validation/**", "debug/**", "*.tmp", "*.tmp/**"]
+HUB_IGNORE_PATTERNS = [
+    "checkpoint-*", "checkpoint-*/**", "logs/**", "validation/**", "debug/**", "*.tmp", "*.tmp/**", "*.lock"
+]  # fmt: skip
+# the seeds numpy's and torch's generators both accept
+SEED_RANGE = (0, 2**32 - 1)
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # arguments
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         description="Train a RadioVAE (VAE-GAN, two phases) with accelerate.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         allow_abbrev=False,  # a mistyped flag is an error, not silently another flag (--learning_rat)
@@ -201,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints = parser.add_argument_group("checkpoints")
     checkpoints.add_argument("--checkpointing_steps", type=int, default=5000, help="Save a checkpoint every N steps.")
     checkpoints.add_argument(
-        "--checkpoints_total_limit", type=int, default=None, help="Keep only the newest N checkpoints (default: all)."
+        "--checkpoints_total_limit",
+        type=int,
+        default=3,
+        help="Keep the newest N checkpoints, plus the last one before --disc_start; 0 keeps all.",
     )
     checkpoints.add_argument(
         "--resume_from_checkpoint",
@@ -236,6 +256,9 @@ def parse_args(input_args: Optional[Sequence[str]] = None) -> argparse.Namespace
     """Parses flags (and ``--config``) and checks every value before any work starts."""
     args = parse_args_with_config(build_parser(), input_args)
     validate_args(args)
+    if args.checkpoints_total_limit == 0:
+        args.checkpoints_total_limit = None  # keep all
+    check_paths(args)
     return args
 
 
@@ -263,10 +286,44 @@ def validate_args(args: argparse.Namespace) -> None:
     for name in ["disc_start", "disc_ramp_steps", "lr_warmup_steps", "dataloader_num_workers", "num_validation_images"]:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    for name in ["max_train_samples", "num_tx", "resolution", "checkpoints_total_limit"]:
+    for name in ["max_train_samples", "num_tx", "resolution"]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1 when given, got {value}")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 0:
+        raise ValueError(
+            f"--checkpoints_total_limit must be >= 1, or 0 to keep all, got {args.checkpoints_total_limit}"
+        )
+    parser = build_parser()
+    # float("nan") passes every comparison below: refuse non-finite values of all float flags first
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.type is float and value is not None and not math.isfinite(value):
+            raise ValueError(f"{action.option_strings[0]} must be a finite number, got {value}")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise ValueError(f"--seed must be between {SEED_RANGE[0]} and 2**32 - 1 = {SEED_RANGE[1]}, got {args.seed}")
+    for name in ["adam_beta1", "adam_beta2"]:
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    for name in ["adam_epsilon", "lr_power"]:
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
+    for name in ["adam_weight_decay", "kl_weight", "perceptual_weight", "disc_factor", "disc_weight"]:
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if args.resolution is not None and args.pretrained_model_name_or_path is None:
+        factor = 2 ** PRESETS[args.preset]["num_downsamples"]
+        if args.resolution % factor:
+            raise ValueError(
+                f"--resolution must be a multiple of the {args.preset} preset's downsampling factor {factor}, "
+                f"got {args.resolution}"
+            )
+    discriminator_min = 3 * 2**args.disc_num_layers  # NLayerDiscriminator.min_input_size
+    if args.resolution is not None and args.resolution < discriminator_min:
+        raise ValueError(
+            f"--resolution {args.resolution} is below the discriminator's minimum {discriminator_min} for "
+            f"--disc_num_layers {args.disc_num_layers}; pass a larger --resolution or fewer --disc_num_layers"
+        )
     for name in ["learning_rate", "ema_decay"]:
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
@@ -293,7 +350,6 @@ def validate_args(args: argparse.Namespace) -> None:
                     f"--{name} applies to RadioMapSeer (--data_dir) or --dataset_name maps, not to the synthetic "
                     "generator (see --synthetic_num_tx)"
                 )
-        parser = build_parser()
         for name in ["simulation", "split_scheme", "validation_split"]:
             if getattr(args, name) != parser.get_default(name):
                 raise ValueError(
@@ -314,6 +370,67 @@ def validate_args(args: argparse.Namespace) -> None:
     for step in args.debug_nonfinite_steps:
         if step < 0:
             raise ValueError(f"--debug_nonfinite_steps takes optimizer steps >= 0, got {step}")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Checks the folders a run reads and writes before anything is written: --output_dir writable, the
+    RadioMapSeer layout of --data_dir, and the --resume_from_checkpoint folder (complete, intact, and of the
+    architecture the flags build)."""
+    check_output_folder(args.output_dir, "--output_dir")
+    if _is_rank_zero():  # the other processes of a launch may start after rank 0 took the lock
+        checkpointing.check_output_not_locked(args.output_dir)
+    if args.data_dir is not None:
+        from radiodiff_vae.data.radiomapseer import check_radiomapseer_folder
+
+        check_radiomapseer_folder(args.data_dir, args.simulation)
+    resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if resume_path is not None:
+        check_checkpoint_architecture(args, resume_path)
+
+
+def _is_rank_zero() -> bool:
+    # before the Accelerator exists, torchrun's environment says which process this is
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_checkpoint_architecture(args: argparse.Namespace, checkpoint: str) -> None:
+    """Raises a ValueError naming the keys in which the checkpoint's saved models differ from what the flags build
+    (the load hook checks again, but only after the run has started writing)."""
+    if args.pretrained_model_name_or_path is None:
+        expected_vae = dict(PRESETS[args.preset])
+    else:
+        config = os.path.join(args.pretrained_model_name_or_path, "config.json")
+        expected_vae = _read_json(config) if os.path.isfile(config) else {}
+    expected = {
+        "vae": expected_vae,
+        "discriminator": {
+            "num_layers": args.disc_num_layers,
+            "base_channels": args.disc_base_channels,
+            "use_actnorm": args.disc_use_actnorm,
+        },
+    }
+    for subfolder, wanted in expected.items():
+        saved = _read_json(os.path.join(checkpoint, subfolder, "config.json"))
+        # sample_size follows the data and scaling_factor is measured at the end: neither is architecture
+        comparable = [key for key in wanted if key in saved and key not in ("sample_size", "scaling_factor")]
+        changed = sorted(key for key in comparable if _comparable(saved[key]) != _comparable(wanted[key]))
+        if changed:
+            differences = ", ".join(f"{key} {saved[key]!r} there, {wanted[key]!r} here" for key in changed)
+            raise ValueError(
+                f"--resume_from_checkpoint {checkpoint}: its {subfolder} has another architecture ({differences}); "
+                "resume with the flags of the run that wrote it"
+            )
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(content).__name__}")
+    return content
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -563,6 +680,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
 
     if accelerator.is_main_process:
         os.makedirs(args.output_dir, exist_ok=True)
+        output_lock = checkpointing.acquire_output_lock(args.output_dir)  # noqa: F841 (held until main returns)
         checkpointing.remove_temporary_checkpoints(args.output_dir)
     accelerator.wait_for_everyone()
     # Before any expensive work: a wrong --resume_from_checkpoint or Hub repository fails here.
@@ -877,6 +995,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                         args.output_dir,
                         global_step,
                         total_limit=args.checkpoints_total_limit,
+                        keep_step=args.disc_start,
                         metadata={"phase_of_last_step": 2 if adversarial else 1},
                     )
                     logger.info(f"saved {last_checkpoint}")
@@ -964,5 +1083,41 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def run_from_command_line(input_args: Optional[Sequence[str]] = None) -> int:
+    """``main`` with bad input reported as one line ``train_vae.py: error: ...`` and exit code 2, no traceback.
+
+    A map file that fails while training names itself and the checkpoint to resume from; a run that fails before
+    writing anything but the folder and its lock leaves no folder behind.
+    """
+    parser = build_parser()
+    output_dir = None
+    try:
+        output_dir = parse_args_with_config(build_parser(), input_args).output_dir
+    except USER_ERRORS:
+        pass  # main parses again and reports it
+    created = output_dir is not None and not os.path.exists(output_dir)
+    try:
+        return main(input_args)
+    except USER_ERRORS as error:
+        if show_traceback():
+            raise
+        message = one_line(error)
+        if isinstance(error, MapFileError) and output_dir is not None:
+            latest = checkpointing.find_latest_checkpoint(output_dir)
+            message += (
+                f"; the checkpoints are intact: fix or remove the file and resume from {latest} "
+                "(--resume_from_checkpoint latest)"
+                if latest
+                else "; no checkpoint was saved yet"
+            )
+        if created and _is_rank_zero() and os.path.isdir(output_dir):
+            if set(os.listdir(output_dir)) <= {checkpointing.LOCK_FILE}:
+                shutil.rmtree(output_dir, ignore_errors=True)
+        # Every process of a launch fails on bad flags alike: one of them says so.
+        if _is_rank_zero() or isinstance(error, MapFileError):
+            parser.exit(2, f"{parser.prog}: error: {message}\n")
+        parser.exit(2)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_from_command_line())

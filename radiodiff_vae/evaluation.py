@@ -80,7 +80,7 @@ def load_vae(
             subfolder = "vae"
         config_path = path / (subfolder or "") / "config.json"
         if config_path.is_file():
-            with contextlib.suppress(ValueError, OSError):
+            with contextlib.suppress(ValueError, OSError, AttributeError):  # RadioVAE's loader names the problem
                 if json.loads(config_path.read_text(encoding="utf-8")).get("_class_name") == "AutoencoderKL":
                     from diffusers import AutoencoderKL
 

@@ -7,8 +7,11 @@ Each sub-command lives in its own module, which defines ``register(subparsers)``
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
+
+from radiodiff_vae.errors import USER_ERRORS, OneLineArgumentParser, check_output_folder, one_line, show_traceback
 
 # module name -> the sub-commands it registers (for the record; each module adds its own parsers)
 SUBCOMMAND_MODULES = (
@@ -20,8 +23,29 @@ SUBCOMMAND_MODULES = (
 )
 
 
+# sub-command -> the flag of the folder it writes into, checked before any work (encode: the folder of --output)
+OUTPUT_FOLDER_FLAGS = {
+    "evaluate": "output_dir",
+    "decode": "output_dir",
+    "convert-original": "output_dir",
+    "make-synthetic": "out",
+    "encode": "output",
+}
+
+
+def check_output_folders(args: argparse.Namespace) -> None:
+    """An unwritable output folder is one line before the model loads or a map is read."""
+    flag = OUTPUT_FOLDER_FLAGS.get(args.command)
+    path = getattr(args, flag, None) if flag else None
+    if path is None:
+        return
+    if args.command == "encode":
+        path = os.path.dirname(os.path.abspath(path))
+    check_output_folder(path, f"--{flag}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="radiodiff-vae",
         description="RadioDiff VAE tools: synthetic radio maps, evaluation, latent encoding, checkpoint conversion.",
     )
@@ -35,10 +59,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_output_folders(args)
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
-        # Bad input is reported in one line, without a traceback.
-        print(f"radiodiff-vae {args.command}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        # Bad input (and a full or read-only disk) is reported in one line, without a traceback.
+        if show_traceback():
+            raise
+        print(f"radiodiff-vae {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
 
 

@@ -67,21 +67,12 @@ class PngMapFolder:
     """
 
     def __init__(self, folder: str) -> None:
-        from PIL import Image, UnidentifiedImageError
+        from radiodiff_vae.data.layout import image_size
 
         self.files = list_png_maps(folder)
         self.size: Optional[Tuple[int, int]] = None
         for file in self.files:
-            try:
-                with Image.open(file) as image:
-                    mode, size = image.mode, image.size
-            except (UnidentifiedImageError, OSError) as error:
-                raise ValueError(f"{file} cannot be read as a PNG image ({error})") from error
-            if mode != PNG_MODE:
-                raise ValueError(
-                    f"{file} is a mode-{mode} image; expected single-channel 8-bit grey maps (mode L) "
-                    "like RadioMapSeer's gain/*.png"
-                )
+            size = image_size(file, gain=True)  # the gain-map rule of the datasets: mode L, refused otherwise
             if self.size is None:
                 self.size = size
             elif size != self.size:
@@ -96,10 +87,10 @@ class PngMapFolder:
     def __getitem__(self, index: int) -> Dict[str, Any]:
         import numpy as np
         import torch
-        from PIL import Image
 
-        with Image.open(self.files[index]) as image:
-            grey = np.asarray(image, dtype=np.float32)  # (H, W) in 0..255
+        from radiodiff_vae.data.layout import read_grey_png
+
+        grey = read_grey_png(self.files[index], gain=True).astype(np.float32)  # (H, W) in 0..255
         pixel_values = torch.from_numpy(grey / 255.0 * 2.0 - 1.0).unsqueeze(0)  # (1, H, W) in [-1, 1]
         return {"pixel_values": pixel_values, "name": self.files[index].name, "simulation": ""}
 
@@ -367,10 +358,13 @@ def run_decode(args: argparse.Namespace) -> int:
     try:
         # mkdtemp makes a private folder (0700); it becomes the output folder, so give it the usual permissions.
         os.chmod(staging, 0o777 & ~current_umask())
+        clipped = pixels = 0
         with torch.no_grad():
             for start in tqdm(range(0, count, args.batch_size), desc="decode", unit="batch"):
                 chunk = latents[start : start + args.batch_size] / scaling_factor + shift_factor
                 maps = vae.decode(chunk.to(device, next(vae.parameters()).dtype)).sample
+                clipped += int(((maps < -1) | (maps > 1)).sum())  # become 0 or 255 in the 8-bit PNG
+                pixels += maps.numel()
                 for name, grey in zip(names[start : start + args.batch_size], maps_to_uint8(maps)):
                     Image.fromarray(grey).save(staging / name)  # uint8 (H, W) -> mode L
         if not output_dir.exists():
@@ -380,5 +374,8 @@ def run_decode(args: argparse.Namespace) -> int:
                 os.replace(staging / name, output_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"wrote {count} maps to {output_dir}")
+    print(
+        f"wrote {count} maps to {output_dir}; {clipped} of {pixels} pixels ({100 * clipped / pixels:.2f}%) were "
+        "outside [-1, 1] and were clipped to 0 or 255"
+    )
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .items import RadioMapItemBuilder, transmitter_pixel
-from .layout import GAIN_DIR, antenna_path, buildings_path, gain_path, grey_pixels
+from .layout import GAIN_DIR, antenna_path, buildings_path, check_gain_mode, gain_path, grey_pixels
 from .radiomapseer import RadioMapSeer
 from .splits import SPLITS, normalize_split, warn_about_radiodiff_overlap
 
@@ -129,9 +129,9 @@ class HFRadioMaps(Dataset):
     """Items of this package from a ``datasets.Dataset`` of radio maps.
 
     Args:
-        dataset (`datasets.Dataset`): rows with an image column of gain maps (8-bit, RadioMapSeer's encoding;
-            colour is converted to grey, 16-bit or float images raise a ValueError) and, optionally, ``buildings`` and ``transmitter`` images and
-            ``name`` and ``simulation`` strings.
+        dataset (`datasets.Dataset`): rows with an image column of gain maps (8-bit grey, mode L, RadioMapSeer's
+            encoding; any other mode, colour included, raises a ValueError naming the row) and, optionally,
+            ``buildings`` and ``transmitter`` images and ``name`` and ``simulation`` strings.
         image_column (`str`, defaults to ``"image"``): the column of gain maps.
         resolution (`int`, *optional*): output side in pixels; None keeps the images' size.
         flip (`bool`, defaults to False): random horizontal flip of each item.
@@ -156,7 +156,9 @@ class HFRadioMaps(Dataset):
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         row = self.dataset[int(index)]
-        gain = grey_pixels(row[self.image_column], f"row {index}, column {self.image_column!r}")
+        source = f"row {index}, column {self.image_column!r}"
+        gain = grey_pixels(row[self.image_column], source)
+        check_gain_mode(row[self.image_column].mode, source)  # the rule of every gain-map reader
         buildings = row.get("buildings")
         buildings = grey_pixels(buildings, f"row {index}, column 'buildings'") if buildings is not None else None
         antenna = row.get("transmitter")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import MapFileError
 from .conventions import unit_to_model
 
 
@@ -59,6 +60,11 @@ class RadioMapItemBuilder:
             unit = gain.astype(np.float32) / np.float32(255.0)  # (H, W) in [0, 1]
         else:
             unit = np.asarray(gain, dtype=np.float32)
+            if not np.isfinite(unit).all():
+                raise MapFileError(
+                    f"item {name} ({simulation}): the gain map holds {int((~np.isfinite(unit)).sum())} NaN or inf "
+                    "value(s); expected values in [0, 1]"
+                )
         mask = (buildings > 0).astype(np.float32)  # (H, W)
         row, col = tx_pixel
         if self.resolution is not None and (height, width) != (self.resolution, self.resolution):

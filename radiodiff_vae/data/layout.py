@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_path
+from ..errors import MapFileError
 
 PathLike = Union[str, os.PathLike]
 
@@ -84,10 +85,52 @@ def grey_pixels(image: Image.Image, source: object) -> np.ndarray:
     return np.array(image.convert("L") if image.mode != "L" else image, dtype=np.uint8)
 
 
-def read_grey_png(path: PathLike) -> np.ndarray:
-    """An 8-bit image file as a `(H, W)` uint8 grey array (see :func:`grey_pixels`)."""
-    with Image.open(path) as image:
-        return grey_pixels(image, path)
+# Gain maps are RadioMapSeer's single-channel 8-bit grey (mode L). A colour image is refused rather than made grey:
+# a colour-mapped gain map turned into luminance would be read as wrong gains without a word. Building and
+# transmitter masks only need "non-zero", so any 8-bit mode is converted.
+GAIN_MODE = "L"
+
+
+def check_gain_mode(mode: str, source: object) -> None:
+    """The one rule for gain maps, wherever they are read (datasets, ``evaluate``, ``encode``)."""
+    if mode != GAIN_MODE:
+        raise MapFileError(
+            f"{source} is a mode-{mode} image; expected single-channel 8-bit grey gain maps (mode L) like "
+            "RadioMapSeer's gain/*.png; convert it first (PIL: image.convert('L') if it is grey stored as colour)"
+        )
+
+
+def image_size(path: PathLike, gain: bool = False) -> tuple:
+    """``(width, height)`` from the file's header only (no pixel is decoded); checks the gain-map mode if ``gain``.
+
+    Raises:
+        MapFileError: the file is not an image (or, with ``gain``, not mode L).
+    """
+    try:
+        with Image.open(path) as image:
+            mode, size = image.mode, image.size
+    except (OSError, SyntaxError, ValueError) as error:
+        raise MapFileError(f"{path} cannot be read as an image ({error})") from None
+    if gain:
+        check_gain_mode(mode, path)
+    return size
+
+
+def read_grey_png(path: PathLike, gain: bool = False) -> np.ndarray:
+    """An 8-bit image file as a `(H, W)` uint8 grey array (see :func:`grey_pixels`; a gain map must be mode L).
+
+    Raises:
+        MapFileError: the file is not an image, is truncated, or has another mode (the message names the file).
+    """
+    try:
+        with Image.open(path) as image:
+            if gain:
+                check_gain_mode(image.mode, path)
+            return grey_pixels(image, path)
+    except MapFileError:
+        raise
+    except (OSError, SyntaxError, ValueError) as error:  # PIL: "image file is truncated", not an image, ...
+        raise MapFileError(f"{path} cannot be read as an image ({error})") from None
 
 
 def write_grey_png(path: PathLike, pixels: np.ndarray) -> None:

@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
+from ..errors import MapFileError
 from .items import RadioMapItemBuilder, transmitter_pixel
 from .layout import (
     ANTENNAS_DIR,
@@ -15,6 +16,7 @@ from .layout import (
     antenna_path,
     buildings_path,
     gain_path,
+    image_size,
     list_map_ids,
     list_map_tx,
     read_grey_png,
@@ -22,6 +24,31 @@ from .layout import (
 from .splits import SPLIT_SCHEMES, normalize_split, split_map_ids, warn_about_radiodiff_overlap
 
 PathLike = Union[str, os.PathLike]
+
+
+def check_radiomapseer_folder(root: PathLike, simulation: str) -> Tuple[Path, Path, Path]:
+    """Checks that ``root`` is in RadioMapSeer's layout with a ``gain/<simulation>`` folder, from folder listings
+    only (cheap enough to run before any work). Returns the gain, buildings and antennas folders.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder, or a folder of the layout is missing (the message names it and
+            the simulations found).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"RadioMapSeer root {root} is not a directory; expected {LAYOUT_DESCRIPTION}")
+    gain_root = root / GAIN_DIR
+    gain_dir = gain_root / simulation
+    if not gain_dir.is_dir():
+        found = sorted(entry.name for entry in gain_root.iterdir() if entry.is_dir()) if gain_root.is_dir() else []
+        raise FileNotFoundError(
+            f"no simulation folder {gain_dir} (simulations found under {gain_root}: {found or 'none'}); "
+            f"expected {LAYOUT_DESCRIPTION}"
+        )
+    for folder in (root / BUILDINGS_DIR, root / ANTENNAS_DIR):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
+    return gain_dir, root / BUILDINGS_DIR, root / ANTENNAS_DIR
 
 
 class RadioMapSeer(Dataset):
@@ -71,7 +98,7 @@ class RadioMapSeer(Dataset):
         self.num_tx = num_tx
         self.build_item = RadioMapItemBuilder(resolution=resolution, flip=flip)
 
-        gain_dir, buildings_dir, antennas_dir = self._check_folders()
+        gain_dir, buildings_dir, antennas_dir = check_radiomapseer_folder(self.root, self.simulation)
         present_maps = list_map_ids(buildings_dir)
         if not present_maps:
             raise FileNotFoundError(f"no <map>.png file in {buildings_dir}; expected {LAYOUT_DESCRIPTION}")
@@ -85,22 +112,6 @@ class RadioMapSeer(Dataset):
         if split_scheme == "radiodiff" and warn_overlap:
             warn_about_radiodiff_overlap()
         self.items: List[Tuple[int, int]] = self._find_items(gain_dir, antennas_dir)
-
-    def _check_folders(self) -> Tuple[Path, Path, Path]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"RadioMapSeer root {self.root} is not a directory; expected {LAYOUT_DESCRIPTION}")
-        gain_root = self.root / GAIN_DIR
-        gain_dir = gain_root / self.simulation
-        if not gain_dir.is_dir():
-            found = sorted(entry.name for entry in gain_root.iterdir() if entry.is_dir()) if gain_root.is_dir() else []
-            raise FileNotFoundError(
-                f"no simulation folder {gain_dir} (simulations found under {gain_root}: {found or 'none'}); "
-                f"expected {LAYOUT_DESCRIPTION}"
-            )
-        for folder in (self.root / BUILDINGS_DIR, self.root / ANTENNAS_DIR):
-            if not folder.is_dir():
-                raise FileNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
-        return gain_dir, self.root / BUILDINGS_DIR, self.root / ANTENNAS_DIR
 
     def _find_items(self, gain_dir: Path, antennas_dir: Path) -> List[Tuple[int, int]]:
         """Every (map, tx) of the split, after checking that its three files exist (two directory listings)."""
@@ -132,15 +143,37 @@ class RadioMapSeer(Dataset):
                     f"expected {LAYOUT_DESCRIPTION}"
                 )
             items.extend((map_id, tx) for tx in range(num_tx))
+        self._check_sizes(items)
         return items
+
+    def _check_sizes(self, items: List[Tuple[int, int]]) -> None:
+        """Reads every image header (no pixels: ~0.1 ms a file), so that a map of another size, a colour gain map or
+        a file that is no image stops the run here, named, and not in the middle of an epoch."""
+        expected, first = None, None
+        files = [(buildings_path(self.root, map_id), False) for map_id in self.map_ids]
+        files += [(gain_path(self.root, self.simulation, map_id, tx), True) for map_id, tx in items]
+        for file, is_gain in files:
+            size = image_size(file, gain=is_gain)
+            if expected is None:
+                expected, first = size, file
+            elif size != expected:
+                raise MapFileError(
+                    f"{file} is {size[0]}x{size[1]} pixels but {first} is {expected[0]}x{expected[1]}; every map of "
+                    "a dataset needs one size (resize or remove it)"
+                )
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         map_id, tx = self.items[index]
-        gain = read_grey_png(gain_path(self.root, self.simulation, map_id, tx))
+        gain = read_grey_png(gain_path(self.root, self.simulation, map_id, tx), gain=True)
         buildings = read_grey_png(buildings_path(self.root, map_id))
+        if gain.shape != buildings.shape:
+            raise MapFileError(
+                f"{gain_path(self.root, self.simulation, map_id, tx)} is {gain.shape[1]}x{gain.shape[0]} pixels, its "
+                f"buildings map {buildings.shape[1]}x{buildings.shape[0]}; every map of a dataset needs one size"
+            )
         tx_pixel = transmitter_pixel(read_grey_png(antenna_path(self.root, map_id, tx)))
         return self.build_item(gain, buildings, tx_pixel, f"{map_id}_{tx}", self.simulation)
 

@@ -110,11 +110,19 @@ def load_original_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tupl
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist (expected a .ckpt/.pt/.pth/.safetensors file).")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu"), True
+        try:
+            return load_file(str(path), device="cpu"), True
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+    _check_pytorch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), True
+    except RuntimeError as error:  # e.g. "PytorchStreamReader failed reading zip archive"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path} is a damaged or truncated PyTorch checkpoint ({reason})") from None
     except pickle.UnpicklingError as error:
         reason = _unpickling_reason(error)
         if not trust_pickle:
@@ -127,6 +135,26 @@ def load_original_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tupl
             "%s: weights_only=True failed (%s); loading with weights_only=False as trust_pickle allows.", path, reason
         )
         return torch.load(path, map_location="cpu", weights_only=False), False
+
+
+# torch.save writes a zip archive (since torch 1.6) or, in the legacy format, a pickle (protocol 2+ opens with 0x80)
+_PYTORCH_SIGNATURES = (b"PK\x03\x04", b"\x80")
+_OTHER_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image"}
+
+
+def _check_pytorch_file(path: Path) -> None:
+    """Refuses a file that torch.load would misreport (a text or image file "holds pickled objects")."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_PYTORCH_SIGNATURES):
+        return
+    kind = next((name for signature, name in _OTHER_SIGNATURES.items() if head.startswith(signature)), None)
+    if kind is None:
+        kind = "an empty file" if not head else "text or another format"
+    raise ValueError(
+        f"{path} is not a PyTorch checkpoint (it looks like {kind}); expected a .ckpt/.pt/.pth file written by "
+        "torch.save, or a .safetensors file"
+    )
 
 
 def _unpickling_reason(error: Exception) -> str:

@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple, Union
 
@@ -310,6 +311,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         latents_std: Optional[Tuple[float, ...]] = None,
         force_upcast: bool = True,
     ):
+        _check_config_values(locals())
         super().__init__()
         _check_architecture(
             block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size, scaling_factor
@@ -409,6 +411,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         (a one-tuple when `return_dict=False`).
         """
         _check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode")
+        _warn_if_not_model_range(x)
         if self.use_slicing and x.shape[0] > 1:
             moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
         else:
@@ -506,11 +509,24 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     # sharing and loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "RadioVAE":
-        """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt."""
+        """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt, a
+        local path that does not exist (before any Hub lookup), another model class, and non-finite weights."""
         folder = pretrained_model_name_or_path
-        if isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder):
-            _check_saved_folder(os.path.join(folder, kwargs.get("subfolder") or ""), kwargs.get("variant"))
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if isinstance(folder, (str, os.PathLike)):
+            if os.path.isfile(folder):
+                raise NotADirectoryError(
+                    f"{folder} is a file: expected a model folder with config.json and "
+                    "diffusion_pytorch_model.safetensors (written by save_pretrained)."
+                )
+            if os.path.isdir(folder):
+                _check_saved_folder(os.path.join(folder, kwargs.get("subfolder") or ""), kwargs.get("variant"))
+            elif _is_clearly_local(os.fspath(folder)):
+                raise FileNotFoundError(
+                    f"{folder}: no such folder (a local path; a Hub model id looks like 'user/name')."
+                )
+        model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        _check_finite_weights(model, folder)
+        return model
 
     def to_autoencoder_kl(self) -> "AutoencoderKL":
         """The same network as a `diffusers.AutoencoderKL`: same weights, dtype and device, equal `encode`/`decode`.
@@ -650,6 +666,79 @@ def _placed_like(model: ModelMixin, reference: ModelMixin) -> ModelMixin:
 
 # --------------------------------------------------------------------------------------------------------------
 # checks and small helpers
+# config key -> what it must be; checked before any module is built, so a bad config.json names its key
+_CONFIG_KINDS = {
+    "in_channels": "positive integer",
+    "out_channels": "positive integer",
+    "layers_per_block": "positive integer",
+    "decoder_layers_per_block": "positive integer",
+    "latent_channels": "positive integer",
+    "norm_num_groups": "positive integer",
+    "sample_size": "positive integer",
+    "num_downsamples": "integer >= 0",
+    "block_out_channels": "non-empty list of positive integers",
+    "mid_block_add_attention": "boolean",
+    "use_quant_conv": "boolean",
+    "use_post_quant_conv": "boolean",
+    "act_fn": "activation name",
+    "upsample_type": "string",
+    "upsample_position": "string",
+    "scaling_factor": "positive finite number",
+}
+_ACTIVATIONS = ("swish", "silu", "mish", "gelu", "relu")
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_integer(value: object) -> bool:
+    return _is_integer(value) and value > 0
+
+
+def _has_kind(value: object, kind: str) -> bool:
+    if kind == "positive integer":
+        return _is_positive_integer(value)
+    if kind == "integer >= 0":
+        return _is_integer(value) and value >= 0
+    if kind == "non-empty list of positive integers":
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(map(_is_positive_integer, value))
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "activation name":
+        return value in _ACTIVATIONS
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "positive finite number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    raise AssertionError(kind)
+
+
+def _check_config_values(values: Dict[str, object]) -> None:
+    """Raises a ValueError naming the key, the value and what is allowed, for the first config value of a wrong type
+    or range (``values``: the constructor's arguments)."""
+    for key, kind in _CONFIG_KINDS.items():
+        if key in values and not _has_kind(values[key], kind):
+            article = "an" if kind[0] in "aeiou" else "a"
+            allowed = f"one of {_ACTIVATIONS}" if kind == "activation name" else f"{article} {kind}"
+            raise ValueError(f"RadioVAE config {key}={values[key]!r}: expected {allowed}.")
+
+
+def _is_clearly_local(name: str) -> bool:
+    """A name that cannot be a Hub id ('user/name' or 'name'): absolute, relative with ./ ../ ~, or deeper."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _check_finite_weights(model: nn.Module, source: object) -> None:
+    state = model.state_dict()
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise ValueError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN or inf values (first: {bad[0]}); the saved model is "
+            "corrupt or diverged in training."
+        )
+
+
 def _check_architecture(
     block_out_channels: Tuple[int, ...],
     num_downsamples: int,
@@ -711,6 +800,23 @@ def _check_tensor(x: torch.Tensor, channels: int, factor: int, what: str, method
         raise ValueError(f"RadioVAE.{method} got a {what} with {bad} non-finite value(s) (NaN or inf).")
 
 
+# Maps enter in [-1, 1]; beyond this the input is almost surely unscaled (0..255 pixels, dB values).
+INPUT_RANGE_LIMIT = 2.0
+
+
+def _warn_if_not_model_range(x: torch.Tensor) -> None:
+    if torch.compiler.is_compiling():
+        return
+    low, high = (float(value) for value in torch.aminmax(x.detach()))
+    if low < -INPUT_RANGE_LIMIT or high > INPUT_RANGE_LIMIT:
+        # Python's default warning filter shows this once per calling line, not once per batch.
+        warnings.warn(
+            f"RadioVAE.encode got maps with values in [{low:.4g}, {high:.4g}]; it expects [-1, 1] "
+            "(radiodiff_vae.data.unit_to_model(pixels / 255) for 8-bit maps). The latents will be meaningless.",
+            stacklevel=3,
+        )
+
+
 def _tile_starts(length: int, tile: int, stride: int) -> list:
     """Start offsets of tiles of size `tile` that cover `[0, length)`; the last tile ends at `length`."""
     if length <= tile:
@@ -730,6 +836,15 @@ def _blend_ramp(height: int, width: int, overlap: int, like: torch.Tensor) -> to
     return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
 
 
+_OTHER_CLASS_HINTS = {
+    "AutoencoderKL": "load it with diffusers.AutoencoderKL.from_pretrained(folder); one built with the "
+    "radiodiff-ldm-f4 numbers has the same state-dict keys, so RadioVAE.from_preset('radiodiff-ldm-f4')"
+    ".load_state_dict(...) takes its weights.",
+    "UNet2DModel": "a diffusion UNet, not an autoencoder; load it with diffusers.UNet2DModel.from_pretrained(folder).",
+    "NLayerDiscriminator": "load it with radiodiff_vae.NLayerDiscriminator.from_pretrained(folder).",
+}
+
+
 def _check_saved_folder(folder: str, variant: Optional[str]) -> None:
     """Names the missing or unreadable file of a `save_pretrained` folder instead of failing deep inside diffusers."""
     config_path = os.path.join(folder, "config.json")
@@ -740,9 +855,20 @@ def _check_saved_folder(folder: str, variant: Optional[str]) -> None:
         )
     try:
         with open(config_path, encoding="utf-8") as handle:
-            json.load(handle)
+            config = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{config_path} is not valid JSON ({error}); the saved model is corrupt.") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds a JSON {type(config).__name__}: expected an object of config values.")
+    class_name = config.get("_class_name", "RadioVAE")
+    if class_name != "RadioVAE":
+        hint = _OTHER_CLASS_HINTS.get(
+            class_name, f"load it with the class it names (diffusers.{class_name}.from_pretrained)."
+        )
+        article = "an" if class_name[:1] in "AEIO" else "a"
+        raise ValueError(
+            f"{os.path.normpath(folder)} holds {article} {class_name} (config.json _class_name), not a RadioVAE: {hint}"
+        )
     suffix = f".{variant}" if variant else ""
     weights = [os.path.join(folder, f"diffusion_pytorch_model{suffix}.{ext}") for ext in ("safetensors", "bin")]
     index = os.path.join(folder, f"diffusion_pytorch_model{suffix}.safetensors.index.json")

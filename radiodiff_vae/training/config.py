@@ -13,6 +13,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import yaml
 
+from ..errors import OneLineArgumentParser
+
 CONFIG_FLAG = "config"
 
 # argparse actions whose value is a boolean switch, not a typed argument
@@ -120,7 +122,7 @@ def parse_args_with_config(
         raise ValueError(f"the parser must define --{CONFIG_FLAG} to read configuration files")
 
     # First pass: only find the configuration file; everything else is parsed once its values are the defaults.
-    config_only = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    config_only = OneLineArgumentParser(prog=parser.prog, add_help=False, allow_abbrev=False)
     config_only.add_argument(f"--{CONFIG_FLAG}", type=str, default=None)
     known, _ = config_only.parse_known_args(input_args)
 
