@@ -31,11 +31,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .atomic import atomic_open
+from .baseline import ResizeBaseline, resize_baseline, resize_reconstruct
 from .data.conventions import RADIOMAPSEER_DB_RANGE
 from .metrics import compute_metrics, summarize_metrics
 
 __all__ = [
     "EvaluationResult",
+    "baseline_for_model",
     "downsample_factor_of",
     "evaluate_vae",
     "format_markdown_table",
@@ -108,6 +110,13 @@ def downsample_factor_of(vae: torch.nn.Module) -> int:
         # AutoencoderKL downsamples once per level except the last.
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
     return int(factor)
+
+
+def baseline_for_model(vae: torch.nn.Module, height: int, width: int) -> ResizeBaseline:
+    """The resize baseline that stores as many values per ``height x width`` map as ``vae``'s latent."""
+    factor = downsample_factor_of(vae)
+    latent_shape = (int(vae.config.latent_channels), height // factor, width // factor)
+    return resize_baseline(latent_shape, height, width)
 
 
 def _model_dtype(vae: torch.nn.Module) -> torch.dtype:
@@ -185,6 +194,9 @@ class EvaluationResult:
         simulations: the simulation of each map, e.g. ``"IRT4"``.
         indices: each map's index in the dataset that was passed in.
         table: ``metrics.md``, a markdown table of the summaries.
+        baseline_per_image: ``{metric: (N,) float64}`` of the resize baseline (``radiodiff_vae.baseline``) with as
+            many values per map as the model's latent, on the same maps and pixels; summarised with the gap in
+            ``metrics["baseline"]``.
         figure: the matplotlib figure of the best, median and worst maps (None when not drawn).
     """
 
@@ -194,6 +206,7 @@ class EvaluationResult:
     simulations: List[str]
     indices: List[int]
     table: str
+    baseline_per_image: Dict[str, torch.Tensor] = field(default_factory=dict)
     figure: Any = field(default=None, repr=False)
 
 
@@ -303,6 +316,8 @@ def _evaluate(
     """The body of :func:`evaluate_vae`, once its inputs are checked and the model is in eval mode."""
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     per_image: Dict[str, List[torch.Tensor]] = {}
+    baseline_per_image: Dict[str, List[torch.Tensor]] = {}
+    baseline = baseline_for_model(vae, *subset[0]["pixel_values"].shape[-2:])
     names: List[str] = []
     simulations: List[str] = []
     position = 0
@@ -312,18 +327,20 @@ def _evaluate(
         batch_indices = indices[position : position + count]
         reconstruction = reconstruct(vae, pixel_values, sample_posterior, [seed + i for i in batch_indices])
         mask = (batch["buildings"] < 0.5) if non_building_only else None
-        scores = compute_metrics(
-            (reconstruction.clamp(-1, 1) + 1) / 2, (pixel_values.clamp(-1, 1) + 1) / 2, mask=mask, db_range=db_range
-        )
-        for name, values in scores.items():
-            per_image.setdefault(name, []).append(values.double().cpu())
+        target = (pixel_values.clamp(-1, 1) + 1) / 2
+        for output, scored in ((reconstruction, per_image), (resize_reconstruct(pixel_values, baseline), baseline_per_image)):
+            scores = compute_metrics((output.clamp(-1, 1) + 1) / 2, target, mask=mask, db_range=db_range)
+            for name, values in scores.items():
+                scored.setdefault(name, []).append(values.double().cpu())
         names += _as_list(batch.get("name"), count, default="")
         simulations += _as_list(batch.get("simulation"), count, default="")
         position += count
     names = [name or f"map_{index}" for name, index in zip(names, indices)]
     scores_per_image = {name: torch.cat(chunks) for name, chunks in per_image.items()}
+    baseline_scores = {name: torch.cat(chunks) for name, chunks in baseline_per_image.items()}
 
     metrics: Dict[str, Any] = dict(summarize_metrics(scores_per_image))
+    metrics["baseline"] = _baseline_summary(baseline, baseline_scores, scores_per_image)
     metrics["per_simulation"] = {}
     for simulation in sorted(set(simulations)):
         chosen = torch.tensor([sim == simulation for sim in simulations])
@@ -347,6 +364,7 @@ def _evaluate(
         simulations=simulations,
         indices=indices,
         table="",
+        baseline_per_image=baseline_scores,
     )
     result.table = format_markdown_table(result)
     if draw_figure:
@@ -360,6 +378,26 @@ def _evaluate(
             non_building_only=non_building_only,
         )
     return result
+
+
+def _baseline_summary(
+    baseline: ResizeBaseline, baseline_scores: Dict[str, torch.Tensor], model_scores: Dict[str, torch.Tensor]
+) -> Dict[str, Any]:
+    """``metrics.json``'s ``baseline`` block: what the baseline is, its summaries, and the model's gap to it."""
+    model_psnr, baseline_psnr = model_scores["psnr"], baseline_scores["psnr"]
+    return {
+        "method": baseline.describe(),
+        "height": baseline.height,
+        "width": baseline.width,
+        "values_per_map": baseline.values,
+        "latent_values_per_map": baseline.latent_values,
+        "rule": baseline.rule,
+        **summarize_metrics(baseline_scores),
+        # mean of the per-map gaps equals the gap of the means; the std says how consistent the win is
+        "psnr_gap_db": summarize_metrics({"gap": model_psnr - baseline_psnr})["gap"],
+        "ssim_gap": float(torch.nanmean(model_scores["ssim"] - baseline_scores["ssim"])),
+        "maps_where_model_wins": int((model_psnr > baseline_psnr).sum()),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -410,7 +448,32 @@ def format_markdown_table(result: EvaluationResult) -> str:
         for simulation, summary in per_simulation.items():
             means = " | ".join(_format_number(summary[name]["mean"]) for name in metric_names)
             lines.append(f"| {simulation} | {summary[metric_names[0]]['count']} | {means} |")
+    baseline = result.metrics.get("baseline")
+    if baseline:
+        lines += _baseline_table(result, baseline, metric_names)
     return "\n".join(lines) + "\n"
+
+
+def _baseline_table(result: EvaluationResult, baseline: Mapping[str, Any], metric_names: List[str]) -> List[str]:
+    """Rows of the model against the resize baseline with the same number of values, and the gap."""
+    gap = baseline["psnr_gap_db"]
+    lines = [
+        "",
+        f"Against the resize baseline with the same number of values ({baseline['method']}), on the same maps and "
+        f"pixels: the model is {gap['mean']:+.2f} dB PSNR (std {gap['std']:.2f} dB over maps) and "
+        f"{baseline['ssim_gap']:+.4f} SSIM from it, and better on {baseline['maps_where_model_wins']} of "
+        f"{gap['count']} maps.",
+        "",
+        "| codec | values per map | " + " | ".join(_TABLE_LABELS[name] for name in metric_names) + " |",
+        "|---|---|" + "---|" * len(metric_names),
+    ]
+    for label, values, summaries in (
+        ("model", baseline["latent_values_per_map"], result.metrics),
+        (f"resize {baseline['height']}x{baseline['width']}, bicubic back", baseline["values_per_map"], baseline),
+    ):
+        means = " | ".join(_format_number(summaries[name]["mean"]) for name in metric_names)
+        lines.append(f"| {label} | {values} | {means} |")
+    return lines
 
 
 def _example_positions(psnr: torch.Tensor) -> List[Tuple[str, int]]:
@@ -499,10 +562,10 @@ def save_evaluation(
         figure_bytes = buffer.getvalue()
     csv_text = io.StringIO()
     writer = csv.writer(csv_text, lineterminator="\n")
-    metric_names = list(result.per_image)
-    writer.writerow(["index", "name", "simulation", *metric_names])
+    columns = {**result.per_image, **{f"baseline_{name}": values for name, values in result.baseline_per_image.items()}}
+    writer.writerow(["index", "name", "simulation", *columns])
     for position, (index, name, simulation) in enumerate(zip(result.indices, result.names, result.simulations)):
-        writer.writerow([index, name, simulation, *(repr(float(result.per_image[m][position])) for m in metric_names)])
+        writer.writerow([index, name, simulation, *(repr(float(values[position])) for values in columns.values())])
     json_text = json.dumps(_json_safe(result.metrics), indent=2) + "\n"
 
     for file_name, content in (
