@@ -18,6 +18,9 @@ from radiodiff_vae.cli import main
 from radiodiff_vae.data.layout import read_grey_png
 from radiodiff_vae.data.raytraced import INSTALL_HINT, SCENES, path_gain_to_grey
 
+# Map 5 (below) lies in two splits of RadioDiff's scheme, which the loader says each time it opens the folder.
+pytestmark = pytest.mark.filterwarnings("ignore:split_scheme='radiodiff' reproduces")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
 # Map 5 sits in the validation split of RadioDiff's scheme, which lies inside its training split: one traced tile
@@ -65,6 +68,87 @@ def test_path_gain_to_grey_floors_missing_rays_and_zeroes_buildings():
     grey = path_gain_to_grey(path_gain, buildings)
     assert grey.dtype == np.uint8 and grey.shape == (1, 3, 3)
     np.testing.assert_array_equal(grey[0], [[255, 128, 0], [0, 0, 0], [255, 0, 0]])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    import torch
+
+    from radiodiff_vae import RadioVAE
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny-vae"
+    RadioVAE.from_preset("tiny").save_pretrained(folder)
+    return str(folder)
+
+
+def _rmse_per_map(outputs, targets) -> list:
+    """RMSE on [0, 1] of (N, 1, H, W) maps in [-1, 1], one per map, as `evaluate` scores."""
+    return [float((((output.clamp(-1, 1) - target) / 2) ** 2).mean().sqrt()) for output, target in zip(outputs, targets)]
+
+
+def _evaluate_against_reference(model_dir, root, simulation, reference, output, split):
+    import torch
+
+    from radiodiff_vae.data import RadioMapSeer
+    from radiodiff_vae.evaluation import load_vae, reconstruct
+
+    argv = ["evaluate", model_dir, "--output_dir", str(output), "--data_dir", str(root), "--no_figure"]
+    argv += ["--simulation", simulation, "--reference_simulation", reference, "--split", split, "--device", "cpu"]
+    assert main(argv) == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    options = {"split": split, "warn_overlap": False}
+    a = torch.stack([item["pixel_values"] for item in RadioMapSeer(root, simulation, **options)])
+    b = torch.stack([item["pixel_values"] for item in RadioMapSeer(root, reference, **options)])
+    reconstruction = reconstruct(load_vae(model_dir), a)
+    assert metrics["settings"]["reference_simulation"] == reference
+    # The floor is trace A scored against trace B; the model's scores are its reconstruction of A against B.
+    assert metrics["noise_floor"]["rmse"]["mean"] == pytest.approx(np.mean(_rmse_per_map(a, b)), rel=1e-5)
+    assert metrics["rmse"]["mean"] == pytest.approx(np.mean(_rmse_per_map(reconstruction, b)), rel=1e-4)
+    assert "the Monte Carlo noise floor, is at RMSE" in (output / "metrics.md").read_text()
+    return metrics, a, b
+
+
+def test_evaluate_scores_against_a_reference_trace_beside_the_noise_floor(model_dir, tmp_path, capsys):
+    import shutil
+
+    from radiodiff_vae.data.layout import write_grey_png
+    from radiodiff_vae.data.synthetic import write_synthetic_folder
+
+    # A synthetic folder stands in for two traces: "repeat1" is the same maps with noise added to one of them.
+    root = write_synthetic_folder(tmp_path / "rms", num_maps=3, num_tx=2, resolution=SIZE, show_progress=False)
+    shutil.copytree(root / "gain" / "synthetic", root / "gain" / "synthetic_repeat1")
+    noisy = root / "gain" / "synthetic_repeat1" / "1_1.png"  # map 1 is a training map
+    grey = read_grey_png(noisy).astype(np.int16) + np.random.default_rng(0).integers(-20, 21, (SIZE, SIZE))
+    write_grey_png(noisy, np.clip(grey, 0, 255).astype(np.uint8))
+    metrics, a, b = _evaluate_against_reference(
+        model_dir, root, "synthetic", "synthetic_repeat1", tmp_path / "eval", "train"
+    )
+    assert metrics["noise_floor"]["rmse"]["max"] > 0.02 and metrics["noise_floor"]["rmse"]["min"] == 0
+    # Scoring against an unrelated reference is refused: the maps must pair by name.
+    shutil.rmtree(root / "gain" / "synthetic_repeat1")
+    shutil.copytree(root / "gain" / "synthetic", root / "gain" / "other")
+    (root / "gain" / "other" / "3_1.png").unlink()
+    argv = ["evaluate", model_dir, "--output_dir", str(tmp_path / "bad"), "--data_dir", str(root), "--no_figure"]
+    assert main(argv + ["--simulation", "synthetic", "--reference_simulation", "other", "--split", "train"]) == 2
+    assert "missing gain map" in capsys.readouterr().err
+    assert main(argv + ["--reference_simulation", "other"]) == 2  # the default simulation IRT4 is not there either
+    assert main(["evaluate", model_dir, "--output_dir", str(tmp_path / "bad"), "--reference_simulation", "x"]) == 2
+    assert "--reference_simulation needs --data_dir" in capsys.readouterr().err
+
+
+def test_reference_pairs_match_maps_by_name():
+    import torch
+
+    from radiodiff_vae.evaluation import ReferencePairs
+
+    maps = [{"pixel_values": torch.full((1, 4, 4), value), "name": f"1_{tx}"} for tx, value in enumerate((0.5, -0.5))]
+    pairs = ReferencePairs(maps, maps[::-1][:1] + maps[1:])  # item 0 paired with 1_1: refused when read
+    assert pairs[1]["reference"].equal(maps[1]["pixel_values"]) and pairs[1]["pixel_values"].equal(maps[1]["pixel_values"])
+    with pytest.raises(ValueError, match="item 0 is map 1_0 but its reference is 1_1"):
+        pairs[0]
+    with pytest.raises(ValueError, match="the reference holds 1 maps but the data 2"):
+        ReferencePairs(maps, maps[:1])
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -178,7 +262,6 @@ def test_tiles_without_buildings_or_coverage_are_skipped_with_a_message(traced, 
     assert sorted(path.name for path in (root / "gain" / "sionna").iterdir()) == ["1_0.png", "1_1.png"]
 
 
-@pytest.mark.filterwarnings("ignore:split_scheme='radiodiff' reproduces")
 def test_training_script_trains_on_the_traced_folder(traced, tmp_path):
     from accelerate.state import AcceleratorState, GradientState
 
@@ -202,3 +285,10 @@ def test_training_script_trains_on_the_traced_folder(traced, tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["sample_size"] == SIZE
     assert (tmp_path / "run" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_evaluate_against_the_repeat_trace(traced, model_dir, tmp_path):
+    metrics, a, b = _evaluate_against_reference(
+        model_dir, traced, "sionna", "sionna_repeat1", tmp_path / "eval", "validation"
+    )
+    assert metrics["settings"]["num_images"] == 2 and 0 < metrics["noise_floor"]["rmse"]["mean"] < 0.15
