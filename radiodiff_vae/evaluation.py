@@ -251,7 +251,8 @@ def evaluate_vae(
     Args:
         vae: a ``RadioVAE`` (or ``diffusers.AutoencoderKL``) already on its device and dtype; put in eval mode here.
         dataset: yields dicts with ``"pixel_values"`` (C, H, W) in [-1, 1], and optionally ``"buildings"`` (1, H, W),
-            ``"name"``, ``"simulation"`` and ``"reference"`` (C, H, W), the map to score against (:class:`ReferencePairs`).
+            ``"name"``, ``"simulation"`` and ``"reference"`` (C, H, W), the map to score against instead of the input
+            (:class:`ReferencePairs`).
         batch_size: maps per forward pass.
         num_samples: score a seeded random subset of this many maps (None: all).
         seed: seeds the subset and, with ``sample_posterior``, the posterior draws (map ``i`` uses ``seed + i``).
@@ -349,7 +350,8 @@ def _evaluate(
     metrics: Dict[str, Any] = dict(summarize_metrics(scores_per_image))
     metrics["baseline"] = _baseline_summary(baseline, baseline_scores, scores_per_image)
     if floor_per_image:
-        metrics["noise_floor"] = summarize_metrics({name: torch.cat(chunks) for name, chunks in floor_per_image.items()})
+        floor_scores = {name: torch.cat(values) for name, values in floor_per_image.items()}
+        metrics["noise_floor"] = summarize_metrics(floor_scores)
     metrics["per_simulation"] = {}
     for simulation in sorted(set(simulations)):
         chosen = torch.tensor([sim == simulation for sim in simulations])

@@ -84,7 +84,10 @@ def model_dir(tmp_path_factory) -> str:
 
 def _rmse_per_map(outputs, targets) -> list:
     """RMSE on [0, 1] of (N, 1, H, W) maps in [-1, 1], one per map, as `evaluate` scores."""
-    return [float((((output.clamp(-1, 1) - target) / 2) ** 2).mean().sqrt()) for output, target in zip(outputs, targets)]
+    return [
+        float((((output.clamp(-1, 1) - target) / 2) ** 2).mean().sqrt())
+        for output, target in zip(outputs, targets)
+    ]
 
 
 def _evaluate_against_reference(model_dir, root, simulation, reference, output, split):
@@ -144,7 +147,8 @@ def test_reference_pairs_match_maps_by_name():
 
     maps = [{"pixel_values": torch.full((1, 4, 4), value), "name": f"1_{tx}"} for tx, value in enumerate((0.5, -0.5))]
     pairs = ReferencePairs(maps, maps[::-1][:1] + maps[1:])  # item 0 paired with 1_1: refused when read
-    assert pairs[1]["reference"].equal(maps[1]["pixel_values"]) and pairs[1]["pixel_values"].equal(maps[1]["pixel_values"])
+    assert pairs[1]["reference"].equal(maps[1]["pixel_values"])
+    assert pairs[1]["pixel_values"].equal(maps[1]["pixel_values"])
     with pytest.raises(ValueError, match="item 0 is map 1_0 but its reference is 1_1"):
         pairs[0]
     with pytest.raises(ValueError, match="the reference holds 1 maps but the data 2"):

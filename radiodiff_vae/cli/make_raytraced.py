@@ -11,7 +11,7 @@ import argparse
 import sys
 
 
-def _count(text: str) -> int:
+def whole_number(text: str) -> int:
     """An integer flag that also takes 1e7-style numbers."""
     value = float(text)
     if value != int(value):
@@ -31,8 +31,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
             'settings to resume. Needs pip install -e ".[raytrace]" (see docs/data.md).'
         ),
     )
-    parser.add_argument("--out", required=True, help="Output folder (created if missing; resumed if it holds this run).")
-    parser.add_argument("--scene", default="munich", help="Sionna RT scene: munich, etoile or florence (default munich).")
+    parser.add_argument("--out", required=True, help="Output folder (created; resumed if it holds this run).")
+    parser.add_argument("--scene", default="munich", help="munich (default), etoile or florence: the Sionna RT scene.")
     parser.add_argument("--maps", type=int, default=10, help="Number of tiles (default 10).")
     parser.add_argument("--tx", type=int, default=4, help="Transmitters per tile (default 4).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of tiles, transmitters and rays (default 0).")
@@ -41,7 +41,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     parser.add_argument("--frequency", type=float, default=5.9e9, help="Carrier in Hz (default 5.9e9).")
     parser.add_argument("--tx_height", type=float, default=10.0, help="Transmitter height in m (default 10).")
     parser.add_argument("--rx_height", type=float, default=1.5, help="Height of the map plane in m (default 1.5).")
-    parser.add_argument("--rays", type=_count, default=10_000_000, help="Rays per transmitter (default 1e7).")
+    parser.add_argument("--rays", type=whole_number, default=10_000_000, help="Rays per transmitter (default 1e7).")
     parser.add_argument("--max_depth", type=int, default=4, help="Most interactions along a path (default 4).")
     parser.add_argument("--diffraction", action="store_true", help="Add diffraction on wedges (slower).")
     parser.add_argument(

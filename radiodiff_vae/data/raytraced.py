@@ -331,11 +331,8 @@ def sionna_rt_version() -> str:
         return "not installed"
 
 
-# Settings that make two runs the same run: a folder is resumed only when they all match.
-_RUN_SETTINGS = ("config", "num_tx", "seed", "first_map_id", "simulation")
-
-
 def _run_settings(config: RaytraceConfig, num_tx: int, seed: int, first_map_id: int, simulation: str) -> dict:
+    """The settings that make two runs the same run: a folder is resumed only when they all match."""
     return {
         "config": asdict(config),
         "num_tx": int(num_tx),
@@ -343,6 +340,10 @@ def _run_settings(config: RaytraceConfig, num_tx: int, seed: int, first_map_id: 
         "first_map_id": int(first_map_id),
         "simulation": simulation,
     }
+
+
+def _flatten(settings: dict) -> dict:
+    return {**{key: value for key, value in settings.items() if key != "config"}, **settings.get("config", {})}
 
 
 def _load_previous_run(out_dir: Path, settings: dict, simulation: str) -> dict:
@@ -365,20 +366,68 @@ def _load_previous_run(out_dir: Path, settings: dict, simulation: str) -> dict:
         raise ValueError(f"{meta_path} is not valid JSON ({error}); remove it or choose another folder") from error
     if previous.get("generator") != GENERATOR_NAME:
         raise FileExistsError(f"{meta_path} was not written by make-raytraced; choose another folder")
-    for key in _RUN_SETTINGS:
-        if key == "config":
-            for field, value in settings["config"].items():
-                if previous["settings"]["config"].get(field) != value:
-                    raise FileExistsError(
-                        f"{out_dir} holds another run ({field} = {previous['settings']['config'].get(field)!r} "
-                        f"there, {value!r} now); resume it with the same settings or choose another folder"
-                    )
-        elif previous["settings"].get(key) != settings[key]:
+    there, now = _flatten(previous.get("settings", {})), _flatten(settings)
+    for name, value in now.items():
+        if there.get(name) != value:
             raise FileExistsError(
-                f"{out_dir} holds another run ({key} = {previous['settings'].get(key)!r} there, {settings[key]!r} "
-                "now); resume it with the same settings or choose another folder"
+                f"{out_dir} holds another run ({name} = {there.get(name)!r} there, {value!r} now); resume it with the "
+                "same settings or choose another folder"
             )
     return previous
+
+
+class _TileDrawer:
+    """Draws tile after tile over a scene's ground and keeps those that pass the rules of
+    :func:`write_raytraced_folder`; draw ``d`` always gives the same candidate, so a resumed run continues the
+    sequence of the first."""
+
+    def __init__(self, tracer: SceneTracer, num_tx: int, seed: int, maps: Dict[str, dict], skipped: List[dict]):
+        self.tracer, self.config, self.num_tx, self.seed = tracer, tracer.config, num_tx, seed
+        self.centers_range = tracer.tile_center_range()
+        self.kept_centers = [tuple(record["tile_center_m"]) for record in maps.values()]
+        self.skipped_draws = {entry["draw"] for entry in skipped}
+        self.next_draw = max([entry["draw"] + 1 for entry in [*maps.values(), *skipped]], default=0)
+
+    def overlaps(self, center: Tuple[float, float]) -> bool:
+        """True when ``center``'s tile overlaps a kept tile by more than half its side."""
+        limit = self.config.tile_size_m / 2
+        return any(max(abs(center[0] - x), abs(center[1] - y)) < limit for x, y in self.kept_centers)
+
+    def rejection(self, buildings: np.ndarray, inside: np.ndarray) -> Optional[str]:
+        """Why a tile cannot be used, or None."""
+        config, share = self.config, float(buildings.mean())
+        if not inside.all():
+            return "partly outside the scene"
+        if share == 0:
+            return "no building in it"
+        if not config.min_building_share <= share <= config.max_building_share:
+            return (
+                f"buildings cover {share:.0%} of it, outside {config.min_building_share:.0%}-"
+                f"{config.max_building_share:.0%}"
+            )
+        if len(self.tracer.transmitter_cells(buildings)) < self.num_tx:
+            return f"fewer than {self.num_tx} street cells {config.tx_clearance_m:g} m from every building"
+        return None
+
+    def draw(self, log: Callable[[str], None]) -> Tuple[int, Tile]:
+        """The next acceptable tile and its draw number; ValueError when the scene has no room left."""
+        x_min, y_min, x_max, y_max = self.centers_range
+        for _ in range(MAX_FAILED_DRAWS):
+            draw, self.next_draw = self.next_draw, self.next_draw + 1
+            rng = np.random.default_rng([self.seed, draw])
+            center = (float(rng.uniform(x_min, x_max)), float(rng.uniform(y_min, y_max)))
+            if draw in self.skipped_draws or self.overlaps(center):
+                continue
+            buildings, inside = self.tracer.rasterize(center)
+            reason = self.rejection(buildings, inside)
+            if reason is None:
+                return draw, Tile(center, buildings, self.tracer.ground_z_m)
+            log(f"make-raytraced: skipped tile at ({center[0]:.0f}, {center[1]:.0f}) m: {reason}")
+        raise ValueError(
+            f"found no acceptable tile of {self.config.tile_size_m:g} m in scene {self.config.scene!r} in "
+            f"{MAX_FAILED_DRAWS} draws after {len(self.kept_centers)} tiles; ask for fewer maps or smaller tiles "
+            "(resolution x cell_size)"
+        )
 
 
 def _trace_is_written(out_dir: Path, record: dict, simulation: str, num_tx: int) -> bool:
@@ -445,7 +494,6 @@ def write_raytraced_folder(
     tracer = SceneTracer(config, threads=threads)
     maps: Dict[str, dict] = dict(previous.get("maps", {}))
     skipped: List[dict] = list(previous.get("skipped", []))
-    skipped_draws = {entry["draw"] for entry in skipped}
     simulations = [simulation] + [repeat_simulation(simulation, k) for k in range(1, repeat + 1)]
     meta = {
         "generator": GENERATOR_NAME,
@@ -459,57 +507,17 @@ def write_raytraced_folder(
         "maps": maps,
         "skipped": skipped,
     }
-    x_min, y_min, x_max, y_max = tracer.tile_center_range()
-    kept_centers = [tuple(record["tile_center_m"]) for record in maps.values()]
-    next_draw = max([record["draw"] + 1 for record in maps.values()] + [entry["draw"] + 1 for entry in skipped] + [0])
-
-    def draw_tile() -> Tuple[int, Tile]:
-        """The next acceptable tile (and its draw number); raises ValueError when the scene has no room left."""
-        nonlocal next_draw
-        failures = 0
-        while failures < MAX_FAILED_DRAWS:
-            draw, next_draw = next_draw, next_draw + 1
-            failures += 1
-            rng = np.random.default_rng([seed, draw])
-            center = (float(rng.uniform(x_min, x_max)), float(rng.uniform(y_min, y_max)))
-            if draw in skipped_draws or any(
-                max(abs(center[0] - x), abs(center[1] - y)) < config.tile_size_m / 2 for x, y in kept_centers
-            ):
-                continue
-            buildings, inside = tracer.rasterize(center)
-            share = float(buildings.mean())
-            where = f"tile at ({center[0]:.0f}, {center[1]:.0f}) m"
-            if not inside.all():
-                reason = "partly outside the scene"
-            elif share == 0:
-                reason = "no building in it"
-            elif not config.min_building_share <= share <= config.max_building_share:
-                reason = (
-                    f"buildings cover {share:.0%} of it, outside {config.min_building_share:.0%}-"
-                    f"{config.max_building_share:.0%}"
-                )
-            elif len(tracer.transmitter_cells(buildings)) < num_tx:
-                reason = f"fewer than {num_tx} street cells {config.tx_clearance_m:g} m from every building"
-            else:
-                return draw, Tile(center, buildings, tracer.ground_z_m)
-            log(f"make-raytraced: skipped {where}: {reason}")
-        raise ValueError(
-            f"found no acceptable tile of {config.tile_size_m:g} m in scene {config.scene!r} in {MAX_FAILED_DRAWS} "
-            f"draws after {len(kept_centers)} tiles; ask for fewer maps or smaller tiles (resolution x cell_size)"
-        )
+    drawer = _TileDrawer(tracer, num_tx, seed, maps, skipped)
 
     with tqdm(total=num_maps, desc=f"tracing {config.scene}", unit="map", disable=not show_progress) as progress:
         for map_id in range(first_map_id, first_map_id + num_maps):
             record = maps.get(str(map_id))
+            if record is not None:  # traced before: the same tile, its mask computed again for the missing traces
+                center = tuple(record["tile_center_m"])
+                tile = Tile(center, tracer.rasterize(center)[0], record["ground_z_m"])
             while True:
-                if record is not None:
-                    tile = Tile(
-                        tuple(record["tile_center_m"]),
-                        tracer.rasterize(tuple(record["tile_center_m"]))[0],
-                        record["ground_z_m"],
-                    )
-                else:
-                    draw, tile = draw_tile()
+                if record is None:
+                    draw, tile = drawer.draw(log)
                     record = {
                         "map": map_id,
                         "draw": draw,
@@ -517,9 +525,7 @@ def write_raytraced_folder(
                         "tile_size_m": config.tile_size_m,
                         "ground_z_m": tile.ground_z_m,
                         "building_share": float(tile.buildings.mean()),
-                        "transmitters": tracer.place_transmitters(
-                            tile, num_tx, np.random.default_rng([seed, draw, 1])
-                        ),
+                        "transmitters": tracer.place_transmitters(tile, num_tx, np.random.default_rng([seed, draw, 1])),
                         "traces": {},
                     }
                 if _trace_is_written(out_dir, record, simulation, num_tx) or _trace_one(
@@ -537,7 +543,7 @@ def write_raytraced_folder(
                 if not _trace_is_written(out_dir, record, repeat_simulation(simulation, k), num_tx):
                     _trace_one(tracer, out_dir, record, tile, seed, repeat_simulation(simulation, k), k)
             maps[str(map_id)] = record
-            kept_centers.append(tuple(record["tile_center_m"]))
+            drawer.kept_centers.append(tuple(record["tile_center_m"]))
             atomic_write_json(out_dir / METADATA_FILE, meta)
             progress.update(1)
     return out_dir
@@ -556,11 +562,13 @@ def _trace_one(
         return False
     grey = path_gain_to_grey(path_gain, tile.buildings)
     map_id = record["map"]
-    write_grey_png(buildings_path(out_dir, map_id), tile.buildings.astype(np.uint8) * 255)
+    if repeat == 0:  # the map's building and antenna images go with its main trace
+        write_grey_png(buildings_path(out_dir, map_id), tile.buildings.astype(np.uint8) * 255)
     for tx, transmitter in enumerate(record["transmitters"]):
-        antenna = np.zeros(tile.buildings.shape, dtype=np.uint8)
-        antenna[tuple(transmitter["pixel"])] = 255
-        write_grey_png(antenna_path(out_dir, map_id, tx), antenna)
+        if repeat == 0:
+            antenna = np.zeros(tile.buildings.shape, dtype=np.uint8)
+            antenna[tuple(transmitter["pixel"])] = 255
+            write_grey_png(antenna_path(out_dir, map_id, tx), antenna)
         write_grey_png(gain_path(out_dir, simulation, map_id, tx), grey[tx])
     record["traces"][simulation] = {
         "seed": trace_seed_value,
