@@ -165,6 +165,19 @@ def traced(tmp_path_factory):
     return root
 
 
+def test_an_llvm_that_would_crash_the_tracer_is_refused_in_one_line(traced, tmp_path, monkeypatch, capsys):
+    import drjit
+    import mitsuba
+
+    if not mitsuba.variant().startswith("llvm"):
+        pytest.skip(f"Sionna RT traces on {mitsuba.variant()} here, not on the CPU's LLVM backend")
+    monkeypatch.setattr(drjit.detail, "llvm_version", lambda: (15, 0, 6))
+    assert main(["make-raytraced", "--out", str(tmp_path / "out"), *TRACE_FLAGS]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Dr.Jit loaded LLVM 15.0.6, which cannot run the tracer" in error
+    assert "libllvm19" in error and not (tmp_path / "out").exists()
+
+
 def _gain_files(root: Path) -> dict:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted((root / "gain").rglob("*.png"))}
 

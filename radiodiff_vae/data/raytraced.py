@@ -49,7 +49,7 @@ from .synthetic import to_grey
 PathLike = Union[str, os.PathLike]
 
 INSTALL_HINT = (
-    'make-raytraced needs Sionna RT: pip install -e ".[raytrace]" (CPU ray tracing also needs LLVM >= 16: on Debian '
+    'make-raytraced needs Sionna RT (pip install -e ".[raytrace]") and, to trace on the CPU, LLVM >= 16 (on Debian: '
     "apt-get install -y libllvm19 and export DRJIT_LIBLLVM_PATH=/usr/lib/x86_64-linux-gnu/libLLVM-19.so)"
 )
 
@@ -64,6 +64,8 @@ GENERATOR_NAME = "radiodiff_vae.data.raytraced"
 # A cell is a building when the highest surface above it is more than this far above the ground (kerbs, low walls
 # and the ground's own triangles stay streets).
 BUILDING_MIN_HEIGHT_M = 0.5
+# The oldest LLVM Dr.Jit's CPU backend traces with (15 aborts with "Cannot select: ... fminimum").
+MIN_LLVM_VERSION = (16,)
 # A tile candidate is dropped after this many draws in a row found no acceptable tile.
 MAX_FAILED_DRAWS = 500
 
@@ -85,6 +87,12 @@ def import_sionna_rt() -> Tuple[Any, Any, Any]:
         import sionna.rt
     except ImportError as error:
         raise RaytracingUnavailableError(f"{INSTALL_HINT}; import failed: {error}") from error
+    if mitsuba.variant().startswith("llvm"):
+        version = tuple(drjit.detail.llvm_version())
+        if version < MIN_LLVM_VERSION:
+            # LLVM 15 aborts the whole process in its code generator at the first trace: refuse before that.
+            found = ".".join(str(part) for part in version)
+            raise RaytracingUnavailableError(f"Dr.Jit loaded LLVM {found}, which cannot run the tracer; {INSTALL_HINT}")
     return mitsuba, drjit, sionna.rt
 
 
