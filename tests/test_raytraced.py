@@ -50,6 +50,22 @@ def test_unknown_scene_names_the_available_ones(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--maps", "0", "--maps must be >= 1, got 0"),
+        ("--repeat", "-1", "--repeat must be >= 0, got -1"),
+        ("--resolution", "4", "resolution must be an integer >= 8, got 4"),
+        ("--cell_size", "0", "cell_size_m must be a positive number, got 0.0"),
+        ("--max_depth", "-2", "max_depth must be an integer >= 0, got -2"),
+    ],
+)
+def test_bad_flags_stop_in_one_line_before_any_trace(tmp_path, capsys, flag, value, message):
+    assert main(["make-raytraced", "--out", str(tmp_path / "out"), flag, value]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error and not (tmp_path / "out").exists()
+
+
 def test_a_folder_of_other_radio_maps_is_never_written_into(tmp_path, capsys):
     from radiodiff_vae.data.synthetic import write_synthetic_folder
 

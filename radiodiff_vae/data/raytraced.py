@@ -66,7 +66,7 @@ GENERATOR_NAME = "radiodiff_vae.data.raytraced"
 BUILDING_MIN_HEIGHT_M = 0.5
 # The oldest LLVM Dr.Jit's CPU backend traces with (15 aborts with "Cannot select: ... fminimum").
 MIN_LLVM_VERSION = (16,)
-# A tile candidate is dropped after this many draws in a row found no acceptable tile.
+# A run stops (ValueError) when this many tile draws in a row gave no acceptable tile.
 MAX_FAILED_DRAWS = 500
 
 
