@@ -17,11 +17,11 @@ setup(
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
-        "diffusers>=0.32",
-        "accelerate>=1.0",
-        "datasets>=3.0",
-        "huggingface_hub>=0.26",
-        "safetensors>=0.4",
+        "diffusers>=0.36",  # AutoencoderMixin; docs/architecture.md "Supported versions"
+        "accelerate>=1.1",  # DataLoaderConfiguration(data_seed=...)
+        "datasets>=4.3",  # Dataset.from_generator(fingerprint=...)
+        "huggingface_hub>=0.34",
+        "safetensors>=0.4.3",
         "lpips>=0.1.4",
         "numpy",
         "pillow",

@@ -516,18 +516,18 @@ def save_final_model(vae: RadioVAE, output_dir: str) -> None:
 def create_hub_repo(args: argparse.Namespace) -> str:
     """Creates (or finds) the ``--hub_model_id`` repository; called before training so that a missing login or a
     wrong name fails at once, not after the run."""
-    from huggingface_hub import HfApi
+    from radiodiff_vae.hub import ensure_hub_repo
 
-    return HfApi().create_repo(args.hub_model_id, private=args.hub_private_repo or None, exist_ok=True).repo_id
+    return ensure_hub_repo(args.hub_model_id, private=args.hub_private_repo or None)
 
 
 def push_folder_to_hub(output_dir: str, repo_id: str) -> None:
     """Uploads the final model, card, sample and arguments in ``output_dir`` (no checkpoints, logs or grids)."""
-    from huggingface_hub import HfApi
+    from radiodiff_vae.hub import push_to_hub
 
-    HfApi().upload_folder(
-        repo_id=repo_id,
-        folder_path=output_dir,
+    push_to_hub(
+        output_dir,
+        repo_id,
         commit_message="Upload RadioVAE trained with examples/train_vae.py",
         ignore_patterns=HUB_IGNORE_PATTERNS,
     )

@@ -78,3 +78,27 @@ def atomic_write_json(path: PathLike, content: Any) -> None:
 def atomic_copy(source: PathLike, destination: PathLike) -> None:
     with atomic_path(destination) as temporary:
         shutil.copyfile(source, temporary)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yields an empty staging folder beside ``path``; when the block succeeds the folder becomes ``path`` in one
+    rename, so a reader sees no folder or a complete one. An existing non-empty ``path`` raises FileExistsError
+    before the block runs, unless ``overwrite``: then it is removed just before the rename."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is a file; expected a folder to write or none.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        make_files_shareable(staging)  # mkdtemp and safetensors create owner-only entries
+        os.chmod(staging, 0o777 & ~current_umask())
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

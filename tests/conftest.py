@@ -27,12 +27,18 @@ def point_hub_client_at(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
     huggingface_hub copies ``HF_ENDPOINT`` into its constants when it is imported (earlier, in this process), and
     builds download URLs from them at call time, so the constants are patched; pytest restores them afterwards.
+    Xet is disabled, as for any Hub without Xet storage: uploads take the LFS path that the test Hub implements.
     """
-    from huggingface_hub import constants
+    from huggingface_hub import constants, file_download
 
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setenv("HF_ENDPOINT", url)
     monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    template = url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    if hasattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE"):  # huggingface_hub < 1.0 reads its own copy
+        monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 

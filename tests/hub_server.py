@@ -1,15 +1,31 @@
 """A small Hugging Face Hub-compatible HTTP server for tests that must not reach the network.
 
-It implements the part of the Hub's HTTP API that ``huggingface_hub`` uses to create a repository, upload a commit of
-regular (non-LFS, non-Xet) files and download them again:
+It implements the part of the Hub's HTTP API that ``huggingface_hub`` uses to create a repository, upload a commit
+(small text files inline, weights and other binary files through Git LFS, as huggingface.co does when Xet is off)
+and download it again:
 
     POST /api/repos/create                                   create_repo
-    POST /api/validate-yaml                                  README.md metadata check inside create_commit
-    POST /api/{models|datasets}/{repo_id}/preupload/{rev}     upload modes: always "regular"
-    POST /api/{models|datasets}/{repo_id}/commit/{rev}        ndjson commit of base64 files and deletions
+    POST /api/validate-yaml                                  README.md metadata check inside create_commit: parsed
+                                                             with huggingface_hub's own ModelCard/DatasetCard
+    POST /api/{models|datasets}/{repo_id}/preupload/{rev}     upload modes: "lfs" for binary files, files matching an
+                                                             LFS pattern of .gitattributes and files >= 10 MiB
+    POST /[datasets/]{repo_id}.git/info/lfs/objects/batch     LFS batch API: upload and verify hrefs ("basic")
+    PUT  <cdn>/lfs-upload/{sha256}                            the upload href (content checked against its sha256)
+    POST /[datasets/]{repo_id}.git/info/lfs/objects/verify    the verify href
+    POST /api/{models|datasets}/{repo_id}/commit/{rev}        ndjson commit of base64 files, lfsFile pointers,
+                                                             deletions
     GET  /api/{models|datasets}/{repo_id}[/revision/{rev}]    model_info / repo_info (sha, siblings)
     GET  /api/{models|datasets}/{repo_id}/tree/{rev}[/{path}] list_repo_tree (used by snapshot_download)
-    HEAD/GET /[datasets/]{repo_id}/resolve/{rev}/{path}       hf_hub_download (ETag, X-Repo-Commit, Range)
+    HEAD/GET /[datasets/]{repo_id}/resolve/{rev}/{path}       hf_hub_download: a regular file is answered directly
+                                                             (ETag = git blob id, X-Repo-Commit, Range); an LFS
+                                                             file with a 302 to the CDN, carrying X-Repo-Commit,
+                                                             X-Linked-Etag (its sha256) and X-Linked-Size
+    HEAD/GET <cdn>/lfs/{sha256}                               the CDN: LFS content (Range)
+
+The CDN is a second listener of the same server on another port, so that it is another origin, like the real
+CDN: huggingface_hub follows redirects within the Hub but reads an LFS file's metadata off the redirect itself.
+huggingface_hub >= 1.0 uploads through Xet whenever ``hf_xet`` is installed, so clients of this server set
+``HF_HUB_DISABLE_XET`` (``conftest.point_hub_client_at`` does).
 
 Repositories live in memory as a list of immutable commits; a revision is a branch name or a full commit id. Errors
 carry the ``X-Error-Code`` header the real Hub sends (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) so
@@ -21,12 +37,14 @@ Usage::
         monkeypatch.setenv("HF_ENDPOINT", hub.url)   # for code that reads the endpoint when it is imported
         HfApi(endpoint=hub.url).create_repo("user/model")
 
-Only the standard library is used; requests are served by threads and the server binds to 127.0.0.1 on a free port.
+Besides the standard library only huggingface_hub's card parser is used (for validate-yaml); requests are served by
+threads and both listeners bind to 127.0.0.1 on free ports.
 """
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import re
@@ -40,18 +58,59 @@ from urllib.parse import parse_qs, unquote, urlsplit
 _REPO_ID = r"[A-Za-z0-9][\w.\-]*/[\w.\-]+"
 _API_REPO = rf"/api/(?P<kind>models|datasets)/(?P<repo_id>{_REPO_ID})"
 _RESOLVE = rf"/(?P<prefix>datasets/)?(?P<repo_id>{_REPO_ID})/resolve/(?P<revision>[^/]+)/(?P<path>.+)"
+_LFS_API = rf"/(?P<prefix>datasets/)?(?P<repo_id>{_REPO_ID})\.git/info/lfs/objects"
+_SHA256 = r"(?P<oid>[0-9a-f]{64})"
+# (method, path, handler, served by the CDN listener rather than the Hub's)
 _ROUTES = [
-    ("POST", re.compile(r"/api/repos/create"), "create_repo"),
-    ("POST", re.compile(r"/api/validate-yaml"), "validate_yaml"),
-    ("POST", re.compile(rf"{_API_REPO}/preupload/(?P<revision>[^/]+)"), "preupload"),
-    ("POST", re.compile(rf"{_API_REPO}/commit/(?P<revision>[^/]+)"), "commit"),
-    ("GET", re.compile(rf"{_API_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.+))?"), "tree"),
-    ("GET", re.compile(rf"{_API_REPO}(?:/revision/(?P<revision>[^/]+))?"), "repo_info"),
-    ("GET", re.compile(_RESOLVE), "resolve"),
-    ("HEAD", re.compile(_RESOLVE), "resolve"),
+    ("POST", re.compile(r"/api/repos/create"), "create_repo", False),
+    ("POST", re.compile(r"/api/validate-yaml"), "validate_yaml", False),
+    ("POST", re.compile(rf"{_API_REPO}/preupload/(?P<revision>[^/]+)"), "preupload", False),
+    ("POST", re.compile(rf"{_API_REPO}/commit/(?P<revision>[^/]+)"), "commit", False),
+    ("POST", re.compile(rf"{_LFS_API}/batch"), "lfs_batch", False),
+    ("POST", re.compile(rf"{_LFS_API}/verify"), "lfs_verify", False),
+    ("GET", re.compile(rf"{_API_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.+))?"), "tree", False),
+    ("GET", re.compile(rf"{_API_REPO}(?:/revision/(?P<revision>[^/]+))?"), "repo_info", False),
+    ("GET", re.compile(_RESOLVE), "resolve", False),
+    ("HEAD", re.compile(_RESOLVE), "resolve", False),
+    ("PUT", re.compile(rf"/lfs-upload/{_SHA256}"), "lfs_upload", True),
+    ("GET", re.compile(rf"/lfs/{_SHA256}"), "cdn_download", True),
+    ("HEAD", re.compile(rf"/lfs/{_SHA256}"), "cdn_download", True),
 ]
 _KIND_TO_REPO_TYPE = {"models": "model", "datasets": "dataset"}
-_INITIAL_GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+# What huggingface.co puts into a new repository (abridged): weights and archives go to LFS by name.
+_INITIAL_GITATTRIBUTES = b"".join(
+    b"%s filter=lfs diff=lfs merge=lfs -text\n" % pattern
+    for pattern in (b"*.safetensors", b"*.bin", b"*.pt", b"*.pth", b"*.ckpt", b"*.npy", b"*.tar.gz", b"*.zip")
+)
+# The Hub stores any file this large in LFS, whatever its name (huggingface_hub refuses larger regular files).
+_LFS_SIZE_THRESHOLD = 10 * 2**20
+
+
+def lfs_pointer(data: bytes) -> bytes:
+    """The git LFS pointer file that git stores in place of ``data``."""
+    return b"version https://git-lfs.github.com/spec/v1\noid sha256:%s\nsize %d\n" % (
+        hashlib.sha256(data).hexdigest().encode(),
+        len(data),
+    )
+
+
+def _lfs_patterns(gitattributes: Optional[bytes]) -> list:
+    patterns = []
+    for line in (gitattributes or b"").decode("utf-8", "replace").splitlines():
+        parts = line.split()
+        if len(parts) > 1 and "filter=lfs" in parts[1:]:
+            patterns.append(parts[0])
+    return patterns
+
+
+def _goes_to_lfs(path: str, size: int, sample: bytes, patterns: list) -> bool:
+    """The Hub's rule: an LFS pattern of .gitattributes, a binary file (a NUL byte in its first 512 bytes), or a
+    large one. Empty files stay regular (an empty S3 upload fails)."""
+    if size == 0:
+        return False
+    name = path.rsplit("/", 1)[-1]
+    by_name = any(fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(name, pattern) for pattern in patterns)
+    return by_name or b"\0" in sample or size >= _LFS_SIZE_THRESHOLD
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -63,8 +122,14 @@ def git_blob_oid(data: bytes) -> str:
 class Commit:
     oid: str
     message: str
-    files: dict  # path in repo -> bytes
+    files: dict  # path in repo -> bytes (the content, also for LFS files)
     created_at: str
+    lfs: frozenset = frozenset()  # paths stored in LFS: git holds their pointer file
+
+    def git_blob(self, path: str) -> bytes:
+        """What git stores for ``path``: the content, or the LFS pointer."""
+        data = self.files[path]
+        return lfs_pointer(data) if path in self.lfs else data
 
 
 @dataclass
@@ -79,17 +144,19 @@ class Repository:
         oid = self.branches.get(revision, revision)
         return next((commit for commit in self.commits if commit.oid == oid), None)
 
-    def add_commit(self, branch: str, message: str, files: dict) -> Commit:
+    def add_commit(self, branch: str, message: str, files: dict, lfs: frozenset = frozenset()) -> Commit:
         parent = self.branches.get(branch, "")
         digest = hashlib.sha1(parent.encode())
         digest.update(message.encode())
+        blobs = {path: lfs_pointer(data) if path in lfs else data for path, data in files.items()}
         for path in sorted(files):
-            digest.update(f"{path}\0{git_blob_oid(files[path])}\n".encode())
+            digest.update(f"{path}\0{git_blob_oid(blobs[path])}\n".encode())
         commit = Commit(
             oid=digest.hexdigest(),
             message=message,
             files=dict(files),
             created_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            lfs=frozenset(path for path in lfs if path in files),
         )
         self.commits.append(commit)
         self.branches[branch] = commit.oid
@@ -114,17 +181,22 @@ class HubServer:
 
     Attributes:
         url (`str`): the endpoint to give ``HF_ENDPOINT`` or ``HfApi(endpoint=...)``.
+        cdn_url (`str`): the CDN listener, where LFS uploads and downloads go.
         repos (`dict`): ``(repo_type, repo_id) -> Repository``.
-        requests (`list[tuple[str, str]]`): every ``(method, path)`` served, for asserting what a client did.
+        lfs_objects (`dict`): sha256 -> content, every LFS object uploaded (and checked against its sha256).
+        requests (`list[tuple[str, str]]`): every ``(method, path)`` served by either listener, for asserting what a
+            client did (CDN paths start with ``/lfs``).
     """
 
     def __init__(self, namespace: str = "test-user"):
         self.namespace = namespace
         self.repos: dict = {}
+        self.lfs_objects: dict = {}
         self.requests: list = []
         self.lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._cdn: Optional[ThreadingHTTPServer] = None
+        self._threads: list = []
 
     # ----------------------------------------------------------------- lifecycle
     @property
@@ -134,20 +206,34 @@ class HubServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def cdn_url(self) -> str:
+        if self._cdn is None:
+            raise RuntimeError("HubServer is not running: call start() or use it as a context manager.")
+        host, port = self._cdn.server_address[:2]
+        return f"http://{host}:{port}"
+
     def start(self) -> "HubServer":
-        handler = type("BoundHubHandler", (_HubRequestHandler,), {"hub": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
-        self._thread.start()
+        listeners = []
+        for name, is_cdn in (("hub-server", False), ("hub-cdn", True)):
+            handler = type("BoundHubHandler", (_HubRequestHandler,), {"hub": self, "is_cdn": is_cdn})
+            httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            httpd.daemon_threads = True
+            thread = threading.Thread(target=httpd.serve_forever, name=name, daemon=True)
+            thread.start()
+            listeners.append(httpd)
+            self._threads.append(thread)
+        self._httpd, self._cdn = listeners
         return self
 
     def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
+        for httpd in (self._httpd, self._cdn):
+            if httpd is not None:
+                httpd.shutdown()
+                httpd.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._httpd, self._cdn, self._threads = None, None, []
 
     def __enter__(self) -> "HubServer":
         return self.start()
@@ -187,25 +273,73 @@ class HubServer:
         return 200, {"url": url, "name": repo_id, "id": repo_id}
 
     def validate_yaml(self, body: dict, **_) -> tuple:
+        """Parses the card as the Hub does: YAML metadata that must be a mapping, and for a model a ``model-index``
+        that huggingface_hub can turn into eval results. A bad card is a 400 with the errors listed."""
+        from huggingface_hub import DatasetCard, ModelCard
+
+        card_class = DatasetCard if body.get("repoType") == "dataset" else ModelCard
+        try:
+            card_class(body["content"], ignore_metadata_errors=False)
+        except Exception as error:  # any parse failure is the user's card, reported like the Hub's 400
+            return 400, {"errors": [{"message": f"{type(error).__name__}: {error}"}], "warnings": []}
         return 200, {"errors": [], "warnings": []}
 
     def preupload(self, body: dict, kind: str, repo_id: str, revision: str, **_) -> tuple:
         repo = self._repo(_KIND_TO_REPO_TYPE[kind], repo_id)
         head = repo.resolve(revision)
         files = head.files if head is not None else {}
+        patterns = _lfs_patterns(files.get(".gitattributes"))
         answers = []
         for entry in body["files"]:
-            existing = files.get(entry["path"])
+            path = entry["path"]
+            lfs = _goes_to_lfs(path, int(entry["size"]), base64.b64decode(entry.get("sample", "")), patterns)
+            existing = files.get(path)
+            # The client skips a file whose oid equals its own: sha256 for LFS, the git blob id for regular files.
+            remote_oid = None
+            if existing is not None:
+                remote_oid = hashlib.sha256(existing).hexdigest() if lfs else git_blob_oid(existing)
             answers.append(
-                {
-                    "path": entry["path"],
-                    # Regular git blobs only: the client then sends the bytes inside the commit itself.
-                    "uploadMode": "regular",
-                    "shouldIgnore": False,
-                    "oid": git_blob_oid(existing) if existing is not None else None,
-                }
+                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid}
             )
         return 200, {"files": answers, "commitOid": head.oid if head is not None else None}
+
+    def lfs_batch(self, body: dict, repo_id: str, prefix: Optional[str] = None, **_) -> tuple:
+        """The git LFS batch API (upload): an upload and a verify href for each object the store lacks."""
+        self._repo("dataset" if prefix else "model", repo_id)
+        if body.get("operation") != "upload":
+            raise HubError(400, f"This test Hub's LFS batch API serves uploads, got {body.get('operation')!r}")
+        if "basic" not in body.get("transfers", ["basic"]):
+            raise HubError(400, f"No common transfer adapter: the client offers {body.get('transfers')}, not 'basic'")
+        lfs_api = f"{self.url}/{prefix or ''}{repo_id}.git/info/lfs/objects"
+        objects = []
+        for item in body["objects"]:
+            oid, size = item["oid"], int(item["size"])
+            answer = {"oid": oid, "size": size, "authenticated": True}
+            if self.lfs_objects.get(oid) is None or len(self.lfs_objects[oid]) != size:
+                answer["actions"] = {
+                    "upload": {"href": f"{self.cdn_url}/lfs-upload/{oid}?size={size}", "header": {}},
+                    "verify": {"href": f"{lfs_api}/verify", "header": {}},
+                }
+            objects.append(answer)
+        return 200, {"transfer": "basic", "objects": objects}
+
+    def lfs_upload(self, body: bytes, oid: str, query: dict, **_) -> tuple:
+        if hashlib.sha256(body).hexdigest() != oid or len(body) != int(query.get("size", [len(body)])[0]):
+            raise HubError(400, f"Uploaded content does not match sha256 {oid} and size {query.get('size')}")
+        self.lfs_objects[oid] = bytes(body)
+        return 200, b""
+
+    def lfs_verify(self, body: dict, repo_id: str, **_) -> tuple:
+        stored = self.lfs_objects.get(body["oid"])
+        if stored is None or len(stored) != int(body["size"]):
+            raise HubError(404, f"LFS object {body['oid']} ({body['size']} bytes) was not uploaded")
+        return 200, {"message": "verified"}
+
+    def cdn_download(self, oid: str, **_) -> tuple:
+        data = self.lfs_objects.get(oid)
+        if data is None:
+            raise HubError(404, f"No LFS object {oid}")
+        return 200, data, {"ETag": f'"{oid}"'}
 
     def commit(self, body: bytes, kind: str, repo_id: str, revision: str, query: dict, **_) -> tuple:
         repo = self._repo(_KIND_TO_REPO_TYPE[kind], repo_id)
@@ -213,7 +347,8 @@ class HubServer:
             raise HubError(400, "This test Hub does not implement pull requests (create_pr)")
         if revision not in repo.branches:
             raise HubError(404, f"Branch {revision} not found", "RevisionNotFound")
-        files = dict(repo.resolve(revision).files)
+        head = repo.resolve(revision)
+        files, lfs = dict(head.files), set(head.lfs)
         message = ""
         for line in body.splitlines():
             if not line.strip():
@@ -229,6 +364,14 @@ class HubServer:
                 if value.get("encoding") != "base64":
                     raise HubError(400, f"Unsupported encoding {value.get('encoding')!r} for {value['path']}")
                 files[value["path"]] = base64.b64decode(value["content"])
+                lfs.discard(value["path"])
+            elif key == "lfsFile":
+                data = self.lfs_objects.get(value["oid"]) if value.get("algo") == "sha256" else None
+                if data is None or len(data) != int(value["size"]):
+                    # the real Hub's refusal of a pointer to content it never received
+                    raise HubError(422, f"LFS pointer of {value['path']} points to an object that was not uploaded")
+                files[value["path"]] = data
+                lfs.add(value["path"])
             elif key == "deletedFile":
                 if files.pop(value["path"], None) is None:
                     raise HubError(404, f"Cannot delete {value['path']}: no such file", "EntryNotFound")
@@ -236,9 +379,8 @@ class HubServer:
                 folder = value["path"].rstrip("/") + "/"
                 files = {path: data for path, data in files.items() if not path.startswith(folder)}
             else:
-                # lfsFile / copies would need an LFS store; the preupload answer never asks for them.
-                raise HubError(400, f"This test Hub accepts regular files only, got a {key!r} operation")
-        new_commit = repo.add_commit(revision, message, files)
+                raise HubError(400, f"This test Hub does not implement {key!r} operations (copies)")
+        new_commit = repo.add_commit(revision, message, files, frozenset(lfs))
         return 200, {
             "success": True,
             "commitOid": new_commit.oid,
@@ -278,8 +420,11 @@ class HubServer:
                 if recursive or depth == 1:
                     folders.add(prefix + "/".join(parts[:depth]))
             if recursive or len(parts) == 1:
-                data = commit.files[file_path]
-                entries.append({"type": "file", "oid": git_blob_oid(data), "size": len(data), "path": file_path})
+                data, blob = commit.files[file_path], commit.git_blob(file_path)
+                entry = {"type": "file", "oid": git_blob_oid(blob), "size": len(data), "path": file_path}
+                if file_path in commit.lfs:
+                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(blob)}
+                entries.append(entry)
         if prefix and not entries and not folders:
             raise HubError(404, f"{path} does not exist on {revision}", "EntryNotFound")
         for folder in sorted(folders):
@@ -292,12 +437,20 @@ class HubServer:
         data = commit.files.get(path)
         if data is None:
             raise HubError(404, f"Entry {path} not found", "EntryNotFound", {"X-Repo-Commit": commit.oid})
-        headers = {"ETag": f'"{git_blob_oid(data)}"', "X-Repo-Commit": commit.oid}
+        headers = {"ETag": f'"{git_blob_oid(commit.git_blob(path))}"', "X-Repo-Commit": commit.oid}
+        if path in commit.lfs:
+            # As huggingface.co: a redirect to the CDN, with the file's own etag (its sha256) and size on it.
+            sha256 = hashlib.sha256(data).hexdigest()
+            headers.update(
+                {"Location": f"{self.cdn_url}/lfs/{sha256}", "X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data))}
+            )
+            return 302, b"", headers
         return 200, data, headers
 
 
 class _HubRequestHandler(BaseHTTPRequestHandler):
     hub: HubServer  # set on the bound subclass
+    is_cdn: bool  # set on the bound subclass: which listener this is
     protocol_version = "HTTP/1.1"  # keep-alive: httpx reuses connections
 
     def log_message(self, format: str, *args) -> None:  # the test output stays quiet
@@ -311,6 +464,9 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -328,11 +484,11 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         split = urlsplit(self.path)
         path, query = unquote(split.path), parse_qs(split.query)
-        body = self._read_body() if method == "POST" else b""
+        body = self._read_body() if method in ("POST", "PUT") else b""
         with self.hub.lock:
             self.hub.requests.append((method, split.path))
-        for route_method, pattern, name in _ROUTES:
-            match = pattern.fullmatch(path) if route_method == method else None
+        for route_method, pattern, name, on_cdn in _ROUTES:
+            match = pattern.fullmatch(path) if route_method == method and on_cdn == self.is_cdn else None
             if match is None:
                 continue
             params = {key: value for key, value in match.groupdict().items() if value is not None}

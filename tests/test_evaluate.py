@@ -249,7 +249,9 @@ def test_cli_evaluate_a_hub_model(vae, tmp_path, monkeypatch, capsys, hub_endpoi
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    vae.push_to_hub("test-user/tiny-vae", token=False)
+    from radiodiff_vae.hub import push_to_hub
+
+    push_to_hub(vae, "test-user/tiny-vae", token=False)
     argv = ["evaluate", "test-user/tiny-vae", "--output_dir", str(tmp_path / "eval"), "--no_figure"]
     argv += ["--synthetic_maps", "1", "--synthetic_tx", "2", "--resolution", str(SIZE)]
     assert main(argv) == 0

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file
 
 from radiodiff_vae import RadioVAE
-from radiodiff_vae.hub import push_to_hub, render_model_card, save_model_card
+from radiodiff_vae.hub import ensure_hub_repo, push_to_hub, render_model_card, save_model_card
 from radiodiff_vae.hub.model_card import template_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,11 @@ def test_model_card_metadata_and_sections():
     text = render_model_card(vae, args, metrics, "sample.png", repo_id=REPO_ID)
 
     card = ModelCard(text)
+    # huggingface_hub's own parsing of the metadata: a malformed model-index raises here.
+    metadata = card.data.to_dict()
+    model_name, eval_results = model_index_to_eval_results(metadata["model-index"])
+    assert [(result.metric_type, result.task_type) for result in eval_results][0] == ("psnr", "image-to-image")
+    assert ModelCardData(**metadata).eval_results == eval_results
     assert card.data.library_name == "radiodiff-vae"
     assert "radio-map" in card.data.tags and "vae" in card.data.tags
     assert card.data.datasets == ["radiomapseer"]
@@ -160,14 +166,28 @@ def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
     with torch.no_grad():
         vae.decoder.conv_out.bias.add_(1.0)  # a second, different commit on main
     second_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
-    second = vae.push_to_hub(REPO_ID, commit_message="bias + 1", token=False)  # the method: the same upload
+    # The second push uploads a folder as the training script does: its own card kept, checkpoints left out.
+    folder = tmp_path / "trained"
+    vae.save_pretrained(folder)
+    save_model_card(folder, vae, metrics={"psnr": 31.0}, repo_id=REPO_ID)
+    (folder / "checkpoint-1").mkdir()
+    (folder / "checkpoint-1" / "optimizer.bin").write_bytes(b"\0" * 8)
+    second = push_to_hub(folder, REPO_ID, commit_message="bias + 1", ignore_patterns=["checkpoint-*/**"], token=False)
 
-    # What the Hub holds: one commit per push with config, weights, card and figure.
+    # What the Hub holds: one commit per push with config, weights, card and figure; weights and figure in LFS.
     repo = hub.repos[("model", REPO_ID)]
     assert repo.branches["main"] == second.oid != first.oid
     files = repo.resolve(first.oid).files
     assert sorted(files) == [".gitattributes", "README.md", "config.json", WEIGHTS, "sample.png"]
-    assert "radiodiff-vae" in repo.resolve(second.oid).files["README.md"].decode()  # our card, not diffusers' own
+    assert repo.resolve(first.oid).lfs == {WEIGHTS, "sample.png"}  # by .gitattributes, and a binary PNG
+    second_commit = repo.resolve(second.oid)
+    assert sorted(second_commit.files) == sorted(files) and second_commit.lfs == {WEIGHTS, "sample.png"}
+    assert second_commit.files["README.md"] == (folder / "README.md").read_bytes()  # the folder's card, not diffusers'
+    assert second_commit.files["sample.png"] == figure.read_bytes()  # kept from the first commit
+    uploads = [path for method, path in hub.requests if method == "PUT"]
+    assert len(uploads) == 3 and all(path.startswith("/lfs-upload/") for path in uploads)  # 2 weights + 1 figure
+    assert ("POST", f"/{REPO_ID}.git/info/lfs/objects/batch") in hub.requests
+    assert ("POST", f"/{REPO_ID}.git/info/lfs/objects/verify") in hub.requests
     _assert_bitwise_equal(load_safetensors_bytes(files[WEIGHTS]), first_weights)
     assert files["sample.png"] == figure.read_bytes()
     card = ModelCard(files["README.md"].decode())
@@ -178,9 +198,15 @@ def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
 
     # Downloaded into a fresh cache: main is the second push, the pinned revision the first, bit for bit.
     cache = tmp_path / "cache"
+    served_before = len(hub.requests)
     _assert_bitwise_equal(RadioVAE.from_pretrained(REPO_ID, cache_dir=cache).state_dict(), second_weights)
     pinned = RadioVAE.from_pretrained(REPO_ID, revision=first.oid, cache_dir=cache)
     _assert_bitwise_equal(pinned.state_dict(), first_weights)
+    # The weights came through the resolve redirect from the CDN, and the cache names them by their sha256.
+    cdn_downloads = [path for method, path in hub.requests[served_before:] if method == "GET" and path.startswith("/lfs/")]
+    assert len(cdn_downloads) == 2
+    blobs = {path.name for path in cache.rglob("blobs/*")}
+    assert {path.rsplit("/", 1)[1] for path in cdn_downloads} <= blobs
 
     # Offline with the warm cache, in a fresh interpreter: same weights, and not one request reaches the server.
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "HUGGINGFACE_"))}
@@ -205,6 +231,21 @@ def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
     _assert_bitwise_equal(load_file(tmp_path / "offline_pinned.safetensors"), first_weights)
 
 
+def test_hub_rejects_a_card_with_a_malformed_model_index(hub, hub_endpoint, tmp_path):
+    """validate-yaml parses the card with huggingface_hub: a model-index without its dataset fails the commit."""
+    folder = tmp_path / "model"
+    _tiny_vae(0).save_pretrained(folder)
+    (folder / "README.md").write_text(
+        "---\nmodel-index:\n- name: tiny\n  results:\n  - task: {type: image-to-image}\n"
+        "    metrics: [{type: psnr, value: 30.0}]\n---\n# tiny\n"
+    )
+    repo_id = ensure_hub_repo("test-user/bad-card", token=False)
+    head = hub.repos[("model", repo_id)].branches["main"]
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+        push_to_hub(folder, repo_id, token=False)
+    assert hub.repos[("model", repo_id)].branches["main"] == head  # nothing committed
+
+
 def test_push_checks_input_before_any_request(hub, tmp_path):
     served_before = len(hub.requests)
     with pytest.raises(FileNotFoundError, match="missing.png"):
@@ -214,5 +255,7 @@ def test_push_checks_input_before_any_request(hub, tmp_path):
         push_to_hub(_tiny_vae(0), "a/b/c", endpoint=hub.url, token=False)
     with pytest.raises(ValueError, match="expects a RadioVAE"):
         push_to_hub(object(), "test-user/other", endpoint=hub.url, token=False)
+    with pytest.raises(FileNotFoundError, match="must hold config.json and diffusion_pytorch_model.safetensors"):
+        push_to_hub(tmp_path, "test-user/other", endpoint=hub.url, token=False)
     assert hub.requests[served_before:] == []
     assert ("model", "test-user/other") not in hub.repos

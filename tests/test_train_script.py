@@ -146,6 +146,7 @@ def full_run(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     with HubServer() as hub:
         patch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        patch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the test Hub has LFS, not Xet
         patch.setenv("HF_HOME", str(output_dir.parent / "hf_home"))
         code = train_vae.main(
             TINY_RUN

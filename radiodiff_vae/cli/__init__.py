@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "radiodiff_vae.cli.evaluate",  # evaluate
     "radiodiff_vae.cli.codec",  # encode, decode
     "radiodiff_vae.cli.convert",  # convert-original
+    "radiodiff_vae.cli.export",  # export-diffusers
 )
 
 

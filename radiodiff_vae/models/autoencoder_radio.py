@@ -14,7 +14,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -25,6 +25,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 UPSAMPLE_TYPES = ("conv_transpose", "nearest")
 UPSAMPLE_POSITIONS = ("first", "last")
@@ -272,6 +275,12 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             1.0 means "not measured"; training stores `1 / std` of its latents, a converted original checkpoint 0.3.
         use_quant_conv (`bool`, defaults to `True`): 1x1 conv on the posterior moments.
         use_post_quant_conv (`bool`, defaults to `True`): 1x1 conv on the latent before decoding.
+        shift_factor (`float`, *optional*): `AutoencoderKL`'s latent shift (`(z - shift_factor) * scaling_factor`);
+            None: RadioVAE latents are only scaled.
+        latents_mean / latents_std (`Tuple[float]`, *optional*): per-channel latent statistics that SDXL-style
+            pipelines normalise with instead of `scaling_factor`; None: not measured.
+        force_upcast (`bool`, defaults to `True`): asks fp16 pipelines to run the VAE in fp32, as `AutoencoderKL`'s
+            default does; RadioVAE's fp16 range is not verified.
     """
 
     _supports_gradient_checkpointing = True
@@ -296,6 +305,10 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         scaling_factor: float = 1.0,
         use_quant_conv: bool = True,
         use_post_quant_conv: bool = True,
+        shift_factor: Optional[float] = None,
+        latents_mean: Optional[Tuple[float, ...]] = None,
+        latents_std: Optional[Tuple[float, ...]] = None,
+        force_upcast: bool = True,
     ):
         super().__init__()
         _check_architecture(
@@ -355,6 +368,12 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     def downsample_factor(self) -> int:
         """Spatial factor between a map and its latent (8 for `radiodiff-vae`, 4 for `radiodiff-ldm-f4`)."""
         return 2 ** self.config.num_downsamples
+
+    @property
+    def spatial_compression_ratio(self) -> int:
+        """The `vae_scale_factor` a diffusers pipeline needs: `2 ** (len(block_out_channels) - 1)`, which pipelines
+        compute from an `AutoencoderKL` config, is wrong whenever `num_downsamples != len(block_out_channels) - 1`."""
+        return self.downsample_factor
 
     def latent_shape(self, height: int, width: int) -> Tuple[int, int, int]:
         """`(latent_channels, height / f, width / f)` of the latent of a `height` x `width` map."""
@@ -485,16 +504,6 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     # ----------------------------------------------------------------------------------------------------------
     # sharing and loading
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Uploads config, safetensors weights, the RadioVAE model card and an optional sample figure in one commit.
-
-        Keyword arguments are those of `radiodiff_vae.hub.push_to_hub` (`training_args`, `metrics`, `sample_image`,
-        `commit_message`, `private`, `token`, `create_pr`, ...). Returns the commit; its `oid` pins a revision.
-        """
-        from ..hub.push import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "RadioVAE":
         """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt."""
@@ -502,6 +511,141 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         if isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder):
             _check_saved_folder(os.path.join(folder, kwargs.get("subfolder") or ""), kwargs.get("variant"))
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def to_autoencoder_kl(self) -> "AutoencoderKL":
+        """The same network as a `diffusers.AutoencoderKL`: same weights, dtype and device, equal `encode`/`decode`.
+
+        `to_autoencoder_kl().save_pretrained(folder)` writes a folder that `AutoencoderKL.from_pretrained` loads
+        (the command line: `radiodiff-vae export-diffusers`). Raises ValueError for a layout `AutoencoderKL` cannot
+        build, such as the report's `radiodiff-vae` (transposed convs, upsampling first, 8x with three levels).
+        """
+        from diffusers import AutoencoderKL
+
+        autoencoder = AutoencoderKL(**autoencoder_kl_config(self.config))
+        autoencoder.load_state_dict(self.state_dict(), strict=True)
+        return _placed_like(autoencoder, self)
+
+    @classmethod
+    def from_autoencoder_kl(
+        cls, autoencoder_or_path: Union["AutoencoderKL", str, os.PathLike], **from_pretrained_kwargs
+    ) -> "RadioVAE":
+        """A RadioVAE with the layout and weights of a `diffusers.AutoencoderKL` (a model, a folder or a Hub id).
+
+        Keyword arguments go to `AutoencoderKL.from_pretrained` (`subfolder`, `torch_dtype`, `revision`, ...).
+        Raises ValueError for an `AutoencoderKL` with block types other than `DownEncoderBlock2D` / `UpDecoderBlock2D`.
+        """
+        from diffusers import AutoencoderKL
+
+        if isinstance(autoencoder_or_path, (str, os.PathLike)):
+            location = {key: value for key, value in from_pretrained_kwargs.items() if key in _CONFIG_LOCATION_KEYS}
+            class_name = AutoencoderKL.load_config(autoencoder_or_path, **location).get("_class_name")
+            if class_name != "AutoencoderKL":
+                # AutoencoderKL would build its default one-level layout from another class's config and only warn.
+                raise ValueError(
+                    f"{autoencoder_or_path} holds a {class_name}, not an AutoencoderKL"
+                    + (": load it with RadioVAE.from_pretrained." if class_name == cls.__name__ else ".")
+                )
+            autoencoder = AutoencoderKL.from_pretrained(autoencoder_or_path, **from_pretrained_kwargs)
+        elif isinstance(autoencoder_or_path, AutoencoderKL):
+            if from_pretrained_kwargs:
+                raise ValueError(
+                    f"from_autoencoder_kl takes from_pretrained arguments only with a folder or Hub id, got a model "
+                    f"and {sorted(from_pretrained_kwargs)}."
+                )
+            autoencoder = autoencoder_or_path
+        else:
+            raise ValueError(
+                "from_autoencoder_kl expects a diffusers.AutoencoderKL, a folder or a Hub id, "
+                f"got {type(autoencoder_or_path).__name__}."
+            )
+        model = cls(**radio_vae_config_of_autoencoder_kl(autoencoder.config))
+        model.load_state_dict(autoencoder.state_dict(), strict=True)
+        return _placed_like(model, autoencoder)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# diffusers.AutoencoderKL <-> RadioVAE configs
+# Keys with the same name and meaning in both configs.
+_SHARED_AUTOENCODER_KL_KEYS = (
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "act_fn",
+    "latent_channels",
+    "norm_num_groups",
+    "sample_size",
+    "scaling_factor",
+    "shift_factor",
+    "latents_mean",
+    "latents_std",
+    "force_upcast",
+    "use_quant_conv",
+    "use_post_quant_conv",
+    "mid_block_add_attention",
+)
+
+
+# from_pretrained arguments that say where a config is (as opposed to how to load the weights).
+_CONFIG_LOCATION_KEYS = (
+    "subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download", "proxies"
+)
+
+
+def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
+    """The `AutoencoderKL` config that builds the network of a RadioVAE `config`.
+
+    AutoencoderKL downsamples after every level but the last, upsamples with nearest+conv after its resnets, and
+    gives each decoder level one resnet more than an encoder level; any other RadioVAE layout raises ValueError.
+    """
+    levels = len(config["block_out_channels"])
+    required = {
+        "upsample_type": "nearest",
+        "upsample_position": "last",
+        "num_downsamples": levels - 1,
+        "decoder_layers_per_block": config["layers_per_block"] + 1,
+    }
+    mismatches = [
+        f"{key}={config[key]!r} (needs {value!r})" for key, value in required.items() if config[key] != value
+    ]
+    if mismatches:
+        raise ValueError(
+            "This RadioVAE cannot be expressed as a diffusers.AutoencoderKL: " + ", ".join(mismatches) + ". "
+            "The radiodiff-ldm-f4 preset can; the report's radiodiff-vae layout cannot."
+        )
+    exported = {key: config[key] for key in _SHARED_AUTOENCODER_KL_KEYS}
+    exported["block_out_channels"] = tuple(config["block_out_channels"])
+    exported["down_block_types"] = ("DownEncoderBlock2D",) * levels
+    exported["up_block_types"] = ("UpDecoderBlock2D",) * levels
+    return exported
+
+
+def radio_vae_config_of_autoencoder_kl(config: Mapping) -> Dict[str, object]:
+    """The RadioVAE config of the network of an `AutoencoderKL` `config` (see `autoencoder_kl_config`)."""
+    levels = len(config["block_out_channels"])
+    expected_blocks = {"down_block_types": "DownEncoderBlock2D", "up_block_types": "UpDecoderBlock2D"}
+    for key, block in expected_blocks.items():
+        if list(config[key]) != [block] * levels:
+            raise ValueError(
+                f"AutoencoderKL {key} must be {levels} x {block!r} (one per block_out_channels entry) to become a "
+                f"RadioVAE, got {list(config[key])}."
+            )
+    radio = {key: config[key] for key in _SHARED_AUTOENCODER_KL_KEYS}
+    radio.update(
+        block_out_channels=tuple(config["block_out_channels"]),
+        decoder_layers_per_block=config["layers_per_block"] + 1,
+        num_downsamples=levels - 1,
+        upsample_type="nearest",
+        upsample_position="last",
+    )
+    return radio
+
+
+def _placed_like(model: ModelMixin, reference: ModelMixin) -> ModelMixin:
+    """`model` on the device, in the dtype and the train/eval mode of `reference`."""
+    if model.dtype != reference.dtype:  # diffusers warns on every dtype cast, so cast only when needed
+        model.to(dtype=reference.dtype)
+    return model.to(device=reference.device).train(reference.training)
 
 
 # --------------------------------------------------------------------------------------------------------------
