@@ -32,6 +32,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "scikit-image>=0.22"],
+        # Sionna RT ray tracing for `radiodiff-vae make-raytraced` (CPU via Dr.Jit's LLVM backend: docs/data.md)
+        "raytrace": ["sionna-rt>=2.2"],
     },
     entry_points={"console_scripts": ["radiodiff-vae=radiodiff_vae.cli:main"]},
 )

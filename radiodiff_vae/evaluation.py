@@ -37,6 +37,7 @@ from .metrics import compute_metrics, summarize_metrics
 
 __all__ = [
     "EvaluationResult",
+    "ReferencePairs",
     "baseline_for_model",
     "downsample_factor_of",
     "evaluate_vae",
@@ -250,7 +251,8 @@ def evaluate_vae(
     Args:
         vae: a ``RadioVAE`` (or ``diffusers.AutoencoderKL``) already on its device and dtype; put in eval mode here.
         dataset: yields dicts with ``"pixel_values"`` (C, H, W) in [-1, 1], and optionally ``"buildings"`` (1, H, W),
-            ``"name"`` and ``"simulation"``.
+            ``"name"``, ``"simulation"`` and ``"reference"`` (C, H, W), the map to score against instead of the input
+            (:class:`ReferencePairs`).
         batch_size: maps per forward pass.
         num_samples: score a seeded random subset of this many maps (None: all).
         seed: seeds the subset and, with ``sample_posterior``, the posterior draws (map ``i`` uses ``seed + i``).
@@ -317,6 +319,7 @@ def _evaluate(
     loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     per_image: Dict[str, List[torch.Tensor]] = {}
     baseline_per_image: Dict[str, List[torch.Tensor]] = {}
+    floor_per_image: Dict[str, List[torch.Tensor]] = {}
     baseline = baseline_for_model(vae, *subset[0]["pixel_values"].shape[-2:])
     names: List[str] = []
     simulations: List[str] = []
@@ -327,8 +330,13 @@ def _evaluate(
         batch_indices = indices[position : position + count]
         reconstruction = reconstruct(vae, pixel_values, sample_posterior, [seed + i for i in batch_indices])
         mask = (batch["buildings"] < 0.5) if non_building_only else None
-        target = (pixel_values.clamp(-1, 1) + 1) / 2
-        for output, scored in ((reconstruction, per_image), (resize_reconstruct(pixel_values, baseline), baseline_per_image)):
+        # Items of ReferencePairs carry an independent trace of the same map: outputs are scored against it, and
+        # the input itself (the Monte Carlo noise floor) too.
+        target = (batch.get("reference", pixel_values).float().clamp(-1, 1) + 1) / 2
+        outputs = [(reconstruction, per_image), (resize_reconstruct(pixel_values, baseline), baseline_per_image)]
+        if "reference" in batch:
+            outputs.append((pixel_values, floor_per_image))
+        for output, scored in outputs:
             scores = compute_metrics((output.clamp(-1, 1) + 1) / 2, target, mask=mask, db_range=db_range)
             for name, values in scores.items():
                 scored.setdefault(name, []).append(values.double().cpu())
@@ -341,6 +349,9 @@ def _evaluate(
 
     metrics: Dict[str, Any] = dict(summarize_metrics(scores_per_image))
     metrics["baseline"] = _baseline_summary(baseline, baseline_scores, scores_per_image)
+    if floor_per_image:
+        floor_scores = {name: torch.cat(values) for name, values in floor_per_image.items()}
+        metrics["noise_floor"] = summarize_metrics(floor_scores)
     metrics["per_simulation"] = {}
     for simulation in sorted(set(simulations)):
         chosen = torch.tensor([sim == simulation for sim in simulations])
@@ -451,6 +462,15 @@ def format_markdown_table(result: EvaluationResult) -> str:
     baseline = result.metrics.get("baseline")
     if baseline:
         lines += _baseline_table(result, baseline, metric_names)
+    floor = result.metrics.get("noise_floor")
+    if floor:
+        lines += [
+            "",
+            f"Scored against an independent trace ({settings.get('reference_simulation', 'reference')}): the input "
+            f"trace itself, the Monte Carlo noise floor, is at RMSE {_format_number(floor['rmse']['mean'])} (PSNR "
+            f"{floor['psnr']['mean']:.2f} dB); the reconstruction is at RMSE "
+            f"{_format_number(result.metrics['rmse']['mean'])} (PSNR {result.metrics['psnr']['mean']:.2f} dB).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -603,3 +623,33 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(item) for item in value]
     return value
+
+
+class ReferencePairs(Dataset):
+    """Items of ``dataset`` with ``"reference"`` added: the same map from ``reference`` (an independent trace).
+
+    :func:`evaluate_vae` then scores the reconstruction of each item against its reference and reports the input's
+    own score against it (``metrics["noise_floor"]``): a ray tracer's map carries Monte Carlo noise, and two traces
+    of one transmitter differ by that floor. Items are matched by position and must have the same ``"name"``.
+
+    Args:
+        dataset: yields ``"pixel_values"`` `(C, H, W)` (trace A) and ``"name"``.
+        reference: the same maps in the same order (trace B, e.g. ``gain/<simulation>_repeat1``).
+    """
+
+    def __init__(self, dataset: Dataset, reference: Dataset):
+        if len(dataset) != len(reference):
+            raise ValueError(
+                f"the reference holds {len(reference)} maps but the data {len(dataset)}; they must be the same maps"
+            )
+        self.dataset, self.reference = dataset, reference
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        item, reference = dict(self.dataset[index]), self.reference[index]
+        if item.get("name") != reference.get("name"):
+            raise ValueError(f"item {index} is map {item.get('name')} but its reference is {reference.get('name')}")
+        item["reference"] = reference["pixel_values"]
+        return item

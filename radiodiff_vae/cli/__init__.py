@@ -16,6 +16,7 @@ from radiodiff_vae.errors import USER_ERRORS, OneLineArgumentParser, check_outpu
 # module name -> the sub-commands it registers (for the record; each module adds its own parsers)
 SUBCOMMAND_MODULES = (
     "radiodiff_vae.cli.make_synthetic",  # make-synthetic
+    "radiodiff_vae.cli.make_raytraced",  # make-raytraced
     "radiodiff_vae.cli.evaluate",  # evaluate
     "radiodiff_vae.cli.codec",  # encode, decode
     "radiodiff_vae.cli.convert",  # convert-original

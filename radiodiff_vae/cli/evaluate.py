@@ -173,6 +173,12 @@ def register(subparsers: Any) -> None:
         help="Path gain in dB at pixel 0 and 1, for dB errors and colour bars (default RadioMapSeer's -147 -47).",
     )
     parser.add_argument("--no_figure", action="store_true", help="Skip examples.png.")
+    parser.add_argument(
+        "--reference_simulation",
+        default=None,
+        help="Score against this independent trace of the same maps (e.g. sionna_repeat1 of make-raytraced) and "
+        "report the input's own score against it, the Monte Carlo noise floor (needs --data_dir).",
+    )
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (default 0).")
     add_data_arguments(parser)
     parser.set_defaults(func=run)
@@ -194,11 +200,18 @@ def run(args: argparse.Namespace) -> int:
     db_range = tuple(args.db_range) if args.db_range is not None else RADIOMAPSEER_DB_RANGE
     if not db_range[1] > db_range[0]:
         raise ValueError(f"--db_range needs DB_AT_0 < DB_AT_1, got {db_range[0]} {db_range[1]}")
+    if args.reference_simulation is not None and (args.data_dir is None or len(args.simulation) != 1):
+        raise ValueError("--reference_simulation needs --data_dir and one --simulation (trace A; it is trace B)")
     check_output_dir(args.output_dir, args.overwrite)
     device = resolve_device(args.device)
     vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
     check_resolution_fits_model(vae, args.resolution)
     dataset = dataset_from_args(args)
+    if args.reference_simulation is not None:
+        from radiodiff_vae.evaluation import ReferencePairs
+
+        reference_args = argparse.Namespace(**{**vars(args), "simulation": [args.reference_simulation]})
+        dataset = ReferencePairs(dataset, dataset_from_args(reference_args))
 
     result = evaluate_vae(
         vae,
@@ -211,7 +224,13 @@ def run(args: argparse.Namespace) -> int:
         db_range=db_range,
         num_workers=args.num_workers,
         draw_figure=not args.no_figure,
-        settings={"model": str(args.model), "data": describe_data(args), "dtype": args.dtype, "device": str(device)},
+        settings={
+            "model": str(args.model),
+            "data": describe_data(args),
+            "dtype": args.dtype,
+            "device": str(device),
+            "reference_simulation": args.reference_simulation,
+        },
     )
     written = save_evaluation(result, args.output_dir, overwrite=args.overwrite)
     print(result.table)
