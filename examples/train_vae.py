@@ -549,13 +549,81 @@ def register_checkpoint_hooks(accelerator: Accelerator) -> None:
     accelerator.register_load_state_pre_hook(load_model_hook)
 
 
-def step_records(step: VAEGANStep, result, max_grad_norm: float) -> Dict[str, torch.Tensor]:
+def step_records(result, max_grad_norm: float) -> Dict[str, torch.Tensor]:
     """The per-optimizer-step logs: gradient norms and, with clipping on, clip ratios (norm / max_norm; > 1 means
     the group was clipped)."""
     records = {f"grad_norm_{name}": norm for name, norm in result.grad_norms.items()}
     if max_grad_norm > 0:
         records.update({f"clip_ratio_{name}": norm / max_grad_norm for name, norm in result.grad_norms.items()})
     return records
+
+
+def write_debug_trace(output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard):
+    """output_dir/debug/rank-<i>.json (--debug_trace): the maps this process trained on and digests of its weights."""
+    atomic_write_json(
+        os.path.join(output_dir, "debug", f"rank-{accelerator.process_index}.json"),
+        {
+            "process_index": accelerator.process_index,
+            "num_processes": accelerator.num_processes,
+            "names": names_seen,
+            "global_step": global_step,
+            "vae_sha256": weights_digest(raw_vae.state_dict().items()),
+            # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
+            "discriminator_parameters_sha256": weights_digest(
+                accelerator.unwrap_model(discriminator).named_parameters()
+            ),
+            "logvar": loss_fn.logvar.item(),
+            "nonfinite_steps_skipped": guard.total,
+        },
+    )
+
+
+def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, global_step, hub_repo_id) -> None:
+    """The end of a run (main process): scaling factor, final validation (and the maps outside training), model,
+    sample grid, model card, upload."""
+    scaling_factor = measure_scaling_factor(
+        raw_vae, data.train, collate, args.scaling_factor_maps, args.train_batch_size, accelerator.device, args.seed
+    )
+    raw_vae.register_to_config(scaling_factor=scaling_factor)
+    final_metrics, grid = validate(global_step, logger)
+    description = (
+        f"Trained with `examples/train_vae.py` for {global_step} steps on {data.source}; the metrics are "
+        f"those of {len(data.validation)} {data.validation_kind}."
+    )
+    if data.test is not None:
+        test_metrics, _ = Validator(
+            accelerator, raw_vae, data.test, collate, args.train_batch_size, 0, args.output_dir,
+            "maps outside training (RadioUNet's disjoint test split)", prefix="test",
+        )(global_step, logger)  # fmt: skip
+        scores = ", ".join(f"{key} {value:.4f}" for key, value in sorted(test_metrics.items()))
+        description += (
+            f" On {len(data.test)} maps outside training (RadioUNet's disjoint test split, comparable with the "
+            f"literature): {scores}."
+        )
+    save_final_model(raw_vae, args.output_dir)
+    sample = os.path.join(args.output_dir, "sample.png")
+    if grid is not None:
+        save_png(grid, sample)
+    from radiodiff_vae.hub import save_model_card
+
+    save_model_card(
+        args.output_dir,
+        raw_vae,
+        training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
+        metrics=final_metrics,
+        sample_image=sample if grid is not None else None,
+        repo_id=hub_repo_id,
+        description=description,
+        eval_dataset=data.label,
+        eval_split="validation",
+    )
+    logger.info(
+        f"saved the {'EMA ' if args.use_ema else ''}model to {args.output_dir} (scaling_factor "
+        f"{scaling_factor:.4f})"
+    )
+    if args.push_to_hub:
+        push_folder_to_hub(args.output_dir, hub_repo_id)
+        logger.info(f"uploaded {args.output_dir} to the Hub repository {hub_repo_id}")
 
 
 def main(input_args: Optional[Sequence[str]] = None) -> int:
@@ -727,7 +795,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                 progress_bar.update(1)
                 if guard.exhausted:
                     raise NonFiniteLossError(guard.describe_streak(global_step - 1))
-                window.add_step(step_records(train_step, result, args.max_grad_norm))
+                window.add_step(step_records(result, args.max_grad_norm))
                 phase = 2 if result.adversarial else 1
 
                 if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
@@ -783,69 +851,12 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     # ---- the end: (EMA) weights, scaling factor, final validation, model card, upload
     accelerator.wait_for_everyone()
     if args.debug_trace:
-        atomic_write_json(
-            os.path.join(args.output_dir, "debug", f"rank-{accelerator.process_index}.json"),
-            {
-                "process_index": accelerator.process_index,
-                "num_processes": accelerator.num_processes,
-                "names": names_seen,
-                "global_step": global_step,
-                "vae_sha256": weights_digest(raw_vae.state_dict().items()),
-                # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
-                "discriminator_parameters_sha256": weights_digest(
-                    accelerator.unwrap_model(discriminator).named_parameters()
-                ),
-                "logvar": loss_fn.logvar.item(),
-                "nonfinite_steps_skipped": guard.total,
-            },
-        )
+        write_debug_trace(args.output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard)
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(raw_vae.parameters())
             validate.ema = None  # the weights are the EMA's from here on
-        scaling_factor = measure_scaling_factor(
-            raw_vae, data.train, collate, args.scaling_factor_maps, args.train_batch_size, accelerator.device, args.seed
-        )
-        raw_vae.register_to_config(scaling_factor=scaling_factor)
-        final_metrics, grid = validate(global_step, logger)
-        description = (
-            f"Trained with `examples/train_vae.py` for {global_step} steps on {data.source}; the metrics are "
-            f"those of {len(data.validation)} {data.validation_kind}."
-        )
-        if data.test is not None:
-            test_metrics, _ = Validator(
-                accelerator, raw_vae, data.test, collate, args.train_batch_size, 0, args.output_dir,
-                "maps outside training (RadioUNet's disjoint test split)", prefix="test",
-            )(global_step, logger)  # fmt: skip
-            scores = ", ".join(f"{key} {value:.4f}" for key, value in sorted(test_metrics.items()))
-            description += (
-                f" On {len(data.test)} maps outside training (RadioUNet's disjoint test split, comparable with the "
-                f"literature): {scores}."
-            )
-        save_final_model(raw_vae, args.output_dir)
-        sample = os.path.join(args.output_dir, "sample.png")
-        if grid is not None:
-            save_png(grid, sample)
-        from radiodiff_vae.hub import save_model_card
-
-        save_model_card(
-            args.output_dir,
-            raw_vae,
-            training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
-            metrics=final_metrics,
-            sample_image=sample if grid is not None else None,
-            repo_id=hub_repo_id,
-            description=description,
-            eval_dataset=data.label,
-            eval_split="validation",
-        )
-        logger.info(
-            f"saved the {'EMA ' if ema is not None else ''}model to {args.output_dir} (scaling_factor "
-            f"{scaling_factor:.4f})"
-        )
-        if args.push_to_hub:
-            push_folder_to_hub(args.output_dir, hub_repo_id)
-            logger.info(f"uploaded {args.output_dir} to the Hub repository {hub_repo_id}")
+        save_final_outputs(args, accelerator, raw_vae, data, collate, validate, global_step, hub_repo_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0

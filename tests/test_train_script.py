@@ -8,6 +8,7 @@ switched on in the middle of the run.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -344,3 +345,26 @@ def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     scalars, _ = _scalars(tmp_path)
     assert [step for step, _ in scalars["train/nll"]] == [2, 4]
     assert (tmp_path / WEIGHTS).is_file() and (tmp_path / "README.md").is_file()
+
+
+def test_overlapping_validation_is_called_so_and_maps_outside_training_are_scored(tmp_path):
+    """RadioDiff's split scheme validates on training maps: the card says so, and the run also scores RadioUNet's
+    disjoint test split. With clipping on, each group's clip ratio is logged (logvar on its own)."""
+    from radiodiff_vae.data import write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "seer", num_maps=14, num_tx=1, resolution=32, show_progress=False)
+    output_dir = tmp_path / "run"
+    arguments = TINY_RUN + ["--data_dir", str(root), "--simulation", "synthetic", "--output_dir", str(output_dir)]
+    arguments += ["--max_train_steps", "1", "--logging_steps", "1", "--max_grad_norm", "1"]
+    assert train_vae.main(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
+    card = (output_dir / "README.md").read_text()
+    assert "validation maps that overlap the training maps (split scheme radiodiff)" in card
+    assert "held-out" not in card
+    assert re.search(r"On [1-9]\d* maps outside training \(RadioUNet's disjoint test split.*: mae [\d.]+, nmse", card)
+    scalars, _ = _scalars(output_dir)
+    assert "test/psnr" in scalars and "validation/psnr" in scalars
+    for group in ["autoencoder", "logvar"]:
+        (step, ratio), = scalars[f"train/clip_ratio_{group}"]
+        (_, norm), = scalars[f"train/grad_norm_{group}"]
+        assert step == 1 and ratio == pytest.approx(norm)  # max_grad_norm 1
+    assert "train/clip_ratio_discriminator" not in scalars  # phase 1: the discriminator has no gradient

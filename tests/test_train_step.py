@@ -147,3 +147,30 @@ def test_fp16_grad_scaler_unscales_each_optimizer_once_and_updates_once(fresh_ac
         assert norms[name].item() == pytest.approx(norms_true[name].item(), rel=1e-4)
     # One update of the scale per optimizer step: growth_interval 1 doubles it once (twice would give 4096).
     assert scaler.get_scale() == 2048.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# logging window, spread validation maps
+def test_log_window_averages_finite_micro_batches_per_key():
+    from accelerate import Accelerator
+
+    from radiodiff_vae.training import LogWindow
+
+    window = LogWindow()
+    window.add_micro_batch({"nll": torch.tensor(1.0)}, torch.tensor(True))
+    window.add_micro_batch({"nll": torch.tensor(float("nan"))}, torch.tensor(False))  # left out
+    window.add_micro_batch({"nll": torch.tensor(3.0), "disc_loss": torch.tensor(5.0)}, torch.tensor(True))
+    window.add_step({"grad_norm_autoencoder": torch.tensor(2.0)})
+    window.add_step({"grad_norm_autoencoder": torch.tensor(4.0)})
+    summary = window.summary(Accelerator(cpu=True))
+    assert summary == {"nll": 2.0, "disc_loss": 5.0, "grad_norm_autoencoder": 3.0}
+    window.reset()
+    assert window.summary(Accelerator(cpu=True)) == {}
+
+
+def test_validation_maps_are_spread_over_the_split():
+    from radiodiff_vae.training import spread_indices
+
+    assert spread_indices(100, 5) == [0, 25, 50, 74, 99]  # every city of a map-by-map ordering, not the first five
+    assert spread_indices(3, 5) == [0, 1, 2] and spread_indices(0, 4) == []
+    assert len(set(spread_indices(1000, 64))) == 64
