@@ -679,6 +679,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     check_map_size(probe, vae, discriminator.min_input_size, data.source)
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
+        loss_fn.enable_gradient_checkpointing()
     loss_fn.to(accelerator.device)
     loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless --freeze_logvar
 

@@ -119,6 +119,7 @@ def test_report_configuration_is_the_reports():
         1e-6, 1.0, 50_001, 0.5, 0.5
     )
     assert (args.gan_loss, args.disc_num_layers, args.mixed_precision, args.freeze_logvar) == ("hinge", 3, "no", False)
+    assert args.max_grad_norm == 0 and train_vae.build_parser().get_default("max_grad_norm") == 0  # no clipping
     assert (args.checkpointing_steps, args.checkpoints_total_limit, args.logging_steps) == (5000, None, 100)
 
     quick = train_vae.parse_args(["--config", str(CONFIGS / "quickstart.yaml"), "--max_train_steps", "7"])

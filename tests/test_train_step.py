@@ -174,3 +174,20 @@ def test_validation_maps_are_spread_over_the_split():
     assert spread_indices(100, 5) == [0, 25, 50, 74, 99]  # every city of a map-by-map ordering, not the first five
     assert spread_indices(3, 5) == [0, 1, 2] and spread_indices(0, 4) == []
     assert len(set(spread_indices(1000, 64))) == 64
+
+
+def test_checkpointed_lpips_trunk_gives_the_same_distance_and_gradient(torch_home, monkeypatch):
+    _, loss = _model_and_loss(torch_home, monkeypatch, 1.0)
+    inputs = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    reconstructions = (inputs + 0.2 * torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(5)))
+    results = []
+    for checkpointed in (False, True):
+        loss.perceptual.gradient_checkpointing = checkpointed
+        leaf = reconstructions.clone().requires_grad_(True)
+        distance = loss.perceptual(inputs, leaf)
+        (grad,) = torch.autograd.grad(distance.sum(), leaf)
+        results.append((distance.detach(), grad))
+    loss.perceptual.gradient_checkpointing = False
+    assert results[0][0].shape == (2, 1, 1, 1) and results[0][0].min() > 0
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-9)

@@ -119,6 +119,12 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             use_actnorm=disc_use_actnorm,
         )
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoints the LPIPS trunk on the reconstruction's side (the same values and gradients, less memory, one
+        more VGG16 forward); pair it with ``vae.enable_gradient_checkpointing()``."""
+        if self.perceptual is not None:
+            self.perceptual.gradient_checkpointing = True
+
     # ----------------------------------------------------------------------------------------------------------
     def disc_factor(self, global_step: Union[int, torch.Tensor]) -> float:
         """Weight of both adversarial terms at ``global_step``: 0 before ``disc_start``, then (ramped to)
@@ -217,7 +223,9 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         factor = self.disc_factor(step)
         # A leaf cut between the autoencoder and the loss: the LPIPS and discriminator graphs end here and are
         # freed by the first autograd.grad, before the autoencoder's backward allocates its gradients.
-        leaf = reconstructions.detach().requires_grad_(True)
+        # (A view of the leaf, not the leaf itself: module backward hooks, e.g. FlopCounterMode's, refuse a leaf
+        # input under autograd.grad.)
+        leaf = reconstructions.detach().requires_grad_(True).view_as(reconstructions)
         loss, terms, nll_loss, g_loss = self._generator_terms(inputs, leaf, kl, factor, None, None, False)
         loose = [self.logvar] if self.logvar.requires_grad else []
         nll_grads = torch.autograd.grad(nll_loss, [leaf, *loose])  # the LPIPS backward, once
