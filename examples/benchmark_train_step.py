@@ -63,6 +63,12 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="Timed steps per formulation and phase (median).")
     parser.add_argument("--channels_last", action="store_true", help="Models and maps in channels-last layout.")
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Checkpoint the autoencoder + VGG.")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the autoencoder's blocks and the LPIPS trunk (not the decoder's last layer, so that the "
+        "adaptive weight's pull-back to it stays one convolution).",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     parser.add_argument(
         "--memory",
@@ -116,6 +122,12 @@ def build(args: argparse.Namespace):
     if args.channels_last:
         vae.to(memory_format=torch.channels_last)
         loss_fn.to(memory_format=torch.channels_last)
+    if args.compile:
+        blocks = [vae.encoder, vae.decoder.conv_in, vae.decoder.mid_block, *vae.decoder.up_blocks]
+        if loss_fn.perceptual is not None:
+            blocks.append(loss_fn.perceptual.lpips.net)
+        for block in blocks:
+            block.compile()
     optimizer_ae = torch.optim.Adam([*vae.parameters(), loss_fn.logvar], lr=1e-5)
     optimizer_disc = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=1e-5)
     return vae, loss_fn, optimizer_ae, optimizer_disc
@@ -204,19 +216,22 @@ def _rss_mib() -> float:
 
 
 def measure_memory(args, vae, loss_fn, optimizer_ae, optimizer_disc, maps) -> Dict[str, float]:
-    """MiB per map: tensors kept for the backward by each component during one phase-1 step, and the peak RSS."""
+    """One phase-1 step: MiB per map of the activations each component keeps for the backward (parameters, which
+    convolutions also save, left out), and the process's resident memory before the step and at its peak."""
     components = {"autoencoder": vae, "LPIPS-VGG16": loss_fn.perceptual, "discriminator": loss_fn.discriminator}
     current: List[str] = []
     for name, module in components.items():
         if module is not None:
-            module.register_forward_pre_hook(lambda *_, name=name: current.append(name))
-            module.register_forward_hook(lambda *_: current.pop())
+            module.register_forward_pre_hook(lambda *_, name=name: current.append(name) and None)
+            module.register_forward_hook(lambda *_: current.pop() and None)  # None: the output stays as it is
+    parameters = {p.untyped_storage().data_ptr() for m in (vae, loss_fn) for p in m.parameters()}
     kept: Dict[str, Dict[int, int]] = defaultdict(dict)
 
     def pack(tensor: torch.Tensor):
-        owner = current[-1] if current else "loss (outside the networks)"
         storage = tensor.untyped_storage()
-        kept[owner][storage.data_ptr()] = storage.nbytes()  # a storage saved twice counts once
+        if storage.data_ptr() not in parameters:
+            owner = current[-1] if current else "loss (outside the networks)"
+            kept[owner][storage.data_ptr()] = storage.nbytes()  # a storage saved twice counts once
         return tensor
 
     step = package_step_runner(vae, loss_fn, optimizer_ae, optimizer_disc)
@@ -224,9 +239,11 @@ def measure_memory(args, vae, loss_fn, optimizer_ae, optimizer_disc, maps) -> Di
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step(maps, 0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    per_map = {f"kept for backward: {name}": sum(sizes.values()) / 2**20 / args.batch_size for name, sizes in kept.items()}
-    per_map["peak RSS above the models (one step)"] = (peak - before) / args.batch_size
-    return per_map
+    rows = {f"activations kept for the backward, per map: {name}": sum(sizes.values()) / 2**20 / args.batch_size
+            for name, sizes in kept.items()}  # fmt: skip
+    rows["resident memory before the step (models, optimizers, libraries)"] = before
+    rows[f"peak resident memory during the step (batch {args.batch_size})"] = peak
+    return rows
 
 
 def main(input_args: Optional[List[str]] = None) -> int:
@@ -243,13 +260,13 @@ def main(input_args: Optional[List[str]] = None) -> int:
     print(
         f"# {args.preset} {list(channels)}, {args.resolution}x{args.resolution}, batch {args.batch_size}, LPIPS "
         f"{'on (' + trunk + ')' if loss_fn.perceptual is not None else 'off'}"
-        f"{', channels-last' if args.channels_last else ''}{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
+        f"{', channels-last' if args.channels_last else ''}{', torch.compile' if args.compile else ''}{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     )
     print("# command: python " + " ".join(sys.argv))
     if args.memory:
         for name, mib in measure_memory(args, vae, loss_fn, optimizer_ae, optimizer_disc, maps).items():
-            print(f"| {name} | {mib:8.0f} MiB per map |")
+            print(f"| {name} | {mib:8.0f} MiB |")
         return 0
 
     package = package_step_runner(vae, loss_fn, optimizer_ae, optimizer_disc)
