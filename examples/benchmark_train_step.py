@@ -256,13 +256,14 @@ def main(input_args: Optional[List[str]] = None) -> int:
     maps = maps * 2 - 1
     if args.channels_last:
         maps = maps.contiguous(memory_format=torch.channels_last)
-    channels = vae.config.block_out_channels
-    print(
-        f"# {args.preset} {list(channels)}, {args.resolution}x{args.resolution}, batch {args.batch_size}, LPIPS "
-        f"{'on (' + trunk + ')' if loss_fn.perceptual is not None else 'off'}"
-        f"{', channels-last' if args.channels_last else ''}{', torch.compile' if args.compile else ''}{', gradient checkpointing' if args.gradient_checkpointing else ''}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    )
+    switches = ("channels_last", "compile", "gradient_checkpointing")
+    options = [
+        f"LPIPS {'on (' + trunk + ')' if loss_fn.perceptual is not None else 'off'}",
+        *[flag.replace("_", " ") for flag in switches if vars(args)[flag]],
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
+    ]
+    size = f"{args.resolution}x{args.resolution}, batch {args.batch_size}"
+    print(f"# {args.preset} {list(vae.config.block_out_channels)}, {size}, " + ", ".join(options))
     print("# command: python " + " ".join(sys.argv))
     if args.memory:
         for name, mib in measure_memory(args, vae, loss_fn, optimizer_ae, optimizer_disc, maps).items():

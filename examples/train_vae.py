@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
     logs.add_argument("--tracker_project_name", type=str, default=TRACKER_PROJECT_NAME, help="Tracker run name.")
     logs.add_argument("--validation_steps", type=int, default=5000, help="Validate every N steps (and at the end).")
-    logs.add_argument("--num_validation_maps", type=int, default=16, help="Validation maps scored (spread over the split).")
+    logs.add_argument("--num_validation_maps", type=int, default=16, help="Validation maps scored (spread).")
     logs.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation image grid.")
     logs.add_argument(
         "--scaling_factor_maps", type=int, default=64, help="Training maps whose latents set scaling_factor = 1/std."

@@ -196,6 +196,8 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     assert scalars["train/nonfinite_steps_skipped"][-1][1] == 1
     rates = [value for _, value in scalars["train/lr_autoencoder"]]
     assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(1e-4)
+    # The discriminator's schedule starts at --disc_start (2): full rate there, then down to lr_end over steps 2..6.
+    assert [value for _, value in scalars["train/lr_discriminator"]] == pytest.approx([1e-3, 5.5e-4, 1e-4])
     assert [step for step, _ in scalars["validation/psnr"]] == [3, 6]
     assert images == ["validation/input_reconstruction_error"]
 
