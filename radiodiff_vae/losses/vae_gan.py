@@ -8,6 +8,9 @@ A training step calls it twice on one autoencoder forward::
     if criterion.disc_factor(step) > 0:
         d_loss, d_logs = criterion.discriminator_loss(x, out.sample, step, discriminator=prepared_discriminator)
         accelerator.backward(d_loss); disc_optimizer.step()
+
+``generator_objective`` is the same objective with a cheaper backward (LPIPS and the discriminator backpropagated
+once each); ``radiodiff_vae.training.VAEGANStep`` uses it.
 """
 
 from typing import Dict, List, Optional, Tuple, Union

@@ -8,7 +8,7 @@ unscaling (fp16), clipping per group, both optimizers' steps, one scale update, 
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
