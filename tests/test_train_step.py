@@ -191,3 +191,23 @@ def test_checkpointed_lpips_trunk_gives_the_same_distance_and_gradient(torch_hom
     assert results[0][0].shape == (2, 1, 1, 1) and results[0][0].min() > 0
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-9)
+
+
+def test_benchmark_counts_fewer_flops_than_the_previous_and_the_original_step(capsys, monkeypatch):
+    """examples/benchmark_train_step.py on a small network: in phase 2 the package's step saves the second LPIPS and
+    discriminator backwards of the previous step, and both beat the original trainer's computation."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "benchmark_train_step.py"
+    spec = importlib.util.spec_from_file_location("benchmark_train_step_under_test", script)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    monkeypatch.setattr(benchmark, "vgg16_trunk_path", lambda: Path("/nonexistent/vgg16-397923af.pth"))
+    arguments = ["--preset", "tiny", "--resolution", "32", "--batch_size", "2", "--repeats", "1", "--threads", "1"]
+    assert benchmark.main(arguments + ["--disc_base_channels", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith(("| 1 ", "| 2 "))]
+    gflop = {(int(phase), name.strip()): float(value) for phase, name, value, *_ in rows}
+    assert gflop[(1, "package")] == pytest.approx(gflop[(1, "previous")])  # phase 1: already one pass each
+    assert gflop[(2, "package")] < gflop[(2, "previous")] < gflop[(2, "original")]
+    assert gflop[(1, "package")] < gflop[(2, "package")] < 0.7 * gflop[(2, "original")]
