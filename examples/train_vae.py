@@ -35,19 +35,18 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from radiodiff_vae.atomic import atomic_path, atomic_write_json, make_files_shareable
+from radiodiff_vae.atomic import atomic_write_json, make_files_shareable
 from radiodiff_vae.errors import (
     USER_ERRORS,
     MapFileError,
@@ -57,32 +56,30 @@ from radiodiff_vae.errors import (
     show_traceback,
 )
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
-from radiodiff_vae.metrics import compute_metrics
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
 from radiodiff_vae.training import (
     SCHEDULER_NAMES,
+    LogWindow,
     NonFiniteGuard,
     NonFiniteLossError,
     TensorState,
     ThroughputMeter,
     TrainingProgress,
-    average_loose_gradients,
+    Validator,
+    VAEGANStep,
     build_lr_scheduler,
     checkpointing,
-    clip_grad_norms,
-    is_finite_everywhere,
-    make_reconstruction_grid,
+    measure_scaling_factor,
     parse_args_with_config,
     peak_memory_mib,
-    step_generator,
+    save_png,
+    spread_subset,
 )
 
 logger = get_logger(__name__, log_level="INFO")
 
 TRACKER_PROJECT_NAME = "radiodiff-vae"
 # Written into output_dir next to the model; never uploaded by --push_to_hub.
-# Validation grids enlarge small maps (nearest neighbour) to at least this many pixels per panel.
-GRID_PANEL_SIZE = 192
 HUB_IGNORE_PATTERNS = [
     "checkpoint-*", "checkpoint-*/**", "logs/**", "validation/**", "debug/**", "*.tmp", "*.tmp/**", "*.lock"
 ]  # fmt: skip
@@ -164,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2.")
     training.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam epsilon.")
     training.add_argument("--adam_weight_decay", type=float, default=0.0, help="Adam (L2) weight decay.")
-    training.add_argument("--max_grad_norm", type=float, default=1.0, help="Clip each model's gradient norm; 0: off.")
+    training.add_argument(
+        "--max_grad_norm",
+        type=float,
+        default=0.0,
+        help="Clip the gradient norm of each group (autoencoder, logvar, discriminator) to this; 0: off (the report).",
+    )
     training.add_argument(
         "--mixed_precision",
         type=str,
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
     logs.add_argument("--tracker_project_name", type=str, default=TRACKER_PROJECT_NAME, help="Tracker run name.")
     logs.add_argument("--validation_steps", type=int, default=5000, help="Validate every N steps (and at the end).")
-    logs.add_argument("--num_validation_maps", type=int, default=16, help="Held-out maps scored at validation.")
+    logs.add_argument("--num_validation_maps", type=int, default=16, help="Validation maps scored (spread).")
     logs.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation image grid.")
     logs.add_argument(
         "--scaling_factor_maps", type=int, default=64, help="Training maps whose latents set scaling_factor = 1/std."
@@ -435,24 +437,52 @@ def _read_json(path: str) -> Dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------------------------
 # data
-def build_datasets(args: argparse.Namespace) -> Tuple[Dataset, Dataset, str, str]:
-    """The training set, a held-out validation set, a one-line description of both and a short dataset name."""
+@dataclass
+class RunData:
+    """The run's maps: training, validation (spread over the validation split) and, for RadioMapSeer, maps outside
+    training (RadioUNet's disjoint test split); with one-line descriptions for logs and the model card."""
+
+    train: Dataset
+    validation: Dataset
+    source: str  # e.g. "RadioMapSeer /data (IRT4, split scheme radiodiff)"
+    label: str  # a short dataset name for the card's model-index
+    validation_kind: str  # how the validation maps relate to the training maps
+    test: Optional[Dataset] = None  # maps no training split of either scheme holds, or None
+
+
+def build_datasets(args: argparse.Namespace) -> RunData:
+    """The training maps, ``--num_validation_maps`` validation maps spread over the validation split (items are
+    ordered map by map, so the first N would be one or a few cities) and, for RadioMapSeer, as many test maps."""
     from radiodiff_vae import data as radio_data
 
-    if args.data_dir is not None:
-        common = dict(simulation=args.simulation, split_scheme=args.split_scheme, num_tx=args.num_tx)
-        train = radio_data.RadioMapSeer(
-            args.data_dir, split="train", resolution=args.resolution, flip=args.random_flip, **common
-        )
-        validation = radio_data.RadioMapSeer(args.data_dir, split="val", resolution=args.resolution, **common)
-        source = f"RadioMapSeer {args.data_dir} ({args.simulation}, split scheme {args.split_scheme})"
-        label = f"RadioMapSeer-{args.simulation}"
-    elif args.dataset_name is not None:
+    if args.data_dir is not None or args.dataset_name is not None:
         common = dict(resolution=args.resolution, simulation=args.simulation, split_scheme=args.split_scheme)
-        train = radio_data.load_radio_dataset(args.dataset_name, split="train", flip=args.random_flip, **common)
-        validation = radio_data.load_radio_dataset(args.dataset_name, split=args.validation_split, **common)
-        source = f"dataset {args.dataset_name} (train / {args.validation_split})"
-        label = args.dataset_name
+        if args.data_dir is not None:
+            common["num_tx"] = args.num_tx
+            train = radio_data.RadioMapSeer(args.data_dir, split="train", flip=args.random_flip, **common)
+            validation = radio_data.RadioMapSeer(args.data_dir, split="val", **common)
+            source = f"RadioMapSeer {args.data_dir} ({args.simulation}, split scheme {args.split_scheme})"
+            label = f"RadioMapSeer-{args.simulation}"
+        else:
+            train = radio_data.load_radio_dataset(args.dataset_name, split="train", flip=args.random_flip, **common)
+            validation = radio_data.load_radio_dataset(args.dataset_name, split=args.validation_split, **common)
+            source = f"dataset {args.dataset_name} (train / {args.validation_split})"
+            label = args.dataset_name
+        test = None
+        if isinstance(validation, radio_data.RadioMapSeer):
+            overlap = args.split_scheme == "radiodiff"  # the original code's split: validation lies inside train
+            kind = "validation maps that overlap the training maps" if overlap else "held-out validation maps"
+            kind += f" (split scheme {args.split_scheme})"
+            # Positions 601.. of the shuffled maps: in no training split of either scheme (RadioUNet's test split).
+            try:
+                test = radio_data.RadioMapSeer(
+                    validation.root, validation.simulation, "test", "disjoint", resolution=args.resolution,
+                    num_tx=validation.num_tx,
+                )  # fmt: skip
+            except ValueError as error:  # a partial folder can hold no test map: validate without them
+                logger.warning(f"no maps outside training to score at the end: {error}")
+        else:
+            kind = f"maps of the {args.validation_split!r} split"
     else:
         resolution = args.resolution or 64
         train = radio_data.SyntheticRadioMaps(
@@ -468,16 +498,16 @@ def build_datasets(args: argparse.Namespace) -> Tuple[Dataset, Dataset, str, str
             show_progress=False,
         )
         source = f"synthetic maps ({args.synthetic_num_maps} cities x {args.synthetic_num_tx} transmitters)"
-        label = "synthetic"
+        label, kind, test = "synthetic", "held-out validation maps (cities not in training)", None
     if args.max_train_samples is not None and args.max_train_samples < len(train):
         train = torch.utils.data.Subset(train, range(args.max_train_samples))
-    if len(validation) > args.num_validation_maps:
-        validation = torch.utils.data.Subset(validation, range(args.num_validation_maps))
+    validation = spread_subset(validation, args.num_validation_maps)
+    test = spread_subset(test, args.num_validation_maps) if test is not None and len(test) else None
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(
             f"{source}: {len(train)} training and {len(validation)} validation maps; need at least one of each"
         )
-    return train, validation, source, label
+    return RunData(train, validation, source, label, kind, test)
 
 
 def collate_maps(items: List[Dict[str, Any]], resolution: Optional[int] = None) -> Dict[str, Any]:
@@ -516,58 +546,7 @@ def check_map_size(pixel_values: torch.Tensor, vae: RadioVAE, discriminator_min:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# validation, logging, saving
-def save_png(image: np.ndarray, path: str) -> None:
-    """A `(H, W)` or `(H, W, 3)` uint8 image as a PNG, written atomically."""
-    with atomic_path(path) as temporary:
-        Image.fromarray(image).save(temporary, format="PNG")
-
-
-@torch.no_grad()
-def evaluate_reconstructions(
-    vae: RadioVAE, dataset: Dataset, collate: MapCollator, batch_size: int, device: torch.device, num_images: int
-) -> Tuple[Dict[str, float], Optional[np.ndarray]]:
-    """Mean PSNR / SSIM / NMSE / RMSE / MAE of the posterior-mean reconstructions of ``dataset`` (maps in [0, 1]),
-    and the image grid of its first ``num_images`` maps.
-
-    Items are read by index (no DataLoader), so validation draws nothing from the global random state.
-    """
-    was_training = vae.training
-    vae.eval()
-    per_image: Dict[str, List[torch.Tensor]] = {}
-    grid_inputs, grid_outputs = [], []
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
-        maps = batch["pixel_values"].to(device)  # (B, 1, H, W) in [-1, 1]
-        reconstruction = vae(maps, sample_posterior=False).sample  # (B, 1, H, W)
-        target = (maps.float() + 1) / 2
-        prediction = ((reconstruction.float() + 1) / 2).clamp(0, 1)
-        for name, values in compute_metrics(prediction, target).items():
-            per_image.setdefault(name, []).append(values.float().cpu())
-        taken = sum(len(chunk) for chunk in grid_inputs)
-        if taken < num_images:
-            grid_inputs.append(target[: num_images - taken].cpu())
-            grid_outputs.append(prediction[: num_images - taken].cpu())
-    vae.train(was_training)
-    metrics = {name: torch.cat(values).mean().item() for name, values in per_image.items()}
-    grid = None
-    if grid_inputs:
-        grid = make_reconstruction_grid(torch.cat(grid_inputs), torch.cat(grid_outputs), min_panel_size=GRID_PANEL_SIZE)
-    return metrics, grid
-
-
-def log_image_to_trackers(accelerator: Accelerator, name: str, image: np.ndarray, step: int) -> None:
-    """Sends an RGB ``(H, W, 3)`` uint8 image to the trackers that take images (TensorBoard, W&B)."""
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_image(name, image, step, dataformats="HWC")
-            tracker.writer.flush()
-        elif tracker.name == "wandb":
-            import wandb
-
-            tracker.log({name: wandb.Image(image)}, step=step)
-
-
+# logging and saving
 def tracker_config(args: argparse.Namespace) -> Dict[str, Any]:
     """``args`` with values TensorBoard's hparams accept (numbers, strings, booleans)."""
     config = {}
@@ -583,33 +562,6 @@ def weights_digest(named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-@torch.no_grad()
-def measure_scaling_factor(
-    vae: RadioVAE,
-    dataset: Dataset,
-    collate: MapCollator,
-    num_maps: int,
-    batch_size: int,
-    device: torch.device,
-    seed: int,
-) -> float:
-    """``1 / std`` of posterior samples of the first ``num_maps`` training maps (RadioDiff's ``scale_by_std``)."""
-    was_training = vae.training
-    vae.eval()
-    generator = step_generator(device, seed, 2**31 - 1)  # a stream no training step uses
-    latents = []
-    count = min(num_maps, len(dataset))
-    for start in range(0, count, batch_size):
-        batch = collate([dataset[index] for index in range(start, min(start + batch_size, count))])
-        posterior = vae.encode(batch["pixel_values"].to(device)).latent_dist
-        latents.append(posterior.sample(generator=generator).float().flatten().cpu())
-    vae.train(was_training)
-    std = torch.cat(latents).std().item()
-    if not math.isfinite(std) or std <= 0:
-        raise ValueError(f"cannot set scaling_factor: the latents' standard deviation is {std}")
-    return 1.0 / std
 
 
 def save_final_model(vae: RadioVAE, output_dir: str) -> None:
@@ -657,6 +609,143 @@ def _comparable(value: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------------------------
 # the run
+def build_loss(args: argparse.Namespace, vae: RadioVAE) -> RadioVAELoss:
+    """The VAE-GAN objective of the flags (and, with --load_training_state, the converted discriminator/logvar)."""
+    loss_fn = RadioVAELoss(
+        kl_weight=args.kl_weight,
+        perceptual_weight=args.perceptual_weight,
+        logvar_init=args.logvar_init,
+        learn_logvar=not args.freeze_logvar,
+        disc_start=args.disc_start,
+        disc_factor_max=args.disc_factor,
+        disc_ramp_steps=args.disc_ramp_steps,
+        disc_weight=args.disc_weight,
+        gan_loss=args.gan_loss,
+        disc_in_channels=vae.config.in_channels,
+        disc_num_layers=args.disc_num_layers,
+        disc_base_channels=args.disc_base_channels,
+        disc_use_actnorm=args.disc_use_actnorm,
+    )
+    if args.load_training_state:
+        from radiodiff_vae.hub import load_training_state
+
+        load_training_state(loss_fn, args.pretrained_model_name_or_path)
+        logger.info(f"loaded the discriminator and logvar of {args.pretrained_model_name_or_path}")
+    return loss_fn
+
+
+def register_checkpoint_hooks(accelerator: Accelerator) -> None:
+    """Checkpoints hold the models as save_pretrained folders (vae/, discriminator/); loading refuses a folder
+    saved with another configuration."""
+
+    def save_model_hook(models: List[torch.nn.Module], weights: List[Dict[str, torch.Tensor]], folder: str) -> None:
+        for index in reversed(range(len(models))):
+            model = accelerator.unwrap_model(models[index])
+            subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
+            if accelerator.is_main_process:
+                model.save_pretrained(os.path.join(folder, subfolder), safe_serialization=True)
+            if weights:  # empty under DeepSpeed, which saves the models itself
+                weights.pop(index)
+
+    def load_model_hook(models: List[torch.nn.Module], folder: str) -> None:
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
+            saved = type(model).from_pretrained(folder, subfolder=subfolder)
+            changed = sorted(
+                key
+                for key in model.config
+                if not key.startswith("_") and _comparable(saved.config.get(key)) != _comparable(model.config[key])
+            )
+            if changed:
+                raise ValueError(
+                    f"{folder}/{subfolder} was saved with a different configuration ({', '.join(changed)}); "
+                    "resume with the flags of the run that wrote it"
+                )
+            model.load_state_dict(saved.state_dict(), strict=True)
+            del saved
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+
+def step_records(result, max_grad_norm: float) -> Dict[str, torch.Tensor]:
+    """The per-optimizer-step logs: gradient norms and, with clipping on, clip ratios (norm / max_norm; > 1 means
+    the group was clipped)."""
+    records = {f"grad_norm_{name}": norm for name, norm in result.grad_norms.items()}
+    if max_grad_norm > 0:
+        records.update({f"clip_ratio_{name}": norm / max_grad_norm for name, norm in result.grad_norms.items()})
+    return records
+
+
+def write_debug_trace(output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard):
+    """output_dir/debug/rank-<i>.json (--debug_trace): the maps this process trained on and digests of its weights."""
+    atomic_write_json(
+        os.path.join(output_dir, "debug", f"rank-{accelerator.process_index}.json"),
+        {
+            "process_index": accelerator.process_index,
+            "num_processes": accelerator.num_processes,
+            "names": names_seen,
+            "global_step": global_step,
+            "vae_sha256": weights_digest(raw_vae.state_dict().items()),
+            # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
+            "discriminator_parameters_sha256": weights_digest(
+                accelerator.unwrap_model(discriminator).named_parameters()
+            ),
+            "logvar": loss_fn.logvar.item(),
+            "nonfinite_steps_skipped": guard.total,
+        },
+    )
+
+
+def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, global_step, hub_repo_id) -> None:
+    """The end of a run (main process): scaling factor, final validation (and the maps outside training), model,
+    sample grid, model card, upload."""
+    scaling_factor = measure_scaling_factor(
+        raw_vae, data.train, collate, args.scaling_factor_maps, args.train_batch_size, accelerator.device, args.seed
+    )
+    raw_vae.register_to_config(scaling_factor=scaling_factor)
+    final_metrics, grid = validate(global_step, logger)
+    description = (
+        f"Trained with `examples/train_vae.py` for {global_step} steps on {data.source}; the metrics are "
+        f"those of {len(data.validation)} {data.validation_kind}."
+    )
+    if data.test is not None:
+        test_metrics, _ = Validator(
+            accelerator, raw_vae, data.test, collate, args.train_batch_size, 0, args.output_dir,
+            "maps outside training (RadioUNet's disjoint test split)", prefix="test",
+        )(global_step, logger)  # fmt: skip
+        scores = ", ".join(f"{key} {value:.4f}" for key, value in sorted(test_metrics.items()))
+        description += (
+            f" On {len(data.test)} maps outside training (RadioUNet's disjoint test split, comparable with the "
+            f"literature): {scores}."
+        )
+    save_final_model(raw_vae, args.output_dir)
+    sample = os.path.join(args.output_dir, "sample.png")
+    if grid is not None:
+        save_png(grid, sample)
+    from radiodiff_vae.hub import save_model_card
+
+    save_model_card(
+        args.output_dir,
+        raw_vae,
+        training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
+        metrics=final_metrics,
+        sample_image=sample if grid is not None else None,
+        repo_id=hub_repo_id,
+        description=description,
+        eval_dataset=data.label,
+        eval_split="validation",
+    )
+    logger.info(
+        f"saved the {'EMA ' if args.use_ema else ''}model to {args.output_dir} (scaling_factor "
+        f"{scaling_factor:.4f})"
+    )
+    if args.push_to_hub:
+        push_folder_to_hub(args.output_dir, hub_repo_id)
+        logger.info(f"uploaded {args.output_dir} to the Hub repository {hub_repo_id}")
+
+
 def main(input_args: Optional[Sequence[str]] = None) -> int:
     args = parse_args(input_args)
 
@@ -689,47 +778,29 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
 
     # ---- data (the main process first: it fills the datasets cache the others then read)
     with accelerator.main_process_first():
-        train_dataset, validation_dataset, data_source, dataset_label = build_datasets(args)
+        data = build_datasets(args)
     collate = MapCollator(args.resolution)
     train_dataloader = DataLoader(
-        train_dataset,
+        data.train,
         batch_size=args.train_batch_size,
         shuffle=True,
         collate_fn=collate,
         num_workers=args.dataloader_num_workers,
-        drop_last=len(train_dataset) >= args.train_batch_size * accelerator.num_processes,
+        drop_last=len(data.train) >= args.train_batch_size * accelerator.num_processes,
     )
 
     # ---- models, loss, optimizers, schedulers
-    probe = collate([train_dataset[0]])["pixel_values"]  # (1, 1, H, W)
+    probe = collate([data.train[0]])["pixel_values"]  # (1, 1, H, W)
     if args.pretrained_model_name_or_path is not None:
         vae = RadioVAE.from_pretrained(args.pretrained_model_name_or_path)
     else:
         vae = RadioVAE.from_preset(args.preset, sample_size=int(probe.shape[-1]))
-    loss_fn = RadioVAELoss(
-        kl_weight=args.kl_weight,
-        perceptual_weight=args.perceptual_weight,
-        logvar_init=args.logvar_init,
-        learn_logvar=not args.freeze_logvar,
-        disc_start=args.disc_start,
-        disc_factor_max=args.disc_factor,
-        disc_ramp_steps=args.disc_ramp_steps,
-        disc_weight=args.disc_weight,
-        gan_loss=args.gan_loss,
-        disc_in_channels=vae.config.in_channels,
-        disc_num_layers=args.disc_num_layers,
-        disc_base_channels=args.disc_base_channels,
-        disc_use_actnorm=args.disc_use_actnorm,
-    )
-    if args.load_training_state:
-        from radiodiff_vae.hub import load_training_state
-
-        load_training_state(loss_fn, args.pretrained_model_name_or_path)
-        logger.info(f"loaded the discriminator and logvar of {args.pretrained_model_name_or_path}")
+    loss_fn = build_loss(args, vae)
     discriminator = loss_fn.discriminator
-    check_map_size(probe, vae, discriminator.min_input_size, data_source)
+    check_map_size(probe, vae, discriminator.min_input_size, data.source)
     if args.gradient_checkpointing:
         vae.enable_gradient_checkpointing()
+        loss_fn.enable_gradient_checkpointing()
     loss_fn.to(accelerator.device)
     loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless --freeze_logvar
 
@@ -744,16 +815,22 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     disc_lr = args.disc_learning_rate or args.learning_rate
     optimizer_ae = torch.optim.Adam(list(vae.parameters()) + loose_parameters, lr=args.learning_rate, **adam)
     optimizer_disc = torch.optim.Adam(discriminator.parameters(), lr=disc_lr, **adam)
-    # A prepared scheduler steps once per process per optimizer step, hence the factor.
+    # A prepared scheduler steps once per process per optimizer step, hence the factor. The discriminator's
+    # schedule starts at --disc_start: it enters phase 2 at its full rate and decays over the steps it trains.
+    processes = accelerator.num_processes
     schedule = dict(
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=args.max_train_steps * accelerator.num_processes,
+        num_warmup_steps=args.lr_warmup_steps * processes,
+        num_training_steps=args.max_train_steps * processes,
         power=args.lr_power,
         num_cycles=args.lr_num_cycles,
     )
     scheduler_ae = build_lr_scheduler(args.lr_scheduler, optimizer_ae, lr_end=args.lr_end, **schedule)
     scheduler_disc = build_lr_scheduler(
-        args.lr_scheduler, optimizer_disc, lr_end=args.lr_end * disc_lr / args.learning_rate, **schedule
+        args.lr_scheduler,
+        optimizer_disc,
+        lr_end=args.lr_end * disc_lr / args.learning_rate,
+        start_step=min(args.disc_start, args.max_train_steps - 1) * processes,
+        **schedule,
     )
 
     # ---- one prepare
@@ -765,35 +842,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     raw_vae: RadioVAE = accelerator.unwrap_model(vae)
 
     # ---- checkpoint contents: models as save_pretrained folders, plus step counters, logvar and EMA
-    def save_model_hook(models: List[torch.nn.Module], weights: List[Dict[str, torch.Tensor]], folder: str) -> None:
-        for index in reversed(range(len(models))):
-            model = accelerator.unwrap_model(models[index])
-            subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
-            if accelerator.is_main_process:
-                model.save_pretrained(os.path.join(folder, subfolder), safe_serialization=True)
-            if weights:  # empty under DeepSpeed, which saves the models itself
-                weights.pop(index)
-
-    def load_model_hook(models: List[torch.nn.Module], folder: str) -> None:
-        while models:
-            model = accelerator.unwrap_model(models.pop())
-            subfolder = "vae" if isinstance(model, RadioVAE) else "discriminator"
-            saved = type(model).from_pretrained(folder, subfolder=subfolder)
-            changed = sorted(
-                key
-                for key in model.config
-                if not key.startswith("_") and _comparable(saved.config.get(key)) != _comparable(model.config[key])
-            )
-            if changed:
-                raise ValueError(
-                    f"{folder}/{subfolder} was saved with a different configuration ({', '.join(changed)}); "
-                    "resume with the flags of the run that wrote it"
-                )
-            model.load_state_dict(saved.state_dict(), strict=True)
-            del saved
-
-    accelerator.register_save_state_pre_hook(save_model_hook)
-    accelerator.register_load_state_pre_hook(load_model_hook)
+    register_checkpoint_hooks(accelerator)
     guard = NonFiniteGuard(args.max_nonfinite_steps)
     progress = TrainingProgress(guard)
     accelerator.register_for_checkpointing(progress)
@@ -822,160 +871,60 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     num_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
     images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(
-        f"{data_source}: {len(train_dataset)} training maps, {len(validation_dataset)} validation maps; "
+        f"{data.source}: {len(data.train)} training maps, {len(data.validation)} {data.validation_kind}; "
         f"{accelerator.num_processes} process(es) x batch {args.train_batch_size} x accumulation "
         f"{args.gradient_accumulation_steps} = {images_per_step} maps per step; {args.max_train_steps} steps "
         f"(phase 2 from step {args.disc_start}); starting at step {global_step}"
     )
 
     # ---- loop
+    train_step = VAEGANStep(
+        accelerator, vae, discriminator, loss_fn, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc,
+        guard, max_grad_norm=args.max_grad_norm, seed=args.seed,
+    )  # fmt: skip
+    validate = Validator(
+        accelerator, raw_vae, data.validation, collate, args.train_batch_size, args.num_validation_images,
+        args.output_dir, data.validation_kind, ema=ema,
+    )  # fmt: skip
+    window, meter = LogWindow(), ThroughputMeter()
     names_seen: List[str] = []
-    window_logs: Dict[str, float] = {}  # sums over the logging window's finite micro-batches
-    window_micro_batches = 0
-    window_step_logs: Dict[str, float] = {}  # sums over its optimizer steps
-    window_steps = 0
-    window_finite = True
-    micro_step = 0
-    meter = ThroughputMeter()
     last_checkpoint = resume_path
-    ae_parameters = list(vae.parameters()) + loose_parameters
-    disc_parameters = list(discriminator.parameters())
     progress_bar = tqdm(
         total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
     )
-
-    def validate(step: int) -> Tuple[Dict[str, float], Optional[np.ndarray]]:
-        """Scores the held-out maps (main process; EMA weights if used) and writes / logs the image grid."""
-        if ema is not None:
-            ema.store(raw_vae.parameters())
-            ema.copy_to(raw_vae.parameters())
-        try:
-            metrics, grid = evaluate_reconstructions(
-                raw_vae,
-                validation_dataset,
-                collate,
-                args.train_batch_size,
-                accelerator.device,
-                args.num_validation_images,
-            )
-        finally:
-            if ema is not None:
-                ema.restore(raw_vae.parameters())
-        accelerator.log({f"validation/{name}": value for name, value in metrics.items()}, step=step)
-        if grid is not None:
-            save_png(grid, os.path.join(args.output_dir, "validation", f"step-{step}.png"))
-            log_image_to_trackers(accelerator, "validation/input_reconstruction_error", grid, step)
-        logger.info(f"step {step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
-        return metrics, grid
-
     try:
         for epoch in range(global_step // steps_per_epoch, num_epochs):
             if global_step >= args.max_train_steps:
                 break
             train_dataloader.set_epoch(epoch)
             batches_done = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-            if epoch == global_step // steps_per_epoch and batches_done:
-                loader = accelerator.skip_first_batches(train_dataloader, batches_done)
-            else:
-                loader = train_dataloader
+            resuming = epoch == global_step // steps_per_epoch and batches_done
+            loader = accelerator.skip_first_batches(train_dataloader, batches_done) if resuming else train_dataloader
             for batch in loader:
-                maps = batch["pixel_values"]  # (B, 1, H, W) in [-1, 1]
                 if args.debug_trace:
                     names_seen.extend(batch["name"])
-                adversarial = loss_fn.disc_factor(global_step) > 0
-                with accelerator.accumulate(vae, discriminator):
-                    noise = step_generator(
-                        maps.device, args.seed, global_step, micro_step, accelerator.process_index
-                    )
-                    # The forward goes through the prepared (DDP) model, so gradients are averaged over processes.
-                    output = vae(maps, sample_posterior=True, generator=noise, return_posterior=True)
-                    loss, logs = loss_fn.generator_loss(
-                        maps, output.sample, output.latent_dist, global_step, last_layer=raw_vae.get_last_layer()
-                    )
-                    if global_step in args.debug_nonfinite_steps:
-                        loss = loss * float("nan")
-                    if adversarial:
-                        # Detached reconstructions through the prepared discriminator; before --disc_start it
-                        # never runs at all.
-                        disc_loss, disc_logs = loss_fn.discriminator_loss(
-                            maps, output.sample.detach(), global_step, discriminator=discriminator
-                        )
-                        loss = loss + disc_loss
-                        logs.update(disc_logs)
-                    finite = is_finite_everywhere(accelerator, [loss])
-                    window_finite = window_finite and finite
-                    if finite:
-                        # Every process takes this branch together (the check is global), so DDP stays in step.
-                        accelerator.backward(loss)
-                        for key, value in logs.items():
-                            window_logs[key] = window_logs.get(key, 0.0) + value
-                        window_micro_batches += 1
-
-                    grad_norms: Dict[str, Optional[torch.Tensor]] = {}
-                    step_applied = False
-                    if accelerator.sync_gradients:
-                        if window_finite:
-                            average_loose_gradients(accelerator, loose_parameters)
-                            if args.max_grad_norm > 0:
-                                grad_norms = clip_grad_norms(
-                                    accelerator,
-                                    {"autoencoder": ae_parameters, "discriminator": disc_parameters},
-                                    args.max_grad_norm,
-                                )
-                                # Norms are taken after DDP's all-reduce: every process sees the same values.
-                                if accelerator.mixed_precision != "fp16":  # fp16 overflow is GradScaler's business
-                                    window_finite = all(
-                                        norm is None or bool(torch.isfinite(norm)) for norm in grad_norms.values()
-                                    )
-                        step_applied = guard.record(window_finite, global_step)
-                        if step_applied:
-                            optimizer_ae.step()
-                            optimizer_disc.step()  # no-op before --disc_start: no parameter has a gradient
-                        optimizer_ae.zero_grad(set_to_none=True)
-                        optimizer_disc.zero_grad(set_to_none=True)
-                    # Prepared schedulers advance only on optimizer-step boundaries.
-                    scheduler_ae.step()
-                    scheduler_disc.step()
-                micro_step += 1
-
-                if not accelerator.sync_gradients:
+                poison = global_step in args.debug_nonfinite_steps
+                result = train_step(batch["pixel_values"], global_step, poison=poison)  # (B, 1, H, W) in [-1, 1]
+                window.add_micro_batch(result.logs, result.finite)
+                if not result.sync:
                     continue
                 # ---- one optimizer step done
-                if step_applied and ema is not None:
+                if result.applied and ema is not None:
                     ema.step(raw_vae.parameters())
                 global_step += 1
                 progress.global_step = global_step
-                micro_step = 0
-                window_finite = True
                 meter.update(images_per_step)
                 progress_bar.update(1)
                 if guard.exhausted:
                     raise NonFiniteLossError(guard.describe_streak(global_step - 1))
-                window_steps += 1
-                for name, norm in grad_norms.items():
-                    if norm is not None:
-                        key = f"grad_norm_{name}"
-                        window_step_logs[key] = window_step_logs.get(key, 0.0) + float(norm)
-                progress_bar.set_postfix(
-                    phase=2 if adversarial else 1,
-                    loss=f"{logs['total']:.4g}",
-                    rec=f"{logs['rec']:.4f}",
-                    kl=f"{logs['kl']:.3g}",
-                    skipped=guard.total,
-                    refresh=False,
-                )
+                window.add_step(step_records(result, args.max_grad_norm))
+                phase = 2 if result.adversarial else 1
 
                 if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-                    # Average over the window's micro-batches, then over processes.
-                    averages = {key: value / max(window_micro_batches, 1) for key, value in window_logs.items()}
-                    averages.update({key: value / window_steps for key, value in window_step_logs.items()})
-                    keys = sorted(averages)
-                    values = torch.tensor([averages[key] for key in keys], device=accelerator.device)
-                    values = accelerator.reduce(values, reduction="mean") if accelerator.num_processes > 1 else values
-                    record = {f"train/{key}": value for key, value in zip(keys, values.tolist())}
+                    record = {f"train/{key}": value for key, value in window.summary(accelerator).items()}
                     record.update(
                         {
-                            "train/phase": 2 if adversarial else 1,
+                            "train/phase": phase,
                             "train/lr_autoencoder": scheduler_ae.get_last_lr()[0],
                             "train/lr_discriminator": scheduler_disc.get_last_lr()[0],
                             "train/images_per_second": meter.images_per_second,
@@ -986,7 +935,11 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                         }
                     )
                     accelerator.log(record, step=global_step)
-                    window_logs, window_micro_batches, window_step_logs, window_steps = {}, 0, {}, 0
+                    progress_bar.set_postfix(
+                        phase=phase, loss=f"{record['train/total']:.4g}", rec=f"{record['train/rec']:.4f}",
+                        skipped=guard.total, refresh=False,
+                    )  # fmt: skip
+                    window.reset()
                     meter.reset()
 
                 if global_step % args.checkpointing_steps == 0:
@@ -996,13 +949,13 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
                         global_step,
                         total_limit=args.checkpoints_total_limit,
                         keep_step=args.disc_start,
-                        metadata={"phase_of_last_step": 2 if adversarial else 1},
+                        metadata={"phase_of_last_step": phase},
                     )
                     logger.info(f"saved {last_checkpoint}")
 
                 if global_step % args.validation_steps == 0 and global_step < args.max_train_steps:
                     if accelerator.is_main_process:
-                        validate(global_step)
+                        validate(global_step, logger)
                     accelerator.wait_for_everyone()
 
                 if global_step >= args.max_train_steps:
@@ -1021,63 +974,12 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     # ---- the end: (EMA) weights, scaling factor, final validation, model card, upload
     accelerator.wait_for_everyone()
     if args.debug_trace:
-        atomic_write_json(
-            os.path.join(args.output_dir, "debug", f"rank-{accelerator.process_index}.json"),
-            {
-                "process_index": accelerator.process_index,
-                "num_processes": accelerator.num_processes,
-                "names": names_seen,
-                "global_step": global_step,
-                "vae_sha256": weights_digest(raw_vae.state_dict().items()),
-                # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
-                "discriminator_parameters_sha256": weights_digest(
-                    accelerator.unwrap_model(discriminator).named_parameters()
-                ),
-                "logvar": loss_fn.logvar.item(),
-                "nonfinite_steps_skipped": guard.total,
-            },
-        )
+        write_debug_trace(args.output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard)
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(raw_vae.parameters())
-        scaling_factor = measure_scaling_factor(
-            raw_vae,
-            train_dataset,
-            collate,
-            args.scaling_factor_maps,
-            args.train_batch_size,
-            accelerator.device,
-            args.seed,
-        )
-        raw_vae.register_to_config(scaling_factor=scaling_factor)
-        final_metrics, grid = validate(global_step)
-        save_final_model(raw_vae, args.output_dir)
-        sample = os.path.join(args.output_dir, "sample.png")
-        if grid is not None:
-            save_png(grid, sample)
-        from radiodiff_vae.hub import save_model_card
-
-        save_model_card(
-            args.output_dir,
-            raw_vae,
-            training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
-            metrics=final_metrics,
-            sample_image=sample if grid is not None else None,
-            repo_id=hub_repo_id,
-            description=(
-                f"Trained with `examples/train_vae.py` for {global_step} steps on {data_source}; the metrics are "
-                f"those of {len(validation_dataset)} held-out maps."
-            ),
-            eval_dataset=dataset_label,
-            eval_split="validation",
-        )
-        logger.info(
-            f"saved the {'EMA ' if ema is not None else ''}model to {args.output_dir} (scaling_factor "
-            f"{scaling_factor:.4f}); validation: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(final_metrics.items()))
-        )
-        if args.push_to_hub:
-            push_folder_to_hub(args.output_dir, hub_repo_id)
-            logger.info(f"uploaded {args.output_dir} to the Hub repository {hub_repo_id}")
+            validate.ema = None  # the weights are the EMA's from here on
+        save_final_outputs(args, accelerator, raw_vae, data, collate, validate, global_step, hub_repo_id)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0

@@ -8,6 +8,7 @@ switched on in the middle of the run.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,6 +119,7 @@ def test_report_configuration_is_the_reports():
         1e-6, 1.0, 50_001, 0.5, 0.5
     )
     assert (args.gan_loss, args.disc_num_layers, args.mixed_precision, args.freeze_logvar) == ("hinge", 3, "no", False)
+    assert args.max_grad_norm == 0 and train_vae.build_parser().get_default("max_grad_norm") == 0  # no clipping
     # departure (documented in the YAML): 3 kept plus the last phase-1 checkpoint, not all 30
     assert (args.checkpointing_steps, args.checkpoints_total_limit, args.logging_steps) == (5000, 3, 100)
 
@@ -196,6 +198,8 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     assert scalars["train/nonfinite_steps_skipped"][-1][1] == 1
     rates = [value for _, value in scalars["train/lr_autoencoder"]]
     assert rates == sorted(rates, reverse=True) and rates[-1] == pytest.approx(1e-4)
+    # The discriminator's schedule starts at --disc_start (2): full rate there, then down to lr_end over steps 2..6.
+    assert [value for _, value in scalars["train/lr_discriminator"]] == pytest.approx([1e-3, 5.5e-4, 1e-4])
     assert [step for step, _ in scalars["validation/psnr"]] == [3, 6]
     assert images == ["validation/input_reconstruction_error"]
 
@@ -346,3 +350,26 @@ def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     scalars, _ = _scalars(tmp_path)
     assert [step for step, _ in scalars["train/nll"]] == [2, 4]
     assert (tmp_path / WEIGHTS).is_file() and (tmp_path / "README.md").is_file()
+
+
+def test_overlapping_validation_is_called_so_and_maps_outside_training_are_scored(tmp_path):
+    """RadioDiff's split scheme validates on training maps: the card says so, and the run also scores RadioUNet's
+    disjoint test split. With clipping on, each group's clip ratio is logged (logvar on its own)."""
+    from radiodiff_vae.data import write_synthetic_folder
+
+    root = write_synthetic_folder(tmp_path / "seer", num_maps=14, num_tx=1, resolution=32, show_progress=False)
+    output_dir = tmp_path / "run"
+    arguments = TINY_RUN + ["--data_dir", str(root), "--simulation", "synthetic", "--output_dir", str(output_dir)]
+    arguments += ["--max_train_steps", "1", "--logging_steps", "1", "--max_grad_norm", "1"]
+    assert train_vae.main(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
+    card = (output_dir / "README.md").read_text()
+    assert "validation maps that overlap the training maps (split scheme radiodiff)" in card
+    assert "held-out" not in card
+    assert re.search(r"On [1-9]\d* maps outside training \(RadioUNet's disjoint test split.*: mae [\d.]+, nmse", card)
+    scalars, _ = _scalars(output_dir)
+    assert "test/psnr" in scalars and "validation/psnr" in scalars
+    for group in ["autoencoder", "logvar"]:
+        (step, ratio), = scalars[f"train/clip_ratio_{group}"]
+        (_, norm), = scalars[f"train/grad_norm_{group}"]
+        assert step == 1 and ratio == pytest.approx(norm)  # max_grad_norm 1
+    assert "train/clip_ratio_discriminator" not in scalars  # phase 1: the discriminator has no gradient

@@ -92,6 +92,47 @@ def adaptive_generator_weight(
     return torch.clamp(weight, 0.0, ADAPTIVE_WEIGHT_MAX).detach() * disc_weight
 
 
+def adaptive_generator_weight_from_output_grads(
+    reconstructions: torch.Tensor,
+    nll_grad: torch.Tensor,
+    gan_grad: torch.Tensor,
+    last_layer: torch.Tensor,
+    disc_weight: float = 1.0,
+) -> torch.Tensor:
+    """:func:`adaptive_generator_weight` from the losses' gradients with respect to the reconstructions.
+
+    ``d loss / d last_layer`` is ``d loss / d x_hat`` pulled back through the decoder's last layer only: one
+    weight-gradient convolution per loss (``retain_graph=True``; autograd visits nothing below that layer), where
+    :func:`adaptive_generator_weight` backpropagates each loss through LPIPS or the discriminator again.
+
+    Args:
+        reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the decoder's output, with its graph.
+        nll_grad (`torch.Tensor` of shape `(B, C, H, W)`): ``d nll / d reconstructions``.
+        gan_grad (`torch.Tensor` of shape `(B, C, H, W)`): ``d g_loss / d reconstructions``.
+        last_layer (`torch.Tensor`): normally ``vae.get_last_layer()``.
+        disc_weight (`float`, defaults to 1.0): multiplies the clamped ratio.
+
+    Returns:
+        0-dim tensor, no grad.
+    """
+    if not last_layer.requires_grad:
+        raise ValueError("adaptive_generator_weight: last_layer does not require grad, so it has no gradients.")
+    grads = []
+    for output_grad in (nll_grad, gan_grad):
+        (grad,) = torch.autograd.grad(
+            reconstructions, last_layer, grad_outputs=output_grad.to(reconstructions.dtype), retain_graph=True,
+            allow_unused=True,
+        )  # fmt: skip
+        if grad is None:
+            raise ValueError(
+                f"adaptive_generator_weight: the reconstructions do not depend on last_layer (shape "
+                f"{tuple(last_layer.shape)}); pass vae.get_last_layer() of the model that made them."
+            )
+        grads.append(grad)
+    weight = torch.linalg.vector_norm(grads[0]) / (torch.linalg.vector_norm(grads[1]) + ADAPTIVE_WEIGHT_EPS)
+    return torch.clamp(weight, 0.0, ADAPTIVE_WEIGHT_MAX).detach() * disc_weight
+
+
 def check_global_step(global_step: Union[int, torch.Tensor]) -> int:
     """Returns ``global_step`` as a Python int; raises a ValueError unless it is a non-negative integer.
 

@@ -164,6 +164,9 @@ class PerceptualLoss(nn.Module):
     def __init__(self, allow_download: Optional[bool] = None):
         super().__init__()
         self.lpips = load_lpips_vgg16(allow_download)
+        # Set by RadioVAELoss.enable_gradient_checkpointing: the reconstruction's VGG16 features are recomputed in
+        # the backward slice by slice, and only each slice's input and output are kept.
+        self.gradient_checkpointing = False
         self.register_state_dict_post_hook(_drop_own_entries)
         self.register_load_state_dict_pre_hook(_fill_own_entries)
 
@@ -181,7 +184,32 @@ class PerceptualLoss(nn.Module):
         if inputs.shape[1] == 1:
             inputs = inputs.expand(-1, 3, -1, -1)  # (B, 3, H, W), a view
             reconstructions = reconstructions.expand(-1, 3, -1, -1)
-        return self.lpips(inputs, reconstructions)  # (B, 1, 1, 1)
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and reconstructions.requires_grad
+        if not checkpointed or inputs.requires_grad:
+            return self.lpips(inputs, reconstructions)  # (B, 1, 1, 1)
+        return self._checkpointed_distance(inputs, reconstructions)
+
+    def _checkpointed_distance(self, inputs: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+        # lpips.LPIPS.forward (version 0.1, lpips=True, spatial=False) written out, to checkpoint the trunk per slice.
+        from lpips import normalize_tensor
+        from torch.utils.checkpoint import checkpoint
+
+        network = self.lpips
+        slices = [getattr(network.net, f"slice{index}") for index in range(1, network.L + 1)]
+        with torch.no_grad():  # the target needs no graph: its features are freed level by level below
+            reference = network.scaling_layer(inputs)
+            references = []
+            for block in slices:
+                reference = block(reference)
+                references.append(reference)
+        hidden = network.scaling_layer(reconstructions)
+        distance = 0
+        for level, block in enumerate(slices):
+            hidden = checkpoint(block, hidden, use_reentrant=False)
+            difference = (normalize_tensor(references[level]) - normalize_tensor(hidden)) ** 2
+            distance = distance + network.lins[level](difference).mean([2, 3], keepdim=True)
+            references[level] = None
+        return distance  # (B, 1, 1, 1)
 
 
 def _drop_own_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -8,6 +8,9 @@ A training step calls it twice on one autoencoder forward::
     if criterion.disc_factor(step) > 0:
         d_loss, d_logs = criterion.discriminator_loss(x, out.sample, step, discriminator=prepared_discriminator)
         accelerator.backward(d_loss); disc_optimizer.step()
+
+``generator_objective`` is the same objective with a cheaper backward (LPIPS and the discriminator backpropagated
+once each); ``radiodiff_vae.training.VAEGANStep`` uses it.
 """
 
 from typing import Dict, List, Optional, Tuple, Union
@@ -19,6 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from ..models.discriminator import NLayerDiscriminator
 from .adversarial import (
     adaptive_generator_weight,
+    adaptive_generator_weight_from_output_grads,
     check_gan_loss,
     check_global_step,
     discriminator_factor,
@@ -118,6 +122,12 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             use_actnorm=disc_use_actnorm,
         )
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoints the LPIPS trunk on the reconstruction's side (the same values and gradients, less memory, one
+        more VGG16 forward); pair it with ``vae.enable_gradient_checkpointing()``."""
+        if self.perceptual is not None:
+            self.perceptual.gradient_checkpointing = True
+
     # ----------------------------------------------------------------------------------------------------------
     def disc_factor(self, global_step: Union[int, torch.Tensor]) -> float:
         """Weight of both adversarial terms at ``global_step``: 0 before ``disc_start``, then (ramped to)
@@ -164,7 +174,6 @@ class RadioVAELoss(nn.Module, ConfigMixin):
                 f"{tuple(inputs.shape)}."
             )
         kl = _posterior_kl(posterior, inputs.shape[0])  # before any other work: it checks the posterior
-        batch_size = inputs.shape[0]
         factor = self.disc_factor(step)
         # The adaptive weight needs gradients; under no_grad (validation) it is 0 and the GAN term drops out.
         adaptive = factor > 0 and torch.is_grad_enabled() and reconstructions.requires_grad
@@ -174,6 +183,84 @@ class RadioVAELoss(nn.Module, ConfigMixin):
                 f"(vae.get_last_layer()) for the adaptive GAN weight, got None."
             )
 
+        loss, terms, _, _ = self._generator_terms(inputs, reconstructions, kl, factor, weights, last_layer, adaptive)
+        logs = dict(zip(GENERATOR_LOG_KEYS, _to_floats([terms[key] for key in GENERATOR_LOG_KEYS])))
+        logs["disc_factor"] = factor
+        return loss, logs
+
+    def generator_objective(
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        posterior,
+        global_step: Union[int, torch.Tensor],
+        last_layer: torch.Tensor,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """:meth:`generator_loss` as a cheaper backward: the same gradients, the LPIPS and GAN backwards run once.
+
+        The loss's part that depends on the reconstruction ``x_hat`` is differentiated with respect to ``x_hat``
+        (and ``logvar``) first: one backward through LPIPS for ``dnll/dx_hat``, one through the discriminator for
+        ``dg/dx_hat``. The adaptive weight needs both gradients at the decoder's last layer; the chain rule from
+        ``x_hat`` to ``last_layer`` is a single weight-gradient convolution, so no backward through LPIPS or the
+        discriminator is repeated (:meth:`generator_loss` runs both twice). The returned surrogate
+        ``sum(x_hat * dL/dx_hat) + kl_weight * kl + logvar * dL/dlogvar`` has the total loss's gradient with
+        respect to every autoencoder parameter and ``logvar``; backpropagate it (``accelerator.backward``) once.
+
+        Args:
+            inputs (`torch.Tensor` of shape `(B, C, H, W)`): the maps, in [-1, 1].
+            reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the decoder's output, with its graph.
+            posterior (`DiagonalGaussianDistribution`): ``q(z | inputs)``, with its graph.
+            global_step (`int`): the optimisation step, for ``disc_factor``.
+            last_layer (`torch.Tensor`): ``vae.get_last_layer()`` of the model that made ``reconstructions``.
+
+        Returns:
+            The 0-dim surrogate (its value is not the loss), and detached 0-dim tensors: the keys of
+            :meth:`generator_loss` (``total`` is the loss's value) and ``disc_factor``. Nothing is turned into a
+            Python number, so a caller can keep them on the device until it logs.
+        """
+        step = check_global_step(global_step)
+        _check_maps(inputs, reconstructions, "generator_objective")
+        if not (torch.is_grad_enabled() and reconstructions.requires_grad):
+            raise ValueError("generator_objective needs reconstructions with a graph (gradients enabled).")
+        kl = _posterior_kl(posterior, inputs.shape[0])
+        factor = self.disc_factor(step)
+        # A leaf cut between the autoencoder and the loss: the LPIPS and discriminator graphs end here and are
+        # freed by the first autograd.grad, before the autoencoder's backward allocates its gradients.
+        # (A view of the leaf, not the leaf itself: module backward hooks, e.g. FlopCounterMode's, refuse a leaf
+        # input under autograd.grad.)
+        leaf = reconstructions.detach().requires_grad_(True).view_as(reconstructions)
+        loss, terms, nll_loss, g_loss = self._generator_terms(inputs, leaf, kl, factor, None, None, False)
+        loose = [self.logvar] if self.logvar.requires_grad else []
+        nll_grads = torch.autograd.grad(nll_loss, [leaf, *loose])  # the LPIPS backward, once
+        rec_grad = nll_grads[0]  # (B, C, H, W)
+        if factor > 0:
+            (gan_grad,) = torch.autograd.grad(g_loss, leaf)  # the discriminator's input backward, once
+            d_weight = adaptive_generator_weight_from_output_grads(
+                reconstructions, rec_grad, gan_grad, last_layer, self.config.disc_weight
+            )
+            rec_grad = rec_grad + (d_weight * factor).to(gan_grad.dtype) * gan_grad
+            terms["d_weight"] = d_weight
+            loss = loss + d_weight * factor * g_loss.detach()
+            terms["total"] = loss
+        surrogate = (reconstructions * rec_grad).sum() + self.config.kl_weight * terms["kl_tensor"]
+        for parameter, grad in zip(loose, nll_grads[1:]):
+            surrogate = surrogate + (parameter * grad).sum()
+        logs = {key: terms[key].detach().float().reshape(()) for key in GENERATOR_LOG_KEYS}
+        logs["disc_factor"] = torch.tensor(float(factor))
+        return surrogate, logs
+
+    def _generator_terms(
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        kl: torch.Tensor,
+        factor: float,
+        weights: Optional[torch.Tensor],
+        last_layer: Optional[torch.Tensor],
+        adaptive: bool,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The loss, its terms by log key (plus ``kl_tensor``, with its graph), the nll and the GAN loss."""
+        batch_size = inputs.shape[0]
         difference = inputs - reconstructions
         l1 = difference.abs()  # (B, C, H, W)
         mse = difference.square()
@@ -198,9 +285,9 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         loss = weighted_nll_loss + self.config.kl_weight * kl_loss + d_weight * factor * g_loss
         values = [loss, nll_loss, rec.mean(), l1.mean(), mse.mean(), perceptual.mean(), kl_loss, self.logvar]
         values += [d_weight, g_loss]
-        logs = dict(zip(GENERATOR_LOG_KEYS, _to_floats(values)))
-        logs["disc_factor"] = factor
-        return loss, logs
+        terms = {key: value.detach() for key, value in zip(GENERATOR_LOG_KEYS, values)}
+        terms["kl_tensor"] = kl_loss
+        return loss, terms, weighted_nll_loss, g_loss
 
     def discriminator_loss(
         self,
@@ -231,14 +318,31 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             logs["disc_factor"] = 0.0
             return inputs.new_zeros((), dtype=torch.float32), logs
 
+        d_loss, terms = self.discriminator_objective(inputs, reconstructions, step, discriminator)
+        logs = dict(zip(DISCRIMINATOR_LOG_KEYS, _to_floats([terms[key] for key in DISCRIMINATOR_LOG_KEYS])))
+        logs["disc_factor"] = factor
+        return d_loss, logs
+
+    def discriminator_objective(
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        global_step: Union[int, torch.Tensor],
+        discriminator: Optional[nn.Module] = None,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """:meth:`discriminator_loss` with its logs as detached 0-dim tensors (no host transfer); from
+        ``disc_start`` on only (raises a ValueError before)."""
+        step = check_global_step(global_step)
+        factor = self.disc_factor(step)
+        if factor == 0:
+            raise ValueError(f"discriminator_objective at step {step}: the discriminator is off before disc_start.")
         discriminator = self.discriminator if discriminator is None else discriminator
         # Real and fake in two forwards, as the original: BatchNorm statistics stay those of one kind of map.
         logits_real = discriminator(inputs.detach())
         logits_fake = discriminator(reconstructions.detach())
         d_loss = factor * discriminator_gan_loss(logits_real, logits_fake, self.config.gan_loss)
-        logs = dict(zip(DISCRIMINATOR_LOG_KEYS, _to_floats([d_loss, logits_real.mean(), logits_fake.mean()])))
-        logs["disc_factor"] = factor
-        return d_loss, logs
+        values = [d_loss, logits_real.mean(), logits_fake.mean()]
+        return d_loss, {key: value.detach().float() for key, value in zip(DISCRIMINATOR_LOG_KEYS, values)}
 
     def _logits_without_discriminator_grad(self, reconstructions: torch.Tensor) -> torch.Tensor:
         # The raw module with detached parameters: gradients reach the reconstructions but not the discriminator,

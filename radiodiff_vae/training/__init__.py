@@ -1,5 +1,6 @@
 """Helpers of the training script ``examples/train_vae.py`` (configuration files, atomic checkpoints, learning-rate
-schedule, non-finite-step guard, repeatable step noise, throughput meter, validation grids)."""
+schedule, the VAE-GAN step, its logging window, non-finite-step guard, repeatable step noise, throughput meter,
+validation)."""
 
 from .checkpointing import (
     find_latest_checkpoint,
@@ -10,34 +11,55 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .config import load_yaml_config, parse_args_with_config
-from .gradients import average_loose_gradients, clip_grad_norms
+from .gradients import average_loose_gradients, clip_grad_norms, step_optimizers, unscale_gradients
+from .log_window import LogWindow
 from .lr_schedule import SCHEDULER_NAMES, build_lr_scheduler
 from .meter import ThroughputMeter, peak_memory_mib
 from .nonfinite import NonFiniteGuard, NonFiniteLossError, is_finite_everywhere
 from .seeding import step_generator
 from .state import TensorState, TrainingProgress
+from .step import StepOutput, VAEGANStep
+from .validation import (
+    Validator,
+    evaluate_reconstructions,
+    measure_scaling_factor,
+    save_png,
+    spread_indices,
+    spread_subset,
+)
 from .visualization import make_reconstruction_grid
 
 __all__ = [
+    "LogWindow",
     "NonFiniteGuard",
     "NonFiniteLossError",
     "SCHEDULER_NAMES",
     "TensorState",
     "ThroughputMeter",
+    "StepOutput",
     "TrainingProgress",
+    "VAEGANStep",
+    "Validator",
     "average_loose_gradients",
     "build_lr_scheduler",
     "clip_grad_norms",
+    "evaluate_reconstructions",
     "find_latest_checkpoint",
     "is_finite_everywhere",
     "list_checkpoints",
     "load_yaml_config",
     "make_reconstruction_grid",
+    "measure_scaling_factor",
     "parse_args_with_config",
     "peak_memory_mib",
     "prune_checkpoints",
     "remove_temporary_checkpoints",
     "resolve_resume_checkpoint",
     "save_checkpoint",
+    "save_png",
+    "spread_indices",
+    "spread_subset",
     "step_generator",
+    "step_optimizers",
+    "unscale_gradients",
 ]

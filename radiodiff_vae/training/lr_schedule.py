@@ -5,7 +5,7 @@ that schedule (``get_polynomial_decay_schedule_with_warmup``) but its ``get_sche
 (it always decays to 1e-7), so the polynomial case calls the schedule directly.
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 from diffusers.optimization import SchedulerType, get_polynomial_decay_schedule_with_warmup, get_scheduler
 from torch.optim import Optimizer
@@ -22,11 +22,16 @@ def build_lr_scheduler(
     lr_end: Optional[float] = None,
     power: float = 1.0,
     num_cycles: int = 1,
+    start_step: int = 0,
 ) -> LambdaLR:
     """A diffusers learning-rate schedule; ``polynomial`` decays to ``lr_end`` at ``num_training_steps``.
 
-    Both step counts are in scheduler steps: under accelerate without ``split_batches`` a prepared scheduler steps
+    All step counts are in scheduler steps: under accelerate without ``split_batches`` a prepared scheduler steps
     once per process per optimizer step, so pass optimizer steps times ``num_processes``.
+
+    ``start_step`` delays the schedule: the rate stays at its step-0 value until then, and warm-up and decay run
+    over ``start_step .. num_training_steps``. The discriminator's schedule starts at ``disc_start``, so that it
+    enters phase 2 at its full rate and decays over the steps it trains.
 
     Raises:
         ValueError: unknown ``name``, or ``lr_end`` missing / not below the optimizer's learning rate for
@@ -36,6 +41,14 @@ def build_lr_scheduler(
         raise ValueError(f"--lr_scheduler: expected one of {list(SCHEDULER_NAMES)}, got {name!r}")
     if num_training_steps < 1:
         raise ValueError(f"the schedule needs at least one training step, got {num_training_steps}")
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    if start_step > 0:
+        scheduler = build_lr_scheduler(
+            name, optimizer, num_warmup_steps, max(1, num_training_steps - start_step), lr_end, power, num_cycles
+        )
+        scheduler.lr_lambdas = [_delayed(function, start_step) for function in scheduler.lr_lambdas]
+        return scheduler
     if name == SchedulerType.POLYNOMIAL.value:
         initial_lr = optimizer.defaults["lr"]
         if lr_end is None or not 0.0 <= lr_end < initial_lr:
@@ -58,3 +71,13 @@ def build_lr_scheduler(
         num_cycles=num_cycles,
         power=power,
     )
+
+
+
+def _delayed(function: Callable[[int], float], start: int) -> Callable[[int], float]:
+    # A plain function, which LambdaLR leaves out of its state_dict (as it does diffusers' own): checkpoints hold
+    # the step counter only, and the offset comes from the run's flags.
+    def delayed(step: int) -> float:
+        return function(max(0, step - start))
+
+    return delayed
