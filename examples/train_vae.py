@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from radiodiff_vae.atomic import atomic_write_json, make_files_shareable
+from radiodiff_vae.baseline import resize_baseline
 from radiodiff_vae.errors import (
     USER_ERRORS,
     MapFileError,
@@ -75,6 +76,7 @@ from radiodiff_vae.training import (
     save_png,
     spread_subset,
 )
+from radiodiff_vae.training.validation import BASELINE_KEYS
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -715,10 +717,13 @@ def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, glob
             accelerator, raw_vae, data.test, collate, args.train_batch_size, 0, args.output_dir,
             "maps outside training (RadioUNet's disjoint test split)", prefix="test",
         )(global_step, logger)  # fmt: skip
-        scores = ", ".join(f"{key} {value:.4f}" for key, value in sorted(test_metrics.items()))
+        scores = ", ".join(
+            f"{key} {value:.4f}" for key, value in sorted(test_metrics.items()) if key not in BASELINE_KEYS
+        )
         description += (
             f" On {len(data.test)} maps outside training (RadioUNet's disjoint test split, comparable with the "
-            f"literature): {scores}."
+            f"literature): {scores}; the resize baseline there has PSNR {test_metrics['baseline_psnr']:.2f} dB "
+            f"(gap {test_metrics['psnr_gap_db']:+.2f} dB)."
         )
     save_final_model(raw_vae, args.output_dir)
     sample = os.path.join(args.output_dir, "sample.png")
@@ -726,11 +731,19 @@ def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, glob
         save_png(grid, sample)
     from radiodiff_vae.hub import save_model_card
 
+    # the maps as validation saw them: collated, so resized to --resolution when it is given
+    size = collate([data.validation[0]])["pixel_values"].shape[-2:]
+    baseline = resize_baseline(raw_vae.latent_shape(*size), *size)
     save_model_card(
         args.output_dir,
         raw_vae,
         training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
-        metrics=final_metrics,
+        metrics={key: value for key, value in final_metrics.items() if key not in BASELINE_KEYS},
+        baseline={
+            "method": baseline.describe(),
+            "psnr": final_metrics["baseline_psnr"],
+            "ssim": final_metrics["baseline_ssim"],
+        },
         sample_image=sample if grid is not None else None,
         repo_id=hub_repo_id,
         description=description,

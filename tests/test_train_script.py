@@ -181,6 +181,8 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
 
     card = (output_dir / "README.md").read_text()
     assert "| psnr |" in card and "| ssim |" in card and "sample.png" in card and "debug_trace" not in card
+    # 32x32 maps, latent 3x4x4 = 48 values: the card sets the model beside a 7x7 thumbnail
+    assert "| metric | value | resize baseline | unit |" in card and "area-resize to 7x7" in card
 
     # The saved model is the EMA of the weights, not the weights themselves.
     ema_weights = load_file(output_dir / WEIGHTS)
@@ -201,6 +203,11 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     # The discriminator's schedule starts at --disc_start (2): full rate there, then down to lr_end over steps 2..6.
     assert [value for _, value in scalars["train/lr_discriminator"]] == pytest.approx([1e-3, 5.5e-4, 1e-4])
     assert [step for step, _ in scalars["validation/psnr"]] == [3, 6]
+    gaps = [value for _, value in scalars["validation/psnr_gap_db"]]
+    baseline = [value for _, value in scalars["validation/baseline_psnr"]]
+    model = [value for _, value in scalars["validation/psnr"]]
+    assert gaps == pytest.approx([m - b for m, b in zip(model, baseline)], abs=1e-4)
+    assert baseline[0] == pytest.approx(baseline[1])  # the same maps, the same thumbnail, at every validation
     assert images == ["validation/input_reconstruction_error"]
 
     assert _trace(output_dir)["nonfinite_steps_skipped"] == 1

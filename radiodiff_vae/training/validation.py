@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_path
+from ..baseline import resize_baseline, resize_reconstruct
 from ..metrics import compute_metrics
 from .seeding import step_generator
 from .visualization import make_reconstruction_grid
@@ -24,6 +25,8 @@ from .visualization import make_reconstruction_grid
 GRID_PANEL_SIZE = 192
 # The noise stream of the scaling-factor measurement: a step index no training step reaches.
 SCALING_FACTOR_STREAM = 2**31 - 1
+# Keys of evaluate_reconstructions' metrics that describe the resize baseline rather than the model.
+BASELINE_KEYS = ("baseline_psnr", "baseline_ssim", "psnr_gap_db", "ssim_gap")
 
 
 def spread_indices(length: int, count: int) -> List[int]:
@@ -62,11 +65,15 @@ def evaluate_reconstructions(
         num_images: rows of the image grid (its first maps); 0 for none.
 
     Returns:
-        The metrics (on maps mapped to [0, 1]) and the grid, an RGB uint8 array (or None).
+        The metrics (on maps mapped to [0, 1]) and the grid, an RGB uint8 array (or None). Beside the model's own
+        metrics: ``baseline_psnr`` / ``baseline_ssim`` of the resize baseline with as many values as the latent
+        (``radiodiff_vae.baseline``) on the same maps, and the gaps ``psnr_gap_db`` / ``ssim_gap`` (model minus
+        baseline), so a run shows whether its latent beats a thumbnail.
     """
     was_training = vae.training
     vae.eval()
     per_image: Dict[str, List[torch.Tensor]] = {}
+    baseline_scores: Dict[str, List[torch.Tensor]] = {"psnr": [], "ssim": []}
     grid_inputs: List[torch.Tensor] = []
     grid_outputs: List[torch.Tensor] = []
     try:
@@ -77,6 +84,11 @@ def evaluate_reconstructions(
             prediction = ((reconstruction.float() + 1) / 2).clamp(0, 1)
             for name, values in compute_metrics(prediction, target).items():
                 per_image.setdefault(name, []).append(values.float().cpu())
+            baseline = resize_baseline(vae.latent_shape(*maps.shape[-2:]), *maps.shape[-2:])
+            resized = ((resize_reconstruct(maps.float(), baseline) + 1) / 2).clamp(0, 1)
+            for name, values in compute_metrics(resized, target).items():
+                if name in baseline_scores:
+                    baseline_scores[name].append(values.float().cpu())
             taken = sum(len(chunk) for chunk in grid_inputs)
             if taken < num_images:
                 grid_inputs.append(target[: num_images - taken].cpu())
@@ -84,6 +96,10 @@ def evaluate_reconstructions(
     finally:
         vae.train(was_training)
     metrics = {name: torch.cat(values).mean().item() for name, values in per_image.items()}
+    for name, values in baseline_scores.items():
+        metrics[f"baseline_{name}"] = torch.cat(values).mean().item()
+    metrics["psnr_gap_db"] = metrics["psnr"] - metrics["baseline_psnr"]
+    metrics["ssim_gap"] = metrics["ssim"] - metrics["baseline_ssim"]
     grid = None
     if grid_inputs:
         grid = make_reconstruction_grid(torch.cat(grid_inputs), torch.cat(grid_outputs), min_panel_size=GRID_PANEL_SIZE)
