@@ -124,9 +124,13 @@ def test_report_configuration_is_the_reports():
     assert (args.checkpointing_steps, args.checkpoints_total_limit, args.logging_steps) == (5000, 3, 100)
 
     quick = train_vae.parse_args(["--config", str(CONFIGS / "quickstart.yaml"), "--max_train_steps", "7"])
-    assert (quick.preset, quick.perceptual_weight, quick.data_dir, quick.dataset_name) == ("tiny", 0.0, None, None)
+    assert (quick.preset, quick.perceptual_weight, quick.data_dir, quick.dataset_name) == ("tiny-f4", 0.0, None, None)
     assert quick.max_train_steps == 7  # the command line wins
-    assert 0 < quick.disc_start < train_vae.parse_args(["--config", str(CONFIGS / "quickstart.yaml")]).max_train_steps
+    assert quick.max_grad_norm == 0
+    # the quick start is phase 1 only; the longer CPU recipe runs both phases
+    assert quick.disc_start > train_vae.parse_args(["--config", str(CONFIGS / "quickstart.yaml")]).max_train_steps
+    small = train_vae.parse_args(["--config", str(CONFIGS / "small_cpu.yaml")])
+    assert small.preset == "tiny-f4" and 0 < small.disc_start < small.max_train_steps and small.use_ema
 
 
 def test_every_flag_is_documented():
