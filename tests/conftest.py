@@ -16,6 +16,21 @@ def one_intra_op_thread():
     torch.set_num_threads(threads)
 
 
+def reset_accelerate_state() -> None:
+    """accelerate keeps process-wide singletons; each in-process run builds its own Accelerator."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    reset_accelerate_state()
+    yield
+    reset_accelerate_state()
+
+
 @pytest.fixture(scope="module")
 def hub():
     with HubServer() as server:

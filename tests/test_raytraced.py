@@ -296,13 +296,12 @@ def test_tiles_without_buildings_or_coverage_are_skipped_with_a_message(traced, 
 
 
 def test_training_script_trains_on_the_traced_folder(traced, tmp_path):
-    from accelerate.state import AcceleratorState, GradientState
+    from conftest import reset_accelerate_state
 
     spec = importlib.util.spec_from_file_location("train_vae_on_raytraced", REPO_ROOT / "examples" / "train_vae.py")
     train_vae = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_vae)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     try:
         code = train_vae.main(
             ["--data_dir", str(traced), "--simulation", "sionna", "--preset", "tiny", "--resolution", str(SIZE)]
@@ -312,8 +311,7 @@ def test_training_script_trains_on_the_traced_folder(traced, tmp_path):
             + ["--output_dir", str(tmp_path / "run")]
         )
     finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+        reset_accelerate_state()
     assert code == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["sample_size"] == SIZE

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate_state
 
 from radiodiff_vae.atomic import default_file_mode
 from radiodiff_vae.errors import DamagedCheckpointError, NoSpaceLeftError, OutputFolderInUseError
@@ -21,8 +21,7 @@ from radiodiff_vae.training import checkpointing
 
 @pytest.fixture
 def accelerator():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -30,8 +29,7 @@ def accelerator():
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
     accelerator.prepare(model, optimizer, scheduler)
     yield accelerator
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
 
 
 def _two_checkpoints(accelerator, output_dir: Path):

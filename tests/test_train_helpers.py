@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate_state
 
 from radiodiff_vae.training import (
     NonFiniteGuard,
@@ -99,11 +99,9 @@ def test_missing_config_file(tmp_path):
 # checkpoints
 @pytest.fixture
 def accelerator():
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
 
 
 def _prepared_linear(accelerator, value: float):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
+from conftest import reset_accelerate_state
 from safetensors.torch import load_file
 
 from hub_server import HubServer
@@ -49,14 +49,7 @@ def _load_script():
 train_vae = _load_script()
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    # Each in-process run builds its own Accelerator; accelerate keeps process-wide singletons.
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _trace(output_dir: Path, rank: int = 0) -> dict:
@@ -148,8 +141,7 @@ def full_run(tmp_path_factory):
     import huggingface_hub.constants
 
     output_dir = tmp_path_factory.mktemp("full")
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     patch = pytest.MonkeyPatch()
     with HubServer() as hub:
         patch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
@@ -265,8 +257,7 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(torch.equal(after_one[key], after_two[key]) for key in after_one)
 
     # The run continues from there once the cause is gone.
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     assert train_vae.main(arguments + ["--resume_from_checkpoint", "latest"]) == 0
     # step 2 was not checkpointed: the resumed run counts the skipped step 1 only
     assert _trace(tmp_path)["global_step"] == 4 and _trace(tmp_path)["nonfinite_steps_skipped"] == 1

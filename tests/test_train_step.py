@@ -93,27 +93,17 @@ def test_discriminator_schedule_starts_at_disc_start(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------------------
 # fp16: one real GradScaler for both optimizers
-@pytest.fixture
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _one_phase2_step(scaler, max_grad_norm):
     """One optimizer step of VAEGANStep at disc_start with SGD (lr 1), so that the update is the gradient itself;
     returns each model's update and the gradient norms."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
+    from conftest import reset_accelerate_state
 
     from radiodiff_vae.training import NonFiniteGuard, VAEGANStep
 
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     accelerator = Accelerator(cpu=True)
     accelerator.scaler = scaler  # what accelerate builds for fp16 on a GPU; on the CPU it builds none
     torch.manual_seed(0)
