@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from radiodiff_vae.atomic import atomic_write_json, make_files_shareable
-from radiodiff_vae.baseline import resize_baseline
+from radiodiff_vae.evaluation import baseline_for_model
 from radiodiff_vae.errors import (
     USER_ERRORS,
     MapFileError,
@@ -733,7 +733,7 @@ def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, glob
 
     # the maps as validation saw them: collated, so resized to --resolution when it is given
     size = collate([data.validation[0]])["pixel_values"].shape[-2:]
-    baseline = resize_baseline(raw_vae.latent_shape(*size), *size)
+    baseline = baseline_for_model(raw_vae, *size)
     save_model_card(
         args.output_dir,
         raw_vae,

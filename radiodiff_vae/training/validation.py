@@ -16,7 +16,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_path
-from ..baseline import resize_baseline, resize_reconstruct
+from ..baseline import resize_reconstruct
+from ..evaluation import baseline_for_model
 from ..metrics import compute_metrics
 from .seeding import step_generator
 from .visualization import make_reconstruction_grid
@@ -84,7 +85,7 @@ def evaluate_reconstructions(
             prediction = ((reconstruction.float() + 1) / 2).clamp(0, 1)
             for name, values in compute_metrics(prediction, target).items():
                 per_image.setdefault(name, []).append(values.float().cpu())
-            baseline = resize_baseline(vae.latent_shape(*maps.shape[-2:]), *maps.shape[-2:])
+            baseline = baseline_for_model(vae, *maps.shape[-2:])
             resized = ((resize_reconstruct(maps.float(), baseline) + 1) / 2).clamp(0, 1)
             for name, values in compute_metrics(resized, target).items():
                 if name in baseline_scores:
