@@ -285,6 +285,7 @@ def evaluate_vae(
             dataset,
             subset,
             indices,
+            baseline=baseline_for_model(vae, *first["pixel_values"].shape[-2:]),
             batch_size=batch_size,
             seed=seed,
             sample_posterior=sample_posterior,
@@ -305,6 +306,7 @@ def _evaluate(
     subset: Dataset,
     indices: List[int],
     *,
+    baseline: ResizeBaseline,
     batch_size: int,
     seed: int,
     sample_posterior: bool,
@@ -320,7 +322,6 @@ def _evaluate(
     per_image: Dict[str, List[torch.Tensor]] = {}
     baseline_per_image: Dict[str, List[torch.Tensor]] = {}
     floor_per_image: Dict[str, List[torch.Tensor]] = {}
-    baseline = baseline_for_model(vae, *subset[0]["pixel_values"].shape[-2:])
     names: List[str] = []
     simulations: List[str] = []
     position = 0
