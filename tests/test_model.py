@@ -39,9 +39,9 @@ def test_presets_are_listed():
     assert set(PRESETS) == {"radiodiff-vae", "radiodiff-ldm-f4", "tiny", "tiny-f4"}
 
 
-def test_quick_start_preset_is_tiny_with_two_downsamplings():
+def test_quick_start_preset_is_tiny_narrower_with_two_downsamplings():
     model = RadioVAE.from_preset("tiny-f4").eval()
-    assert {**PRESETS["tiny"], "num_downsamples": 2} == PRESETS["tiny-f4"]
+    assert {**PRESETS["tiny"], "block_out_channels": (16, 32, 64), "num_downsamples": 2} == PRESETS["tiny-f4"]
     assert model.downsample_factor == 4 and model.latent_shape(64, 64) == (3, 16, 16)
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 64, 64)).sample.shape == (2, 1, 64, 64)
