@@ -4,6 +4,7 @@ The trunk file is torchvision's VGG16 with random weights, saved under the name 
 TORCH_HOME: the code cannot tell it from the real file, and the tests check that exactly those weights are used.
 """
 
+import copy
 import os
 import urllib.error
 from pathlib import Path
@@ -136,6 +137,23 @@ def test_perceptual_distance_of_single_channel_maps(criterion):
     torch.testing.assert_close(distance, three)
     with pytest.raises(ValueError, match=r"same shape \(B, 1 or 3, H, W\), got \(2, 2, 32, 32\)"):
         criterion.perceptual(torch.zeros(2, 2, 32, 32), torch.zeros(2, 2, 32, 32))
+
+
+def test_channels_last_trunk_gives_the_contiguous_values_and_gradients(criterion):
+    # The trunk runs channels-last for speed; the distance and its gradient are those of the plain lpips network.
+    network = criterion.perceptual.lpips
+    assert network.net.slice1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    reference = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+    assert reference.net.slice1[0].weight.is_contiguous()
+    inputs, other = maps(seed=2), maps(seed=3).requires_grad_()
+    distance = criterion.perceptual(inputs, other)
+    (gradient,) = torch.autograd.grad(distance.sum(), other)
+    plain = other.detach().clone().requires_grad_()
+    expected = reference(inputs.repeat(1, 3, 1, 1), plain.repeat(1, 3, 1, 1))
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), plain)
+    assert gradient.is_contiguous() or gradient.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(distance, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-5, atol=1e-7)
 
 
 def test_generator_loss_with_lpips_passes_gradients_to_the_reconstruction(criterion):
