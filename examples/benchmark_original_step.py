@@ -83,13 +83,10 @@ import importlib.util
 import io
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 import types
 import warnings
-from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -415,19 +412,6 @@ def share_weights(model, vae, loss_fn, maps: torch.Tensor) -> Dict[str, object]:
     return dict(ae=original_ae, disc=original_disc, whole=whole, rec_diff=rec_diff, logit_diff=logit_diff)
 
 
-def time_interleaved(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
-    """Median seconds per call of each run, interleaved, after one warm-up call each."""
-    for run in runs.values():
-        run()
-    seconds = defaultdict(list)
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
-
-
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -482,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
             if args.flops:
                 gflop = {name: package_bench.count_gflop(runs[name]) for name in ("original", "package")}
                 flops = f" {gflop['original']:.2f} | {gflop['package']:.2f} |"
-            seconds = time_interleaved(runs, args.repeats)
+            seconds = package_bench.time_steps(runs, args.repeats)
             original_total = seconds["original"] + seconds["ema"] / ema_every
             print(
                 f"| {phase} | {original_total:.4f} | {seconds['package']:.4f} | "
