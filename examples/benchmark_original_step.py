@@ -83,6 +83,7 @@ import importlib.util
 import io
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import types
@@ -451,9 +452,9 @@ def run(args: argparse.Namespace) -> int:
               f"{check['whole']:,} parameters (3 loss modules), all in its EMA")  # fmt: skip
         print("# command: python " + " ".join(sys.argv))
         flops_header = " original GFLOP | package GFLOP |" if args.flops else ""
-        print(f"| phase | original s/step | package s/step | ratio package/original |{flops_header} "
-              f"original: trainer loop s | original: EMA s / {ema_every} |")  # fmt: skip
-        print("|---|---|---|---|" + ("---|---|" if args.flops else "") + "---|---|")
+        print(f"| phase | original s/step | package s/step | ratio package/original | ratio per round, median "
+              f"[quartiles] |{flops_header} original: trainer loop s | original: EMA s / {ema_every} |")  # fmt: skip
+        print("|---|---|---|---|---|" + ("---|---|" if args.flops else "") + "---|---|")
         for phase in args.phases:
             original_global_step = 0 if phase == 1 else ORIGINAL_LOSS_CONFIG["disc_start"]
             package_global_step = 0 if phase == 1 else 1  # the package's loss is built with disc_start=1
@@ -466,12 +467,16 @@ def run(args: argparse.Namespace) -> int:
             if args.flops:
                 gflop = {name: package_bench.count_gflop(runs[name]) for name in ("original", "package")}
                 flops = f" {gflop['original']:.2f} | {gflop['package']:.2f} |"
-            seconds = package_bench.time_steps(runs, args.repeats)
-            original_total = seconds["original"] + seconds["ema"] / ema_every
+            samples = package_bench.time_step_samples(runs, args.repeats)
+            seconds = {name: statistics.median(values) for name, values in samples.items()}
+            ema_share = seconds["ema"] / ema_every
+            original_total = seconds["original"] + ema_share
+            rounds = [p / (o + ema_share) for o, p in zip(samples["original"], samples["package"])]
+            spread = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [rounds[0]] * 3
             print(
                 f"| {phase} | {original_total:.4f} | {seconds['package']:.4f} | "
-                f"{seconds['package'] / original_total:.3f} |{flops} {seconds['original']:.4f} | "
-                f"{seconds['ema'] / ema_every:.4f} |"
+                f"{seconds['package'] / original_total:.3f} | {spread[1]:.3f} [{spread[0]:.3f}, {spread[2]:.3f}] |"
+                f"{flops} {seconds['original']:.4f} | {ema_share:.4f} |"
             )
             sys.stdout.flush()
     return 0

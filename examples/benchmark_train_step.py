@@ -197,8 +197,9 @@ def count_gflop(run: Callable[[], None]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_steps(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
-    """Median seconds per call of each run, interleaved (a busy machine slows all of them alike)."""
+def time_step_samples(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, List[float]]:
+    """Seconds of each call of each run, ``repeats`` rounds of one call per run (interleaved: a machine that slows
+    down for a while slows the runs of that round alike, so the per-round ratios stay comparable)."""
     for run in runs.values():
         run()  # warm-up: allocator, oneDNN primitives
     seconds = defaultdict(list)
@@ -207,7 +208,12 @@ def time_steps(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, f
             start = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in seconds.items()}
+    return dict(seconds)
+
+
+def time_steps(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call of each run, timed interleaved (`time_step_samples`)."""
+    return {name: statistics.median(values) for name, values in time_step_samples(runs, repeats).items()}
 
 
 def _rss_mib() -> float:

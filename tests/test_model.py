@@ -102,17 +102,55 @@ def test_ldm_f4_state_dict_is_autoencoder_kl():
 
 def test_ldm_f4_layout_loads_into_autoencoder_kl_and_back():
     # the same layout with small channel counts, so that loading and forwarding stay cheap
+    # float64: the decoder's upsampling sums its 3x3 taps in another order (NearestConvUpsample2D), so the two agree
+    # to rounding; in double that is ~1e-13, far below what a wrong layout or weight would show
     small = dict(block_out_channels=(32, 64, 64), norm_num_groups=8)
-    reference = autoencoder_kl_like_f4(**small).eval()
-    model = RadioVAE.from_preset("radiodiff-ldm-f4", **small).eval()
+    reference = autoencoder_kl_like_f4(**small).eval().double()
+    model = RadioVAE.from_preset("radiodiff-ldm-f4", **small).eval().double()
     model.load_state_dict(reference.state_dict(), strict=True)
-    x = maps(1, 16)
+    x = maps(1, 16).double()
     with torch.no_grad():
-        torch.testing.assert_close(model(x).sample, reference(x).sample, rtol=0, atol=0)
-    other = RadioVAE.from_preset("radiodiff-ldm-f4", **small).eval()
+        torch.testing.assert_close(model(x).sample, reference(x).sample, rtol=0, atol=1e-10)
+    other = RadioVAE.from_preset("radiodiff-ldm-f4", **small).eval().double()
     reference.load_state_dict(other.state_dict(), strict=True)
     with torch.no_grad():
-        torch.testing.assert_close(other(x).sample, reference(x).sample, rtol=0, atol=0)
+        torch.testing.assert_close(other(x).sample, reference(x).sample, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nearest_conv_upsample_is_upsample2d_at_input_resolution(dtype):
+    from diffusers.models.upsampling import Upsample2D
+
+    from radiodiff_vae.models.upsampling import NearestConvUpsample2D
+
+    torch.manual_seed(0)
+    fused = NearestConvUpsample2D(3, out_channels=5).to(dtype)
+    reference = Upsample2D(3, use_conv=True, out_channels=5).to(dtype)
+    assert fused.state_dict().keys() == reference.state_dict().keys() == {"conv.weight", "conv.bias"}
+    reference.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, 5, 7, dtype=dtype)  # odd, non-square: every border case of the four phases
+    grad = torch.randn(2, 5, 10, 14, dtype=dtype)
+    outputs, gradients = [], []
+    for module in (fused, reference):
+        inputs = x.clone().requires_grad_(True)
+        out = module(inputs)
+        outputs.append(out)
+        gradients.append(torch.autograd.grad(out, [inputs, module.conv.weight, module.conv.bias], grad))
+    tolerance = dict(rtol=0, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    assert outputs[0].shape == (2, 5, 10, 14)
+    torch.testing.assert_close(outputs[0], outputs[1], **tolerance)
+    for fused_grad, reference_grad in zip(*gradients):
+        torch.testing.assert_close(fused_grad, reference_grad, **tolerance)
+
+
+def test_ldm_f4_decoder_upsamples_at_input_resolution():
+    from radiodiff_vae.models.upsampling import NearestConvUpsample2D
+
+    model = RadioVAE.from_preset("radiodiff-ldm-f4", block_out_channels=(32, 64, 64), norm_num_groups=8)
+    upsamplers = [block.upsamplers[0] for block in model.decoder.up_blocks if block.upsamplers]
+    assert len(upsamplers) == 2 and all(isinstance(module, NearestConvUpsample2D) for module in upsamplers)
+    report = RadioVAE.from_preset("tiny")
+    assert not any(isinstance(module, NearestConvUpsample2D) for module in report.modules())
 
 
 @pytest.mark.parametrize("height, width", [(32, 32), (256 // 4, 256 // 8), (40, 24)])

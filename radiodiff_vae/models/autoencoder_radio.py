@@ -27,6 +27,8 @@ from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlo
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from .upsampling import NearestConvUpsample2D
+
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
 
@@ -118,16 +120,11 @@ def _make_up_block(
         # Built here rather than by diffusers' block, which only knows nearest+conv after its resnets. The module
         # keeps diffusers' name `upsamplers.0.conv`, so an AutoencoderKL state dict loads into the "last" layout.
         channels = in_channels if upsample_position == "first" else out_channels
-        block.upsamplers = nn.ModuleList(
-            [
-                Upsample2D(
-                    channels,
-                    use_conv=upsample_type == "nearest",
-                    use_conv_transpose=upsample_type == "conv_transpose",
-                    out_channels=channels,
-                )
-            ]
-        )
+        if upsample_type == "nearest":
+            upsampler = NearestConvUpsample2D(channels, out_channels=channels)
+        else:
+            upsampler = Upsample2D(channels, use_conv_transpose=True, out_channels=channels)
+        block.upsamplers = nn.ModuleList([upsampler])
     return block
 
 
