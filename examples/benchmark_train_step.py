@@ -199,12 +199,15 @@ def count_gflop(run: Callable[[], None]) -> float:
 
 def time_step_samples(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, List[float]]:
     """Seconds of each call of each run, ``repeats`` rounds of one call per run (interleaved: a machine that slows
-    down for a while slows the runs of that round alike, so the per-round ratios stay comparable)."""
+    down for a while slows the runs of that round alike, so the per-round ratios stay comparable). Every other round
+    runs them in reverse order, so that no run always follows the same one (whose freed memory and cache state it
+    would inherit)."""
     for run in runs.values():
         run()  # warm-up: allocator, oneDNN primitives
     seconds = defaultdict(list)
-    for _ in range(repeats):
-        for name, run in runs.items():
+    for round_index in range(repeats):
+        order = list(runs.items()) if round_index % 2 == 0 else list(runs.items())[::-1]
+        for name, run in order:
             start = time.perf_counter()
             run()
             seconds[name].append(time.perf_counter() - start)
