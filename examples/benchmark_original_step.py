@@ -126,8 +126,9 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Seconds per optimizer step of the original RadioDiff VAE trainer (imported from a checkout) "
         "against this package's VAEGANStep, on the same radiodiff-ldm-f4 network, maps and weights, LPIPS-VGG16 "
-        "on; phase 1 (before disc_start) and phase 2 (after). Steps are timed interleaved (original, package, "
-        "EMA update, original, ...) and the median is reported. See the module docstring for what each step does.",
+        "on; phase 1 (before disc_start) and phase 2 (after). Steps are timed in rounds (original, package, "
+        "EMA update; every other round in reverse order); the table gives the medians, their ratio, and the median "
+        "and quartiles of the per-round ratios. See the module docstring for what each step does.",
         epilog="Example: OMP_NUM_THREADS=1 python examples/benchmark_original_step.py --radiodiff_dir "
         "/work/radiodiff_orig --resolution 64 --batch 4 --repeats 5 --threads 1",
     )
