@@ -20,8 +20,8 @@ class NearestConvUpsample2D(Upsample2D):
     resolutions. So the four 2x2 convs and a pixel shuffle are the same function with 16/36 of the multiply-adds and
     no saved 4x-sized activation: on a CPU the upsampling's forward and backward take about half the time. The
     weights stay those of ``Upsample2D`` (``conv.weight``, ``conv.bias``: checkpoints load unchanged); the outputs
-    and gradients equal its own to float rounding. Other configurations (``output_size``, a norm, no
-    interpolation) run ``Upsample2D.forward``.
+    and gradients equal its own to float rounding. A call with ``output_size`` (an explicit target size rather than
+    x2) runs ``Upsample2D.forward``.
 
     Shapes: ``(B, channels, H, W)`` -> ``(B, out_channels, 2H, 2W)``.
     """
