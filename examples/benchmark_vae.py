@@ -94,7 +94,9 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
         help="Training-step batch sizes (default: --batch_sizes; give none to skip training).",
     )
     parser.add_argument("--resolution", type=int, default=320, help="Square map size in pixels (default 320).")
-    parser.add_argument("--steps", type=int, default=3, help="Timed iterations per measurement (median taken).")
+    parser.add_argument(
+        "--steps", type=int, default=3, help="Timed rounds: one call of every model's task each (median taken)."
+    )
     parser.add_argument("--warmup", type=int, default=1, help="Untimed iterations after the FLOP-counting one.")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="Inference weights; training autocasts.")
@@ -269,28 +271,34 @@ class Measurement:
     peak_memory_mib: Dict[str, float] = field(default_factory=dict)
 
 
-def run_timed(
-    task: Callable[[], object], device: torch.device, warmup: int, steps: int, batch_size: int
-) -> Dict[str, float]:
-    """Run ``task`` once under a FLOP counter, ``warmup`` times untimed, then ``steps`` timed times."""
+def measure_task(task: Callable[[], object], device: torch.device, warmup: int, batch_size: int) -> Dict[str, float]:
+    """FLOPs of one call of ``task`` (under the counter), then ``warmup`` untimed calls, then the peak memory of one
+    more call."""
     counter = flop_counter()
     with counter:
         task()
     for _ in range(warmup):
         task()
     synchronize(device)
-    times = []
     with PeakMemory(device) as memory:
-        for _ in range(steps):
+        task()
+    return {"flop_per_image": counter.get_total_flops() / batch_size, "peak_memory_mib": memory.mib}
+
+
+def time_in_rounds(tasks: Dict[tuple, Callable[[], object]], device: torch.device, steps: int) -> Dict[tuple, float]:
+    """Median seconds per call of each task, over ``steps`` rounds of one call each (every other round in reverse
+    order). Rounds rather than one model after the other: a machine whose speed drifts during the run (a shared CPU
+    box moves by 10-20 % over minutes) then shifts every model alike, and their ratios hold."""
+    seconds: Dict[tuple, List[float]] = {key: [] for key in tasks}
+    for round_index in range(steps):
+        order = list(tasks.items()) if round_index % 2 == 0 else list(tasks.items())[::-1]
+        for key, task in order:
+            synchronize(device)
             start = time.perf_counter()
             task()
             synchronize(device)
-            times.append(time.perf_counter() - start)
-    return {
-        "images_per_second": batch_size / statistics.median(times),
-        "flop_per_image": counter.get_total_flops() / batch_size,
-        "peak_memory_mib": memory.mib,
-    }
+            seconds[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in seconds.items()}
 
 
 def make_tasks(
@@ -355,29 +363,34 @@ def _no_grad(function: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 def benchmark(args: argparse.Namespace, device: torch.device, peak_flops: float) -> List[Measurement]:
     """Measure every model at every batch size; ``peak_flops`` (the reference measured so far) only annotates the
-    progress lines."""
+    progress lines. FLOPs and memory are measured task by task; the timing runs all models of one batch size in
+    rounds (`time_in_rounds`)."""
     names = list(args.presets) + ([] if args.no_autoencoder_kl else [AUTOENCODER_KL])
-    jobs = [(name, batch, False) for name in names for batch in args.batch_sizes]
-    jobs += [(name, batch, True) for name in names for batch in args.train_batch_sizes]
+    groups = [(batch, False) for batch in args.batch_sizes] + [(batch, True) for batch in args.train_batch_sizes]
     results: Dict[tuple, Measurement] = {}
-    progress = tqdm(jobs, desc="benchmark", unit="run")
-    for name, batch_size, train in progress:
-        progress.set_postfix_str(f"{name} batch {batch_size} {'train' if train else 'encode/decode'}")
-        torch.manual_seed(0)
-        model = build_model(name)
-        measurement = results.setdefault((name, batch_size), Measurement(name, batch_size))
-        for task_name, task in make_tasks(model, batch_size, args, device, train).items():
-            numbers = run_timed(task, device, args.warmup, args.steps, batch_size)
-            measurement.images_per_second[task_name] = numbers["images_per_second"]
-            measurement.gflop_per_image[task_name] = numbers["flop_per_image"] / 1e9
-            measurement.peak_memory_mib[task_name] = numbers["peak_memory_mib"]
-            achieved = numbers["flop_per_image"] * numbers["images_per_second"]
+    progress = tqdm(groups, desc="benchmark", unit="batch size")
+    for batch_size, train in progress:
+        progress.set_postfix_str(f"batch {batch_size} {'train' if train else 'encode/decode'}")
+        tasks: Dict[tuple, Callable[[], object]] = {}
+        for name in names:
+            torch.manual_seed(0)
+            for task_name, task in make_tasks(build_model(name), batch_size, args, device, train).items():
+                tasks[(name, task_name)] = task
+        numbers = {key: measure_task(task, device, args.warmup, batch_size) for key, task in tasks.items()}
+        seconds = time_in_rounds(tasks, device, args.steps)
+        for (name, task_name), measured in numbers.items():
+            measurement = results.setdefault((name, batch_size), Measurement(name, batch_size))
+            images_per_second = batch_size / seconds[(name, task_name)]
+            achieved = measured["flop_per_image"] * images_per_second
+            measurement.images_per_second[task_name] = images_per_second
+            measurement.gflop_per_image[task_name] = measured["flop_per_image"] / 1e9
+            measurement.peak_memory_mib[task_name] = measured["peak_memory_mib"]
             measurement.achieved_flops[task_name] = achieved
             tqdm.write(
-                f"{name:>18} batch {batch_size:>3} {task_name:>6}: {numbers['images_per_second']:8.3f} img/s, "
+                f"{name:>18} batch {batch_size:>3} {task_name:>6}: {images_per_second:8.3f} img/s, "
                 f"{achieved / 1e9:8.1f} GFLOP/s ({100 * achieved / peak_flops:5.1f}% of peak)"
             )
-        del model
+        del tasks
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return list(results.values())
@@ -404,7 +417,7 @@ def format_report(
     command = "python examples/benchmark_vae.py " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     lines = [
         f"Machine: {describe_machine(device)}. {settings}, {args.resolution}×{args.resolution} maps, median of "
-        f"{args.steps} timed steps after {args.warmup} warm-up. Best of before and after the models: matmul "
+        f"{args.steps} timed rounds over all models (alternating order) after {args.warmup} warm-up. Best of before and after the models: matmul "
         f"({args.matmul_size}³ {args.dtype}) {matmul_flops / 1e9:.1f} GFLOP/s, 3×3 conv 256→256 at 160×160 "
         f"{conv_flops / 1e9:.1f} GFLOP/s; % of peak is against the better, {peak_flops / 1e9:.1f} GFLOP/s. "
         f"{datetime.date.today().isoformat()}.",
