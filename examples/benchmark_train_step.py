@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Hashable, List, Optional
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -197,13 +197,16 @@ def count_gflop(run: Callable[[], None]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_step_samples(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, List[float]]:
+def time_step_samples(
+    runs: Dict[Hashable, Callable[[], object]], repeats: int, warmup: bool = True
+) -> Dict[Hashable, List[float]]:
     """Seconds of each call of each run, ``repeats`` rounds of one call per run (interleaved: a machine that slows
     down for a while slows the runs of that round alike, so the per-round ratios stay comparable). Every other round
     runs them in reverse order, so that no run always follows the same one (whose freed memory and cache state it
-    would inherit)."""
-    for run in runs.values():
-        run()  # warm-up: allocator, oneDNN primitives
+    would inherit). ``warmup`` first calls each run once, untimed."""
+    if warmup:
+        for run in runs.values():
+            run()  # allocator, oneDNN primitives
     seconds = defaultdict(list)
     for round_index in range(repeats):
         order = list(runs.items()) if round_index % 2 == 0 else list(runs.items())[::-1]

@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -47,6 +48,9 @@ from tqdm.auto import tqdm
 from radiodiff_vae import PRESETS, RadioVAE
 from radiodiff_vae.atomic import atomic_write_json
 from radiodiff_vae.evaluation import downsample_factor_of
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_train_step import time_step_samples  # noqa: E402  (this folder's script: the interleaved timer)
 
 AUTOENCODER_KL = "AutoencoderKL"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -286,19 +290,18 @@ def measure_task(task: Callable[[], object], device: torch.device, warmup: int, 
 
 
 def time_in_rounds(tasks: Dict[tuple, Callable[[], object]], device: torch.device, steps: int) -> Dict[tuple, float]:
-    """Median seconds per call of each task, over ``steps`` rounds of one call each (every other round in reverse
-    order). Rounds rather than one model after the other: a machine whose speed drifts during the run (a shared CPU
-    box moves by 10-20 % over minutes) then shifts every model alike, and their ratios hold."""
-    seconds: Dict[tuple, List[float]] = {key: [] for key in tasks}
-    for round_index in range(steps):
-        order = list(tasks.items()) if round_index % 2 == 0 else list(tasks.items())[::-1]
-        for key, task in order:
-            synchronize(device)
-            start = time.perf_counter()
-            task()
-            synchronize(device)
-            seconds[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in seconds.items()}
+    """Median seconds per call of each task over ``steps`` interleaved rounds (`time_step_samples`: every other
+    round in reverse order), each call ended by a device sync. Rounds rather than one model after the other: a
+    machine whose speed drifts during the run (a shared CPU box moves by 10-20 % over minutes) then shifts every
+    model alike, and their ratios hold. The tasks are warm already (`measure_task`)."""
+
+    def synchronized(task: Callable[[], object]) -> Callable[[], None]:
+        return lambda: (task(), synchronize(device))
+
+    synchronize(device)
+    runs = {key: synchronized(task) for key, task in tasks.items()}
+    samples = time_step_samples(runs, steps, warmup=False)
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def make_tasks(
@@ -417,8 +420,8 @@ def format_report(
     command = "python examples/benchmark_vae.py " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     lines = [
         f"Machine: {describe_machine(device)}. {settings}, {args.resolution}×{args.resolution} maps, median of "
-        f"{args.steps} timed rounds over all models (alternating order) after {args.warmup} warm-up. Best of before and after the models: matmul "
-        f"({args.matmul_size}³ {args.dtype}) {matmul_flops / 1e9:.1f} GFLOP/s, 3×3 conv 256→256 at 160×160 "
+        f"{args.steps} timed rounds over all models (alternating order) after {args.warmup} warm-up. Best of before "
+        f"and after the models: matmul ({args.matmul_size}³ {args.dtype}) {matmul_flops / 1e9:.1f} GFLOP/s, 3×3 conv 256→256 at 160×160 "
         f"{conv_flops / 1e9:.1f} GFLOP/s; % of peak is against the better, {peak_flops / 1e9:.1f} GFLOP/s. "
         f"{datetime.date.today().isoformat()}.",
         f"Command: `{command.strip()}`",
