@@ -513,8 +513,16 @@ def build_datasets(args: argparse.Namespace) -> RunData:
 
 
 def collate_maps(items: List[Dict[str, Any]], resolution: Optional[int] = None) -> Dict[str, Any]:
-    """Stacks items into ``pixel_values`` `(B, 1, H, W)` in [-1, 1] (resized to ``resolution``) and ``name``."""
+    """Stacks items into ``pixel_values`` `(B, 1, H, W)` in [-1, 1] (resized to ``resolution``) and ``name``.
+
+    The maps' values are checked here, on the host, so that the training step's forward needs no device sync
+    (``check_values=False``). Raises a MapFileError naming the maps with NaN or inf values.
+    """
     pixel_values = torch.stack([item["pixel_values"] for item in items]).float()  # (B, 1, H, W)
+    finite = torch.isfinite(pixel_values).flatten(1).all(dim=1)  # (B,)
+    if not bool(finite.all()):
+        bad = [str(item["name"]) for item, ok in zip(items, finite.tolist()) if not ok]
+        raise MapFileError(f"map(s) {', '.join(bad)}: expected finite values in [-1, 1], got NaN or inf")
     if resolution is not None and tuple(pixel_values.shape[-2:]) != (resolution, resolution):
         pixel_values = F.interpolate(
             pixel_values, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True

@@ -1,8 +1,28 @@
-"""Fixtures shared by the test modules: one intra-op thread, and the in-memory Hub of ``hub_server.py``."""
+"""Fixtures shared by the test modules: one intra-op thread, the in-memory Hub of ``hub_server.py``, and a
+TORCH_HOME with a random VGG16 trunk so that LPIPS runs offline."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from hub_server import HubServer
+
+VGG16_TRUNK_NAME = "vgg16-397923af.pth"
+
+
+@pytest.fixture(scope="session")
+def random_vgg16_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose VGG16 trunk is randomly initialised: LPIPS costs and differentiates as with the real
+    weights, without a download. Point ``TORCH_HOME`` at it with ``monkeypatch.setenv``."""
+    import torchvision
+
+    torch.manual_seed(0)
+    features = torchvision.models.vgg16(weights=None).features
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    state = {f"features.{key}": value for key, value in features.state_dict().items()}
+    torch.save(state, home / "hub" / "checkpoints" / VGG16_TRUNK_NAME)
+    return home
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -6,24 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
 from radiodiff_vae.losses.vae_gan import GENERATOR_LOG_KEYS
 
-TRUNK_NAME = "vgg16-397923af.pth"
-
-
 @pytest.fixture(scope="module")
-def torch_home(tmp_path_factory) -> Path:
-    """A TORCH_HOME with a randomly initialised VGG16 trunk (as test_loss_perceptual.py): LPIPS runs offline."""
-    torch.manual_seed(0)
-    features = torchvision.models.vgg16(weights=None).features
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    state = {f"features.{key}": value for key, value in features.state_dict().items()}
-    torch.save(state, home / "hub" / "checkpoints" / TRUNK_NAME)
-    return home
+def torch_home(random_vgg16_home) -> Path:
+    return random_vgg16_home
 
 
 def _model_and_loss(torch_home, monkeypatch, perceptual_weight, gan_loss="hinge"):

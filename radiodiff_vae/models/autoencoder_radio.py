@@ -405,15 +405,19 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     @apply_forward_hook
     def encode(
-        self, x: torch.Tensor, return_dict: bool = True
+        self, x: torch.Tensor, return_dict: bool = True, check_values: bool = True
     ) -> Union[AutoencoderKLOutput, Tuple[DiagonalGaussianDistribution]]:
         """Encodes maps `x` of shape `(B, in_channels, H, W)`, values in [-1, 1], into the posterior.
+
+        `check_values=False` skips the value checks (finite, in range), each a host-device sync; the shape checks
+        always run. For callers that checked the maps before they moved to the device, as the training step does.
 
         Returns `AutoencoderKLOutput` whose `latent_dist` has mean and std of shape `(B, latent_channels, H/f, W/f)`
         (a one-tuple when `return_dict=False`).
         """
-        _check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode")
-        _warn_if_not_model_range(x)
+        _check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode", check_values)
+        if check_values:
+            _warn_if_not_model_range(x)
         if self.use_slicing and x.shape[0] > 1:
             moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
         else:
@@ -439,13 +443,18 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     @apply_forward_hook
     def decode(
-        self, z: torch.Tensor, return_dict: bool = True, generator: Optional[torch.Generator] = None
+        self,
+        z: torch.Tensor,
+        return_dict: bool = True,
+        generator: Optional[torch.Generator] = None,
+        check_values: bool = True,
     ) -> Union[DecoderOutput, Tuple[torch.Tensor]]:
         """Decodes latents `z` of shape `(B, latent_channels, h, w)` into maps `(B, out_channels, h * f, w * f)`.
 
         `z` is the unscaled latent (divide by `scaling_factor` first if it comes from a diffusion model).
+        `check_values=False` skips the finiteness check (a host-device sync).
         """
-        _check_tensor(z, self.config.latent_channels, 1, "latent", "decode")
+        _check_tensor(z, self.config.latent_channels, 1, "latent", "decode", check_values)
         if self.use_slicing and z.shape[0] > 1:
             decoded = torch.cat([self._decode(z_slice) for z_slice in z.split(1)])
         else:
@@ -488,6 +497,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         return_dict: bool = True,
         generator: Optional[torch.Generator] = None,
         return_posterior: bool = False,
+        check_values: bool = True,
     ) -> Union[RadioVAEOutput, Tuple[torch.Tensor, ...]]:
         """Encodes and decodes `sample` `(B, in_channels, H, W)`.
 
@@ -495,14 +505,16 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             sample_posterior: decode a draw from the posterior (training) instead of its mean.
             generator: makes that draw repeatable.
             return_posterior: also return the posterior, so that a training step needs a single forward.
+            check_values: check that `sample` is finite and in range (host-device syncs). `False` leaves no sync
+                in the forward: the training step checks its maps on the host before they move.
 
         Returns:
             `RadioVAEOutput` with `sample` `(B, out_channels, H, W)` (and `latent_dist`), or the tuple
             `(sample,)` / `(sample, latent_dist)` when `return_dict=False`.
         """
-        posterior = self.encode(sample).latent_dist
+        posterior = self.encode(sample, check_values=check_values).latent_dist
         latent = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
-        decoded = self.decode(latent).sample
+        decoded = self.decode(latent, check_values=False).sample  # the encoder's own latent: nothing to check
         if not return_dict:
             return (decoded, posterior) if return_posterior else (decoded,)
         return RadioVAEOutput(sample=decoded, latent_dist=posterior if return_posterior else None)
@@ -778,7 +790,9 @@ def _check_spatial(height: int, width: int, factor: int, what: str) -> None:
         )
 
 
-def _check_tensor(x: torch.Tensor, channels: int, factor: int, what: str, method: str) -> None:
+def _check_tensor(
+    x: torch.Tensor, channels: int, factor: int, what: str, method: str, check_values: bool = True
+) -> None:
     """Rejects anything `method` cannot turn into a meaningful result, before any compute."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"RadioVAE.{method} expected a torch.Tensor {what}, got {type(x).__name__}.")
@@ -797,7 +811,7 @@ def _check_tensor(x: torch.Tensor, channels: int, factor: int, what: str, method
     if not torch.is_floating_point(x):
         raise ValueError(f"RadioVAE.{method} expected a floating-point {what}, got dtype {x.dtype}.")
     # One device sync per call; skipped while torch.compile traces so that compiled graphs stay whole.
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+    if check_values and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"RadioVAE.{method} got a {what} with {bad} non-finite value(s) (NaN or inf).")
 

@@ -97,7 +97,8 @@ class VAEGANStep:
         adversarial = self.loss_fn.disc_factor(global_step) > 0
         with accelerator.accumulate(self.vae, self.discriminator):
             noise = step_generator(maps.device, self.seed, global_step, self.micro_step, accelerator.process_index)
-            output = self.vae(maps, sample_posterior=True, generator=noise, return_posterior=True)
+            # No value checks inside the forward (each a host sync): the collator checked the maps on the host.
+            output = self.vae(maps, sample_posterior=True, generator=noise, return_posterior=True, check_values=False)
             objective, logs = self.loss_fn.generator_objective(
                 maps, output.sample, output.latent_dist, global_step, self.raw_vae.get_last_layer()
             )
