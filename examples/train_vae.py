@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "discriminator and logvar (discriminator.safetensors, logvar.safetensors).",
     )
     model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
+    model.add_argument(
+        "--gradient_checkpointing_scope",
+        type=str,
+        default="full_resolution",
+        choices=["full_resolution", "all"],
+        help="With --gradient_checkpointing: recompute only the full-resolution levels (encoder's first, decoder's "
+        "last; most of the memory for a fraction of the compute) or every level.",
+    )
     model.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
     model.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with --use_ema).")
 
@@ -177,6 +185,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="Autocast precision (weights stay fp32); default: the accelerate config's. The report trains in fp32.",
     )
     training.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
+    training.add_argument(
+        "--channels_last",
+        type=str,
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="Autoencoder, LPIPS and discriminator in channels-last memory layout (no NCHW <-> NHWC transposes around "
+        "cuDNN's convolutions); auto: on with CUDA (docs/benchmarks.md), off on a CPU.",
+    )
+    training.add_argument(
+        "--cudnn_benchmark",
+        type=str,
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="torch.backends.cudnn.benchmark: time cuDNN's algorithms once per input shape; auto: on with CUDA when "
+        "every training batch has the same size.",
+    )
+    training.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the autoencoder's levels, the LPIPS trunk and the discriminator (fuses GroupNorm + SiLU "
+        "and the element-wise work; the first steps take longer while it compiles).",
+    )
     training.add_argument(
         "--max_nonfinite_steps",
         type=int,
@@ -540,6 +570,47 @@ class MapCollator:
         return collate_maps(items, self.resolution)
 
 
+def compile_for_training(vae: RadioVAE, loss_fn: RadioVAELoss, **compile_options: Any) -> None:
+    """``torch.compile`` in place (``compile_options`` go to it): the autoencoder's levels, the LPIPS trunk and the
+    discriminator's layers. The decoder's output conv stays eager, so the adaptive weight's pull-back to it remains
+    one convolution."""
+    blocks = [vae.encoder, vae.decoder.conv_in, vae.decoder.mid_block, *vae.decoder.up_blocks]
+    if loss_fn.perceptual is not None:
+        blocks.append(loss_fn.perceptual.lpips.net)
+    blocks.append(loss_fn.discriminator.main)
+    for block in blocks:
+        block.compile(**compile_options)
+
+
+def out_of_memory_message(args: argparse.Namespace, device: Optional[torch.device]) -> str:
+    """One line for a CUDA out-of-memory error: what ran, on how much memory, and the flags that lower it."""
+    memory = "unknown"
+    if device is not None and device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        memory = f"{properties.total_memory / 2**30:.1f} GiB ({properties.name})"
+    precision = args.mixed_precision or "the accelerate config's"
+    remedies = []
+    if not args.gradient_checkpointing:
+        remedies.append("--gradient_checkpointing (about 8 GiB at batch 8 and 320x320 in bf16, docs/benchmarks.md)")
+    elif args.gradient_checkpointing_scope != "all":
+        remedies.append("--gradient_checkpointing_scope all")
+    if args.train_batch_size > 1:
+        smaller = max(1, args.train_batch_size // 2)
+        accumulation = args.gradient_accumulation_steps * args.train_batch_size // smaller
+        remedies.append(
+            f"--train_batch_size {smaller} --gradient_accumulation_steps {accumulation} (the same maps per step)"
+        )
+    if args.mixed_precision not in ("bf16", "fp16"):
+        remedies.append("--mixed_precision bf16")
+    size = f"{args.resolution}x{args.resolution}" if args.resolution else "the maps' own size"
+    model = args.preset if args.pretrained_model_name_or_path is None else args.pretrained_model_name_or_path
+    return (
+        f"CUDA out of memory training {model} at batch {args.train_batch_size}, {size}, precision {precision}, on a "
+        f"GPU with "
+        f"{memory}; lower the memory with " + ("; or ".join(remedies) if remedies else "a smaller --resolution")
+    )
+
+
 def check_map_size(pixel_values: torch.Tensor, vae: RadioVAE, discriminator_min: int, source: str) -> None:
     height, width = pixel_values.shape[-2:]
     factor = vae.downsample_factor
@@ -820,8 +891,15 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     discriminator = loss_fn.discriminator
     check_map_size(probe, vae, discriminator.min_input_size, data.source)
     if args.gradient_checkpointing:
-        vae.enable_gradient_checkpointing()
+        vae.enable_gradient_checkpointing(full_resolution_only=args.gradient_checkpointing_scope == "full_resolution")
         loss_fn.enable_gradient_checkpointing()
+    on_cuda = accelerator.device.type == "cuda"
+    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and on_cuda)
+    if channels_last:
+        vae.to(memory_format=torch.channels_last)
+        loss_fn.to(memory_format=torch.channels_last)
+    if args.compile:
+        compile_for_training(vae, loss_fn)
     loss_fn.to(accelerator.device)
     loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless --freeze_logvar
 
@@ -899,9 +977,13 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     )
 
     # ---- loop
+    same_size_batches = train_dataloader.drop_last or len(data.train) % args.train_batch_size == 0
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on" or (
+        args.cudnn_benchmark == "auto" and on_cuda and same_size_batches
+    )
     train_step = VAEGANStep(
         accelerator, vae, discriminator, loss_fn, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc,
-        guard, max_grad_norm=args.max_grad_norm, seed=args.seed,
+        guard, max_grad_norm=args.max_grad_norm, seed=args.seed, channels_last=channels_last,
     )  # fmt: skip
     validate = Validator(
         accelerator, raw_vae, data.validation, collate, args.train_batch_size, args.num_validation_images,
@@ -1021,6 +1103,12 @@ def run_from_command_line(input_args: Optional[Sequence[str]] = None) -> int:
     created = output_dir is not None and not os.path.exists(output_dir)
     try:
         return main(input_args)
+    except torch.OutOfMemoryError:
+        if show_traceback():
+            raise
+        args = parse_args_with_config(build_parser(), input_args)
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        parser.exit(1, f"{parser.prog}: error: {out_of_memory_message(args, device)}\n")
     except USER_ERRORS as error:
         if show_traceback():
             raise

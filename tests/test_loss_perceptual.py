@@ -195,3 +195,17 @@ def test_lpips_stays_frozen_in_eval_mode_and_out_of_checkpoints(criterion):
     criterion.load_state_dict(dict(state, **{"perceptual.lpips." + key: value for key, value in network_state.items()}))
     with pytest.raises(RuntimeError, match="Unexpected key"):
         criterion.load_state_dict(dict(state, extra=torch.zeros(1)), strict=True)
+
+
+def test_lpips_under_bf16_autocast_keeps_values_gradients_and_an_fp32_result(criterion):
+    # On a GPU the trunk runs under the training step's autocast; its heads and the distance stay fp32.
+    inputs, other = maps(seed=4), maps(seed=5).requires_grad_()
+    expected = criterion.perceptual(inputs, other)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), other)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        distance = criterion.perceptual(inputs, other)
+    (gradient,) = torch.autograd.grad(distance.sum(), other)
+    assert distance.dtype == torch.float32 and gradient.dtype == torch.float32
+    torch.testing.assert_close(distance, expected, rtol=3e-2, atol=1e-3)  # bf16: 8 bits of mantissa
+    cosine = torch.nn.functional.cosine_similarity(gradient.flatten(), expected_gradient.flatten(), dim=0)
+    assert cosine > 0.99

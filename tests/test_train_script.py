@@ -269,7 +269,8 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     [
         # fp16: the gradient scaler unscales both optimizers once; the discriminator's clipping must not unscale again
         ["--mixed_precision", "fp16"],
-        ["--mixed_precision", "bf16", "--gradient_checkpointing"],
+        ["--mixed_precision", "bf16", "--gradient_checkpointing", "--channels_last", "on", "--cudnn_benchmark", "on"],
+        ["--gradient_checkpointing", "--gradient_checkpointing_scope", "all"],
         ["--max_grad_norm", "0", "--lr_scheduler", "cosine", "--lr_warmup_steps", "1", "--disc_use_actnorm"]
         + ["--gan_loss", "vanilla", "--freeze_logvar"],
     ],

@@ -183,35 +183,33 @@ class PerceptualLoss(nn.Module):
                 f"PerceptualLoss expects two maps of the same shape (B, 1 or 3, H, W), got {tuple(inputs.shape)} "
                 f"and {tuple(reconstructions.shape)}."
             )
-        channels_last = torch.channels_last
-        inputs = inputs.expand(-1, 3, -1, -1).contiguous(memory_format=channels_last)  # (B, 3, H, W)
-        reconstructions = reconstructions.expand(-1, 3, -1, -1).contiguous(memory_format=channels_last)
-        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and reconstructions.requires_grad
-        if not checkpointed or inputs.requires_grad:
-            return self.lpips(inputs, reconstructions)  # (B, 1, 1, 1)
-        return self._checkpointed_distance(inputs, reconstructions)
-
-    def _checkpointed_distance(self, inputs: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        # lpips.LPIPS.forward (version 0.1, lpips=True, spatial=False) written out, to checkpoint the trunk per slice.
+        # lpips.LPIPS.forward (version 0.1, lpips=True, spatial=False) written out: the VGG16 trunk runs under the
+        # caller's autocast (bf16/fp16 on a GPU), the unit normalisation, squared differences and linear heads in
+        # fp32; with gradient checkpointing the reconstruction's features are recomputed slice by slice.
         from lpips import normalize_tensor
         from torch.utils.checkpoint import checkpoint
 
+        channels_last = torch.channels_last
+        inputs = inputs.expand(-1, 3, -1, -1).contiguous(memory_format=channels_last)  # (B, 3, H, W)
+        reconstructions = reconstructions.expand(-1, 3, -1, -1).contiguous(memory_format=channels_last)
         network = self.lpips
         slices = [getattr(network.net, f"slice{index}") for index in range(1, network.L + 1)]
-        with torch.no_grad():  # the target needs no graph: its features are freed level by level below
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and reconstructions.requires_grad
+        with torch.set_grad_enabled(torch.is_grad_enabled() and inputs.requires_grad):
             reference = network.scaling_layer(inputs)
             references = []
             for block in slices:
                 reference = block(reference)
                 references.append(reference)
         hidden = network.scaling_layer(reconstructions)
-        distance = 0
+        distance = inputs.new_zeros((inputs.shape[0], 1, 1, 1), dtype=torch.float32)
         for level, block in enumerate(slices):
-            hidden = checkpoint(block, hidden, use_reentrant=False)
-            difference = (normalize_tensor(references[level]) - normalize_tensor(hidden)) ** 2
-            distance = distance + network.lins[level](difference).mean([2, 3], keepdim=True)
-            references[level] = None
-        return distance  # (B, 1, 1, 1)
+            hidden = checkpoint(block, hidden, use_reentrant=False) if checkpointed else block(hidden)
+            with torch.autocast(hidden.device.type, enabled=False):
+                difference = (normalize_tensor(references[level].float()) - normalize_tensor(hidden.float())) ** 2
+                distance = distance + network.lins[level](difference).mean([2, 3], keepdim=True)
+            references[level] = None  # the target's features are freed level by level
+        return distance  # (B, 1, 1, 1), fp32
 
 
 def _drop_own_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

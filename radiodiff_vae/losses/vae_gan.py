@@ -278,7 +278,8 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         zero = nll_loss.new_zeros(())
         g_loss, d_weight = zero, zero
         if factor > 0:
-            g_loss = generator_gan_loss(self._logits_without_discriminator_grad(reconstructions), self.config.gan_loss)
+            logits = self._logits_without_discriminator_grad(reconstructions).float()  # (B, 1, h, w)
+            g_loss = generator_gan_loss(logits, self.config.gan_loss)
             if adaptive:
                 d_weight = adaptive_generator_weight(nll_loss, g_loss, last_layer, self.config.disc_weight)
 
@@ -338,8 +339,8 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             raise ValueError(f"discriminator_objective at step {step}: the discriminator is off before disc_start.")
         discriminator = self.discriminator if discriminator is None else discriminator
         # Real and fake in two forwards, as the original: BatchNorm statistics stay those of one kind of map.
-        logits_real = discriminator(inputs.detach())
-        logits_fake = discriminator(reconstructions.detach())
+        logits_real = discriminator(inputs.detach()).float()  # (B, 1, h, w); fp32 under autocast too
+        logits_fake = discriminator(reconstructions.detach()).float()
         d_loss = factor * discriminator_gan_loss(logits_real, logits_fake, self.config.gan_loss)
         values = [d_loss, logits_real.mean(), logits_fake.mean()]
         return d_loss, {key: value.detach().float() for key, value in zip(DISCRIMINATOR_LOG_KEYS, values)}

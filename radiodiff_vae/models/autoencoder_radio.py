@@ -176,11 +176,13 @@ class RadioEncoder(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[-1], 2 * latent_channels, kernel_size=3, padding=1)
         self.gradient_checkpointing = False
+        self.checkpoint_full_resolution_only = False
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(sample)  # (B, C0, H, W)
-        for block in [*self.down_blocks, self.mid_block]:
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
+        for index, block in enumerate([*self.down_blocks, self.mid_block]):
+            checkpointed = self.gradient_checkpointing and (index == 0 or not self.checkpoint_full_resolution_only)
+            if torch.is_grad_enabled() and checkpointed:
                 hidden = self._gradient_checkpointing_func(block, hidden)
             else:
                 hidden = block(hidden)
@@ -241,11 +243,15 @@ class RadioDecoder(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
         self.gradient_checkpointing = False
+        self.checkpoint_full_resolution_only = False
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(latent)  # (B, C_last, h, w)
-        for block in [self.mid_block, *self.up_blocks]:
-            if torch.is_grad_enabled() and self.gradient_checkpointing:
+        blocks = [self.mid_block, *self.up_blocks]
+        for index, block in enumerate(blocks):
+            last = index == len(blocks) - 1  # the level that ends at full resolution
+            checkpointed = self.gradient_checkpointing and (last or not self.checkpoint_full_resolution_only)
+            if torch.is_grad_enabled() and checkpointed:
                 hidden = self._gradient_checkpointing_func(block, hidden)
             else:
                 hidden = block(hidden)
@@ -385,6 +391,14 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         factor = self.downsample_factor
         return (self.config.latent_channels, height // factor, width // factor)
 
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None, full_resolution_only: bool = False):
+        """diffusers' gradient checkpointing: the activations of each checkpointed level are recomputed in the
+        backward instead of kept. ``full_resolution_only=True`` checkpoints only the encoder's first and the
+        decoder's last level, which hold most of the activation memory (the widest maps), and keeps the rest."""
+        super().enable_gradient_checkpointing(gradient_checkpointing_func)
+        self.encoder.checkpoint_full_resolution_only = full_resolution_only
+        self.decoder.checkpoint_full_resolution_only = full_resolution_only
+
     def get_last_layer(self) -> torch.nn.Parameter:
         """Weight of the decoder's output conv, where the adaptive GAN weight compares gradient norms."""
         return self.decoder.conv_out.weight
@@ -422,6 +436,9 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
         else:
             moments = self._encode(x)
+        if torch.is_autocast_enabled(moments.device.type):
+            # Mixed-precision training: the KL term and the posterior draw in fp32, as without autocast.
+            moments = moments.float()
         posterior = DiagonalGaussianDistribution(moments)
         if not return_dict:
             return (posterior,)

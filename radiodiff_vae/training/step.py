@@ -53,6 +53,13 @@ class VAEGANStep:
         max_grad_norm (`float`, defaults to 0): clip each group (autoencoder, logvar, discriminator) to this norm;
             0 leaves the gradients alone (the report).
         seed (`int`, defaults to 0): seed of the posterior noise, drawn per (step, micro-batch, process).
+        channels_last (`bool`, defaults to `False`): convert each micro-batch to channels-last once, for models
+            already converted with ``.to(memory_format=torch.channels_last)`` (cuDNN then needs no NCHW <-> NHWC
+            transposes around its convolutions).
+
+    The loss runs under ``accelerator.autocast()``: with bf16/fp16 mixed precision LPIPS and the discriminator's
+    logits of the generator objective are computed in that precision like the autoencoder; the loss terms are
+    summed in fp32.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class VAEGANStep:
         guard: NonFiniteGuard,
         max_grad_norm: float = 0.0,
         seed: int = 0,
+        channels_last: bool = False,
     ) -> None:
         self.accelerator = accelerator
         self.vae, self.discriminator, self.loss_fn = vae, discriminator, loss_fn
@@ -76,6 +84,7 @@ class VAEGANStep:
         self.guard = guard
         self.max_grad_norm = max_grad_norm
         self.seed = seed
+        self.channels_last = channels_last
         self.raw_vae = accelerator.unwrap_model(vae)
         self.loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless frozen
         self.parameter_groups: Dict[str, List[torch.nn.Parameter]] = {
@@ -95,20 +104,23 @@ class VAEGANStep:
         """
         accelerator = self.accelerator
         adversarial = self.loss_fn.disc_factor(global_step) > 0
+        if self.channels_last:
+            maps = maps.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory
         with accelerator.accumulate(self.vae, self.discriminator):
             noise = step_generator(maps.device, self.seed, global_step, self.micro_step, accelerator.process_index)
             # No value checks inside the forward (each a host sync): the collator checked the maps on the host.
             output = self.vae(maps, sample_posterior=True, generator=noise, return_posterior=True, check_values=False)
-            objective, logs = self.loss_fn.generator_objective(
-                maps, output.sample, output.latent_dist, global_step, self.raw_vae.get_last_layer()
-            )
-            if adversarial:
-                # Detached reconstructions through the prepared discriminator; before disc_start it never runs.
-                disc_loss, disc_logs = self.loss_fn.discriminator_objective(
-                    maps, output.sample, global_step, discriminator=self.discriminator
+            with accelerator.autocast():
+                objective, logs = self.loss_fn.generator_objective(
+                    maps, output.sample, output.latent_dist, global_step, self.raw_vae.get_last_layer()
                 )
-                objective = objective + disc_loss
-                logs.update(disc_logs)
+                if adversarial:
+                    # Detached reconstructions through the prepared discriminator; before disc_start it never runs.
+                    disc_loss, disc_logs = self.loss_fn.discriminator_objective(
+                        maps, output.sample, global_step, discriminator=self.discriminator
+                    )
+                    objective = objective + disc_loss
+                    logs.update(disc_logs)
             if poison:
                 objective = objective * float("nan")
                 logs["total"] = logs["total"] * float("nan")
