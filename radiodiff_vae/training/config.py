@@ -1,15 +1,17 @@
 """YAML configuration files for the training script, merged with argparse (flags on the command line win).
 
 A configuration file is a flat mapping whose keys are the script's flag names without the leading dashes
-(``learning_rate: 5.0e-6``). Every value goes through the same conversion and ``choices`` check as the flag would,
-so a file cannot smuggle in a value the command line would refuse, and a key that names no flag is an error rather
-than a silently ignored typo.
+(``learning_rate: 5.0e-6``). Each value is turned into the tokens a user would type (``--learning_rate=5e-06``) and
+parsed by the script's own parser, so it goes through the same conversion and ``choices`` check as the flag would:
+a file cannot smuggle in a value the command line would refuse, and a key that names no flag is an error rather
+than a silently ignored typo. Switches (``store_true``) take ``true`` / ``false``, list flags (``nargs``) a YAML
+list or one value, and any flag ``null`` (None).
 """
 
 import argparse
 import difflib
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -51,57 +53,46 @@ def _actions_by_dest(parser: argparse.ArgumentParser) -> Dict[str, argparse.Acti
     return {action.dest: action for action in parser._actions if action.dest != argparse.SUPPRESS}
 
 
-def _coerce_scalar(action: argparse.Action, value: Any, where: str) -> Any:
-    if value is None:
-        return None
-    converter = action.type
-    if converter is None:
-        converter = str
-    # PyYAML reads ``5e-6`` and ``1.0e4`` as strings (YAML 1.1 floats need a dot and a signed exponent) and
-    # ``1.0e+4`` as a float: route all through the flag's own type, accept integral scientific notation for int
-    # flags, but never let an int flag swallow a fractional number or a string flag swallow a mapping.
-    if converter is int and isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            try:
-                value = float(value)
-            except ValueError:
-                pass  # reported below, as int() sees it
-    if converter is int and isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        value = int(value)
-    if isinstance(value, bool) and converter in (int, float):
-        raise ValueError(f"{where}: expected a number, got the boolean {value!r}")
+def _token(action: argparse.Action, value: Any, where: str) -> str:
+    """One YAML value as the user would type it. PyYAML reads ``5e-6`` and ``1e4`` as strings (YAML 1.1 floats
+    need a dot and a signed exponent) and ``1.0e4`` as a float: an int flag takes all of them when integral."""
     if isinstance(value, (dict, list)):
         raise ValueError(f"{where}: expected a single value, got {value!r}")
-    try:
-        converted = converter(value if converter is not str else str(value))
-    except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
-        raise ValueError(f"{where}: cannot read {value!r} as {getattr(converter, '__name__', converter)}: {error}")
-    if action.choices is not None and converted not in action.choices:
-        raise ValueError(f"{where}: expected one of {sorted(map(str, action.choices))}, got {converted!r}")
-    return converted
+    if isinstance(value, bool) and action.type in (int, float):
+        raise ValueError(f"{where}: expected a number, got the boolean {value!r}")
+    if action.type is int and isinstance(value, (str, float)):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None  # argparse names it below
+        if number is not None and number.is_integer():
+            return str(int(number))
+    return str(value)
 
 
-def coerce_config_value(action: argparse.Action, value: Any, source: str) -> Any:
-    """Converts one YAML value as argparse would convert the same flag given on the command line."""
-    where = f"{source}: key {action.dest!r}"
+def _parse_value(parser: argparse.ArgumentParser, action: argparse.Action, value: Any, where: str) -> Any:
+    """Converts one YAML value by parsing its tokens with ``parser``, as the same flag on the command line."""
     if isinstance(action, _SWITCH_ACTIONS):
         if not isinstance(value, bool):
             raise ValueError(f"{where}: expected true or false, got {value!r}")
-        return value
+        return value  # the flag's value itself: nothing to convert
+    if value is None:
+        return None
+    option = max(action.option_strings, key=len)
     if action.nargs in ("*", "+") or isinstance(action.nargs, int):
-        if value is None:
-            return None
-        values = value if isinstance(value, list) else [value]
-        if action.nargs == "+" and not values:
-            raise ValueError(f"{where}: expected at least one value, got an empty list")
-        if isinstance(action.nargs, int) and len(values) != action.nargs:
-            raise ValueError(f"{where}: expected {action.nargs} values, got {len(values)}")
-        return [_coerce_scalar(action, item, where) for item in values]
-    return _coerce_scalar(action, value, where)
+        items = value if isinstance(value, list) else [value]
+        tokens: List[str] = [option] + [_token(action, item, where) for item in items]
+    else:
+        tokens = [f"{option}={_token(action, value, where)}"]  # '=' keeps a value such as '-1' a value
+    exit_on_error = parser.exit_on_error
+    parser.exit_on_error = False  # argparse raises ArgumentError instead of exiting
+    try:
+        namespace, _ = parser.parse_known_args(tokens, namespace=argparse.Namespace())
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{where}: {error.message}") from None
+    finally:
+        parser.exit_on_error = exit_on_error
+    return getattr(namespace, action.dest)
 
 
 def parse_args_with_config(
@@ -114,7 +105,7 @@ def parse_args_with_config(
 
     Raises:
         ValueError: a key names no flag (the message names the key and the closest flag), or a value does not
-            convert to the flag's type / choices.
+            convert to the flag's type / choices (the message names the file, the key and argparse's complaint).
         FileNotFoundError: the configuration file does not exist.
     """
     actions = _actions_by_dest(parser)
@@ -136,8 +127,7 @@ def parse_args_with_config(
                 suggestion = difflib.get_close_matches(key, list(actions), n=1)
                 hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
                 raise ValueError(f"{known.config}: unknown key {key!r}{hint}; keys are the script's flag names")
-            defaults[key] = coerce_config_value(actions[key], value, known.config)
+            defaults[key] = _parse_value(parser, actions[key], value, f"{known.config}: key {key!r}")
         # Defaults set here are overridden by any flag given on the command line, which is the precedence we want.
         parser.set_defaults(**defaults)
     return parser.parse_args(input_args)
-

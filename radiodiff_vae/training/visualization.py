@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 from matplotlib import colormaps
+from torchvision.utils import make_grid
 
 GRID_SEPARATOR = 2  # pixels of white between panels and rows
 
@@ -14,7 +15,7 @@ def make_reconstruction_grid(
     error_colormap: str = "inferno",
     min_panel_size: int = 1,
 ) -> np.ndarray:
-    """Builds an RGB grid from maps in [0, 1].
+    """Builds an RGB grid from maps in [0, 1] with ``torchvision.utils.make_grid``.
 
     Args:
         inputs (`torch.Tensor` of shape `(B, 1, H, W)`): reference maps in [0, 1].
@@ -36,26 +37,13 @@ def make_reconstruction_grid(
         )
     if error_vmax <= 0:
         raise ValueError(f"error_vmax must be > 0, got {error_vmax}")
-    reference = inputs.detach().float().cpu().clamp(0, 1)[:, 0].numpy()  # (B, H, W)
-    decoded = reconstructions.detach().float().cpu().clamp(0, 1)[:, 0].numpy()  # (B, H, W)
-    error = np.abs(reference - decoded) / error_vmax  # (B, H, W), 1 = error_vmax
-    error_rgb = colormaps[error_colormap](np.clip(error, 0, 1))[..., :3]  # (B, H, W, 3)
-
-    def gray(maps: np.ndarray) -> np.ndarray:
-        return np.repeat(maps[..., None], 3, axis=-1)  # (B, H, W, 3)
-
-    scale = max(1, -(-min_panel_size // max(reference.shape[1:])))  # ceil division
-
-    def enlarge(panel: np.ndarray) -> np.ndarray:
-        return panel.repeat(scale, axis=1).repeat(scale, axis=2)  # (B, s * H, s * W, 3)
-
-    columns = [enlarge(gray(reference)), enlarge(gray(decoded)), enlarge(error_rgb)]
-    batch, height, width = columns[0].shape[:3]
-    gap = GRID_SEPARATOR
-    grid = np.ones((batch * height + (batch + 1) * gap, 3 * width + 4 * gap, 3), dtype=np.float64)
-    for row in range(batch):
-        top = gap + row * (height + gap)
-        for column, panel in enumerate(columns):
-            left = gap + column * (width + gap)
-            grid[top : top + height, left : left + width] = panel[row]
-    return np.round(grid * 255).astype(np.uint8)
+    reference = inputs.detach().cpu().double().clamp(0, 1)  # (B, 1, H, W)
+    decoded = reconstructions.detach().cpu().double().clamp(0, 1)  # (B, 1, H, W)
+    error = ((reference - decoded).abs() / error_vmax).clamp(0, 1)[:, 0].numpy()  # (B, H, W), 1 = error_vmax
+    error_rgb = torch.from_numpy(colormaps[error_colormap](error)[..., :3]).permute(0, 3, 1, 2)  # (B, 3, H, W)
+    panels = torch.stack([reference.expand(-1, 3, -1, -1), decoded.expand(-1, 3, -1, -1), error_rgb], dim=1)
+    panels = panels.flatten(0, 1)  # (3 B, 3, H, W): input, reconstruction, error of map 0, then of map 1, ...
+    scale = max(1, -(-min_panel_size // max(panels.shape[-2:])))  # ceil division
+    panels = panels.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)  # (3 B, 3, s H, s W)
+    grid = make_grid(panels, nrow=3, padding=GRID_SEPARATOR, pad_value=1.0)  # (3, B s H + (B+1) 2, 3 s W + 4 * 2)
+    return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
