@@ -21,6 +21,7 @@ setup(
         "accelerate>=1.1",  # DataLoaderConfiguration(data_seed=...)
         "datasets>=4.3",  # Dataset.from_generator(fingerprint=...)
         "huggingface_hub>=0.34",
+        "filelock",  # the output-folder lock of training (also a dependency of huggingface_hub)
         "safetensors>=0.4.3",
         "lpips>=0.1.4",
         "numpy",

@@ -70,6 +70,7 @@ from radiodiff_vae.training import (
     VAEGANStep,
     build_lr_scheduler,
     checkpointing,
+    compile_for_training,
     measure_scaling_factor,
     parse_args_with_config,
     peak_memory_mib,
@@ -568,18 +569,6 @@ class MapCollator:
 
     def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
         return collate_maps(items, self.resolution)
-
-
-def compile_for_training(vae: RadioVAE, loss_fn: RadioVAELoss, **compile_options: Any) -> None:
-    """``torch.compile`` in place (``compile_options`` go to it): the autoencoder's levels, the LPIPS trunk and the
-    discriminator's layers. The decoder's output conv stays eager, so the adaptive weight's pull-back to it remains
-    one convolution."""
-    blocks = [vae.encoder, vae.decoder.conv_in, vae.decoder.mid_block, *vae.decoder.up_blocks]
-    if loss_fn.perceptual is not None:
-        blocks.append(loss_fn.perceptual.lpips.net)
-    blocks.append(loss_fn.discriminator.main)
-    for block in blocks:
-        block.compile(**compile_options)
 
 
 def out_of_memory_message(args: argparse.Namespace, device: Optional[torch.device]) -> str:
@@ -1122,7 +1111,7 @@ def run_from_command_line(input_args: Optional[Sequence[str]] = None) -> int:
                 else "; no checkpoint was saved yet"
             )
         if created and _is_rank_zero() and os.path.isdir(output_dir):
-            if set(os.listdir(output_dir)) <= {checkpointing.LOCK_FILE}:
+            if set(os.listdir(output_dir)) <= checkpointing.LOCK_FILES:
                 shutil.rmtree(output_dir, ignore_errors=True)
         # Every process of a launch fails on bad flags alike: one of them says so.
         if _is_rank_zero() or isinstance(error, MapFileError):

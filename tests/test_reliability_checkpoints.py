@@ -188,15 +188,15 @@ def test_retention_keeps_the_newest_and_the_last_checkpoint_before_disc_start(ac
 
 def test_output_lock(tmp_path, caplog):
     with checkpointing.acquire_output_lock(str(tmp_path)) as lock:
-        assert f"PID {os.getpid()} on " in Path(lock.path).read_text()
+        assert f"PID {os.getpid()} on " in Path(lock.owner_path).read_text()
         with pytest.raises(OutputFolderInUseError, match=f"is in use by another training run \\(PID {os.getpid()} on"):
             checkpointing.acquire_output_lock(str(tmp_path))
         with pytest.raises(OutputFolderInUseError):
             checkpointing.check_output_not_locked(str(tmp_path))
-    assert Path(tmp_path, checkpointing.LOCK_FILE).read_text() == ""  # released cleanly
+    assert Path(tmp_path, checkpointing.OWNER_FILE).read_text() == ""  # released cleanly
     checkpointing.check_output_not_locked(str(tmp_path))
-    # a run killed with its lock: the kernel dropped the flock, the file still names it
-    Path(tmp_path, checkpointing.LOCK_FILE).write_text("PID 999999 on elsewhere, started 2026-01-01T00:00:00Z")
+    # a run killed with its lock: the operating system dropped the lock, the owner file still names it
+    Path(tmp_path, checkpointing.OWNER_FILE).write_text("PID 999999 on elsewhere, started 2026-01-01T00:00:00Z")
     with caplog.at_level(logging.WARNING, logger=checkpointing.__name__):
         checkpointing.acquire_output_lock(str(tmp_path)).release()
     assert "taking over the lock" in caplog.text and "PID 999999" in caplog.text

@@ -10,14 +10,13 @@ The marker records the size and SHA-256 of every file of the checkpoint, verifie
 damaged after it was written (a disk error, a partial copy between machines) is refused, naming the file, and
 ``latest`` falls back to the newest intact one. Pruning renames a checkpoint to ``checkpoint-N.pruned.tmp`` before
 deleting it, so a process killed while pruning leaves a ``*.tmp`` folder, which the next run deletes. A lock file in
-``output_dir`` keeps two runs from writing into one folder.
+``output_dir`` (``filelock``, so on every platform) keeps two runs from writing into one folder.
 
 With several nodes, ``output_dir`` must be on a filesystem that every node sees (as ``accelerator.save_state``
 itself assumes): each process writes its own random-number state into the shared folder.
 """
 
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,7 +25,9 @@ import re
 import shutil
 import socket
 import time
-from typing import IO, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from filelock import FileLock, Timeout
 
 from ..atomic import make_files_shareable
 from ..errors import DamagedCheckpointError, NoSpaceLeftError, OutputFolderInUseError
@@ -38,7 +39,9 @@ TEMPORARY_SUFFIX = ".tmp"
 COMPLETE_MARKER = "checkpoint_complete.json"
 # 2: the marker lists every file with its size and SHA-256 ("files"); markers of format 1 are trusted unverified.
 MARKER_FORMAT_VERSION = 2
-LOCK_FILE = "train_vae.lock"
+LOCK_FILE = "train_vae.lock"  # held with filelock.FileLock for the whole run
+OWNER_FILE = "train_vae.owner"  # PID and host of the lock's holder, for the message; empty after a clean end
+LOCK_FILES = frozenset({LOCK_FILE, OWNER_FILE})
 PRUNED_SUFFIX = ".pruned" + TEMPORARY_SUFFIX
 # A failed write with less free space than this is reported as a full disk: torch reports ENOSPC as an iostream
 # RuntimeError without an errno, and the space a failed write leaves is what did not fit of its last file.
@@ -390,24 +393,25 @@ def save_checkpoint(
 # ------------------------------------------------------------------------------------------------------------------
 # one run per output folder
 class OutputLock:
-    """An exclusive ``fcntl.flock`` on ``output_dir/train_vae.lock``, which holds the owner's PID and host.
+    """An exclusive ``filelock.FileLock`` on ``output_dir/train_vae.lock``; ``train_vae.owner`` names its holder's
+    PID and host.
 
-    The kernel releases the lock when its process dies, however it dies, so the lock of a killed run is taken over
-    without a question; the file's content only serves the message. ``flock`` is advisory and, on some network
+    The operating system releases the lock when its process dies, however it dies, so the lock of a killed run is
+    taken over without a question; the owner file only serves the message. The lock is advisory and, on some network
     filesystems, local to one machine: with several nodes only the main process locks.
     """
 
-    def __init__(self, path: str, handle: IO[str]):
-        self.path = path
-        self._handle = handle
+    def __init__(self, lock: FileLock, owner_path: str):
+        self.path = lock.lock_file
+        self.owner_path = owner_path
+        self._lock = lock
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.seek(0)
-            self._handle.truncate()  # an empty lock file: the run ended cleanly
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        if self._lock is not None:
+            with open(self.owner_path, "w", encoding="utf-8"):
+                pass  # an empty owner file: the run ended cleanly
+            self._lock.release()
+            self._lock = None
 
     def __del__(self) -> None:
         self.release()
@@ -419,29 +423,33 @@ class OutputLock:
         self.release()
 
 
-def _in_use_error(output_dir: str, handle: IO[str]) -> OutputFolderInUseError:
-    handle.seek(0)
-    owner = handle.read().strip() or "a process that did not write its PID yet"
+def _in_use_error(output_dir: str) -> OutputFolderInUseError:
+    try:
+        with open(os.path.join(output_dir, OWNER_FILE), "r", encoding="utf-8") as handle:
+            owner = handle.read().strip()
+    except FileNotFoundError:
+        owner = ""
     return OutputFolderInUseError(
-        f"--output_dir {output_dir} is in use by another training run ({owner}); wait for it to finish, stop it, or "
-        "pick another --output_dir"
+        f"--output_dir {output_dir} is in use by another training run "
+        f"({owner or 'a process that did not write its PID yet'}); wait for it to finish, stop it, or pick another "
+        "--output_dir"
     )
+
+
+def _try_lock(output_dir: str) -> FileLock:
+    lock = FileLock(os.path.join(output_dir, LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise _in_use_error(output_dir) from None
+    return lock
 
 
 def check_output_not_locked(output_dir: str) -> None:
     """Raises OutputFolderInUseError when a live run holds the lock of ``output_dir``; writes nothing (the check
     before any work; :func:`acquire_output_lock` then takes the lock)."""
-    path = os.path.join(output_dir, LOCK_FILE)
-    if not os.path.isfile(path):
-        return
-    with open(path, "r", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-            raise _in_use_error(output_dir, handle) from None
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    if os.path.isfile(os.path.join(output_dir, LOCK_FILE)):
+        _try_lock(output_dir).release()
 
 
 def acquire_output_lock(output_dir: str) -> OutputLock:
@@ -450,24 +458,21 @@ def acquire_output_lock(output_dir: str) -> OutputLock:
     Raises:
         OutputFolderInUseError: another live process holds the lock (the message names its PID and host).
     """
-    path = os.path.join(output_dir, LOCK_FILE)
-    handle = open(path, "a+", encoding="utf-8")
+    lock = _try_lock(output_dir)
+    owner_path = os.path.join(output_dir, OWNER_FILE)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            handle.close()
-            raise
-        error = _in_use_error(output_dir, handle)
-        handle.close()
-        raise error from None
-    handle.seek(0)
-    previous = handle.read().strip()
-    if previous:
-        logger.warning("taking over the lock of %s from a run that is no longer running (%s)", output_dir, previous)
-    handle.seek(0)
-    handle.truncate()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    handle.write(f"PID {os.getpid()} on {socket.gethostname()}, started {started}")
-    handle.flush()
-    return OutputLock(path, handle)
+        with open(owner_path, "a+", encoding="utf-8") as handle:
+            handle.seek(0)
+            previous = handle.read().strip()
+            if previous:
+                logger.warning(
+                    "taking over the lock of %s from a run that is no longer running (%s)", output_dir, previous
+                )
+            handle.seek(0)
+            handle.truncate()
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            handle.write(f"PID {os.getpid()} on {socket.gethostname()}, started {started}")
+    except BaseException:
+        lock.release()
+        raise
+    return OutputLock(lock, owner_path)
