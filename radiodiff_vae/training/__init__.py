@@ -15,7 +15,7 @@ from .gradients import average_loose_gradients, clip_grad_norms, step_optimizers
 from .log_window import LogWindow
 from .lr_schedule import SCHEDULER_NAMES, build_lr_scheduler
 from .meter import ThroughputMeter, peak_memory_mib
-from .nonfinite import NonFiniteGuard, NonFiniteLossError, is_finite_everywhere
+from .nonfinite import NonFiniteGuard, NonFiniteLossError
 from .seeding import step_generator
 from .state import TensorState, TrainingProgress
 from .step import StepOutput, VAEGANStep
@@ -45,7 +45,6 @@ __all__ = [
     "clip_grad_norms",
     "evaluate_reconstructions",
     "find_latest_checkpoint",
-    "is_finite_everywhere",
     "list_checkpoints",
     "load_yaml_config",
     "make_reconstruction_grid",

@@ -5,12 +5,11 @@ decides per optimizer step: a non-finite step changes no weight, is counted, and
 in a row the run stops, so the newest checkpoint still holds the last good weights.
 
 Under data parallelism every process must take the same decision, or one would step while another waits in a
-collective: :func:`is_finite_everywhere` makes the decision global.
+collective: :class:`~radiodiff_vae.training.step.VAEGANStep` sums the non-finite flags of all processes before
+recording the step here.
 """
 
-from typing import Any, Dict, Iterable
-
-import torch
+from typing import Any, Dict
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,11 +61,3 @@ class NonFiniteGuard:
         self.total = int(state["total"])
         self.first_step_of_streak = int(state["first_step_of_streak"])
 
-
-def is_finite_everywhere(accelerator, values: Iterable[torch.Tensor]) -> bool:
-    """True when every tensor in ``values`` is finite on every process (one small all-reduce when distributed)."""
-    local_bad = sum(int(not torch.isfinite(value.detach()).all()) for value in values)
-    flag = torch.tensor([float(local_bad)], device=accelerator.device)
-    if accelerator.num_processes > 1:
-        flag = accelerator.reduce(flag, reduction="sum")
-    return bool(flag.item() == 0)
