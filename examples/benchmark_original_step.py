@@ -56,7 +56,7 @@ parameters, kept as each side has it.
 Both networks get the same weights: the original AutoencoderKL is built with the matching config (ch = the first
 of ``--block_out_channels``, ch_mult their ratios, 2 res blocks, z_channels = embed_dim = 3, no attention but the
 mid blocks'), its parameter count is checked against ``RadioVAE.from_preset('radiodiff-ldm-f4', ...)``'s, its
-weights are converted into the RadioVAE (radiodiff_vae.hub.convert) and the reconstructions of the posterior mode
+weights are converted into the RadioVAE (radiodiff_vae.original_checkpoint) and the reconstructions of the posterior mode
 are compared; the original discriminator's weights are loaded into the package's.
 
 Files: the LPIPS heads of the original are ``taming/modules/autoencoder/lpips/vgg.pth`` in the checkout (the
@@ -96,7 +96,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_train_step as package_bench  # noqa: E402  (this folder's script: build, runner, timing helpers)
 
-from radiodiff_vae.hub.convert import convert_vae_state_dict  # noqa: E402
+from radiodiff_vae.original_checkpoint import convert_vae_state_dict  # noqa: E402
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path  # noqa: E402
 
 PRESET = "radiodiff-ldm-f4"

@@ -80,22 +80,38 @@ def atomic_copy(source: PathLike, destination: PathLike) -> None:
         shutil.copyfile(source, temporary)
 
 
+def check_directory_target(path: PathLike, overwrite: bool = False, what: str = "") -> Path:
+    """Raises unless ``path`` can become a folder written whole: absent, an empty folder, or any folder with
+    ``overwrite``. ``what`` (e.g. ``"--output_dir"``) names it in the message.
+
+    Raises:
+        NotADirectoryError: ``path`` is a file.
+        FileExistsError: ``path`` is a non-empty folder and ``overwrite`` is False.
+    """
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name} exists and is a file; expected a folder to write or none.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{name} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yields an empty staging folder beside ``path``; when the block succeeds the folder becomes ``path`` in one
-    rename, so a reader sees no folder or a complete one. An existing non-empty ``path`` raises FileExistsError
-    before the block runs, unless ``overwrite``: then it is removed just before the rename."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{path} exists and is a file; expected a folder to write or none.")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    rename, so a reader sees no folder or a complete one, its entries with the permissions the umask gives. An
+    existing non-empty ``path`` raises FileExistsError before the block runs (and one that appears while it runs,
+    after it), unless ``overwrite``: then it is removed just before the rename."""
+    path = check_directory_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging
         make_files_shareable(staging)  # mkdtemp and safetensors create owner-only entries
         os.chmod(staging, 0o777 & ~current_umask())
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{path} appeared while it was being written; nothing was replaced.")
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)

@@ -5,7 +5,14 @@ import stat
 
 import pytest
 
-from radiodiff_vae.atomic import atomic_copy, atomic_open, atomic_path, atomic_write_json, default_file_mode
+from radiodiff_vae.atomic import (
+    atomic_copy,
+    atomic_directory,
+    atomic_open,
+    atomic_path,
+    atomic_write_json,
+    default_file_mode,
+)
 
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path):
@@ -35,3 +42,13 @@ def test_only_whole_file_modes_are_accepted(tmp_path):
         with atomic_open(tmp_path / "log.txt", "a"):
             pass
     assert not (tmp_path / "log.txt").exists()
+
+
+def test_a_folder_that_appears_while_writing_is_not_replaced(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(FileExistsError, match="appeared while it was being written"):
+        with atomic_directory(target) as staging:
+            (staging / "config.json").write_text("{}")
+            target.mkdir()
+            (target / "theirs.txt").write_text("kept")
+    assert os.listdir(target) == ["theirs.txt"] and os.listdir(tmp_path) == ["out"]

@@ -6,7 +6,9 @@ configured by RadioDiff: ch 128, ch_mult (1, 2, 4), 2 resnets per level, no atte
 """
 
 import argparse
+import os
 import re
+import stat
 from collections import OrderedDict
 
 import pytest
@@ -17,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from radiodiff_vae import NLayerDiscriminator, RadioVAE, RadioVAELoss
 from radiodiff_vae.cli import main as cli_main
-from radiodiff_vae.hub.convert import (
+from radiodiff_vae.original_checkpoint import (
     CONVERTED_SCALING_FACTOR,
     convert_original_checkpoint,
     load_original_checkpoint,
@@ -410,7 +412,16 @@ def test_pickled_objects_need_trust(original_state, tmp_path):
 def test_cli_convert_original(trainer_file, tmp_path, capsys):
     path = trainer_file
     output = tmp_path / "vae"
-    assert cli_main(["convert-original", str(path), "--output_dir", str(output), "--use_ema", "--no_training_state"]) == 0
+    umask = os.umask(0o027)
+    try:
+        assert cli_main(["convert-original", str(path), "--output_dir", str(output), "--use_ema", "--no_training_state"]) == 0
+    finally:
+        os.umask(umask)
+    # the umask's permissions, as every other command's output (not mkdtemp's 0o700 nor safetensors' 0o600)
+    assert stat.S_IMODE(output.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in output.iterdir()} == dict.fromkeys(
+        ["README.md", "config.json", "diffusion_pytorch_model.safetensors"], 0o640
+    )
     printed = capsys.readouterr().out
     assert "ema/ema_model." in printed and str(output) in printed
     assert sorted(p.name for p in output.iterdir()) == ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]

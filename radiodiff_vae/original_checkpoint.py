@@ -34,14 +34,14 @@ import logging
 import os
 import pickle
 import re
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
+
+from .atomic import atomic_directory, check_directory_target
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def build_converted_vae(
 
     Returns ``(model, name_map)``. Names and shapes are checked before any tensor is converted.
     """
-    from ..models.autoencoder_radio import RadioVAE
+    from .models.autoencoder_radio import RadioVAE
 
     # Built on the meta device: no random initialisation of ~55M parameters that the checkpoint replaces anyway.
     with torch.device("meta"):
@@ -430,7 +430,7 @@ def build_converted_vae(
 
 def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
     """An ``NLayerDiscriminator`` with the original discriminator's weights; its layout is read from the tensors."""
-    from ..models.discriminator import NLayerDiscriminator
+    from .models.discriminator import NLayerDiscriminator
 
     first = state_dict.get("main.0.weight")
     if first is None or first.ndim != 4:
@@ -505,13 +505,7 @@ def convert_original_checkpoint(
         `ConversionResult`.
     """
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        if output_dir.exists() and not output_dir.is_dir():
-            raise NotADirectoryError(f"--output_dir {output_dir} exists and is not a folder.")
-        if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"--output_dir {output_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it."
-            )
+        output_dir = check_directory_target(output_dir, overwrite, what="--output_dir")
         if not output_dir.resolve().parent.is_dir():
             raise FileNotFoundError(f"The parent folder of --output_dir {output_dir} does not exist.")
 
@@ -567,13 +561,13 @@ def convert_original_checkpoint(
 
 
 def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, overwrite: bool) -> None:
-    """Writes everything into a temporary sibling folder, then moves it into place in one rename."""
+    """Writes everything into a staging folder that becomes ``output_dir`` in one rename, with the permissions the
+    umask gives (as every other command's output)."""
     from safetensors.torch import save_file
 
-    from .model_card import save_model_card
+    from .hub.model_card import save_model_card
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir, overwrite=overwrite) as staging:
         result.model.save_pretrained(staging, safe_serialization=True)
         if result.discriminator is not None:
             config = {key: result.discriminator.config[key] for key in DISCRIMINATOR_CONFIG_KEYS}
@@ -588,15 +582,6 @@ def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, 
             model_name=f"RadioDiff VAE converted from {source_name}",
             description=describe(result, source_name),
         )
-        # With overwrite, the old folder goes just before the rename: between the two, neither exists.
-        if output_dir.exists():
-            if not overwrite and any(output_dir.iterdir()):
-                raise FileExistsError(f"--output_dir {output_dir} appeared while converting; nothing was replaced.")
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def describe(result: ConversionResult, source_name: str) -> str:
