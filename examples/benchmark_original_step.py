@@ -56,8 +56,8 @@ parameters, kept as each side has it.
 Both networks get the same weights: the original AutoencoderKL is built with the matching config (ch = the first
 of ``--block_out_channels``, ch_mult their ratios, 2 res blocks, z_channels = embed_dim = 3, no attention but the
 mid blocks'), its parameter count is checked against ``RadioVAE.from_preset('radiodiff-ldm-f4', ...)``'s, its
-weights are converted into the RadioVAE (radiodiff_vae.original_checkpoint) and the reconstructions of the posterior mode
-are compared; the original discriminator's weights are loaded into the package's.
+weights are converted into the RadioVAE (radiodiff_vae.original_checkpoint) and the reconstructions of the
+posterior mode are compared; the original discriminator's weights are loaded into the package's.
 
 Files: the LPIPS heads of the original are ``taming/modules/autoencoder/lpips/vgg.pth`` in the checkout (the
 original resolves that path relative to the working directory; this script changes into ``--radiodiff_dir``
