@@ -7,6 +7,7 @@ offline reload runs in a fresh interpreter with ``HF_HUB_OFFLINE=1`` in its envi
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -264,11 +265,22 @@ def test_push_checks_input_before_any_request(hub, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.png"):
         missing = tmp_path / "missing.png"
         push_to_hub(_tiny_vae(0), "test-user/other", sample_image=missing, endpoint=hub.url, token=False)
-    with pytest.raises(ValueError, match="repo_id must be"):
-        push_to_hub(_tiny_vae(0), "a/b/c", endpoint=hub.url, token=False)
+    for bad in ("a/b/c", "user/my model", "user/name.git", 7):  # huggingface_hub's validate_repo_id decides
+        with pytest.raises(ValueError, match=f"repo_id must be 'user/name' .*, got {bad!r}: Repo"):
+            push_to_hub(_tiny_vae(0), bad, endpoint=hub.url, token=False)
     with pytest.raises(ValueError, match="expects a RadioVAE"):
         push_to_hub(object(), "test-user/other", endpoint=hub.url, token=False)
     with pytest.raises(FileNotFoundError, match="must hold config.json and diffusion_pytorch_model.safetensors"):
         push_to_hub(tmp_path, "test-user/other", endpoint=hub.url, token=False)
     assert hub.requests[served_before:] == []
     assert ("model", "test-user/other") not in hub.repos
+
+
+def test_local_path_or_hub_id(tmp_path):
+    from radiodiff_vae.hub.repo_id import local_path_or_hub_id
+
+    assert local_path_or_hub_id(tmp_path, "model folder") == tmp_path
+    assert local_path_or_hub_id("user/radiodiff-vae", "model folder") is None  # looked up on the Hub
+    for missing in (str(tmp_path / "nowhere"), "./run", "a/b/c", ""):
+        with pytest.raises(FileNotFoundError, match=f"model folder {re.escape(repr(missing))} does not exist: no such"):
+            local_path_or_hub_id(missing, "model folder")

@@ -23,6 +23,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from huggingface_hub.utils import filter_repo_objects
 
 from .model_card import CARD_FILENAME, save_model_card
+from .repo_id import check_repo_id
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,7 +39,7 @@ def ensure_hub_repo(
 
     Cheap enough to call before a long job, so that a missing login or a wrong name fails at once.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     return HfApi(endpoint=endpoint, token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
 
 
@@ -78,7 +79,7 @@ def push_to_hub(
     Returns:
         `CommitInfo`: the commit; ``.oid`` is the revision that ``from_pretrained(repo_id, revision=...)`` pins.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     folder = _model_folder(model_or_folder)
     if sample_image is not None and not Path(sample_image).is_file():
         raise FileNotFoundError(f"Sample figure {sample_image} does not exist; expected an image file (e.g. a PNG).")
@@ -118,11 +119,6 @@ def push_to_hub(
             commit_message=commit_message or "Upload RadioVAE",
             create_pr=create_pr,
         )
-
-
-def _check_repo_id(repo_id: Any) -> None:
-    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
-        raise ValueError(f"repo_id must be 'user/name' (or 'name' in your own namespace), got {repo_id!r}.")
 
 
 def _model_folder(model_or_folder: Any) -> Optional[Path]:
