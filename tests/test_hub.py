@@ -277,7 +277,7 @@ def test_push_checks_input_before_any_request(hub, tmp_path):
 
 
 def test_local_path_or_hub_id(tmp_path):
-    from radiodiff_vae.hub.repo_id import local_path_or_hub_id
+    from radiodiff_vae.hub_id import local_path_or_hub_id
 
     assert local_path_or_hub_id(tmp_path, "model folder") == tmp_path
     assert local_path_or_hub_id("user/radiodiff-vae", "model folder") is None  # looked up on the Hub

@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 from huggingface_hub.utils import filter_repo_objects
 
+from ..hub_id import check_repo_id
 from .model_card import CARD_FILENAME, save_model_card
-from .repo_id import check_repo_id
 
 PathLike = Union[str, os.PathLike]
 
