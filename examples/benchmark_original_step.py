@@ -149,6 +149,12 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=5, help="Timed steps per side and phase (median; default 5).")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:1, ...: both trainers run there in fp32 with TF32 off (the report's precision); CUDA "
+        "times are synchronised, and cuDNN autotuning is on for both.",
+    )
     parser.add_argument("--phases", type=int, nargs="+", default=[1, 2], choices=[1, 2], help="Default: 1 2.")
     parser.add_argument(
         "--tensorboard",
@@ -165,6 +171,8 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device on this machine")
     if args.resolution % 4:
         parser.error(f"--resolution must be a multiple of 4 (two downsamplings), got {args.resolution}")
     if args.resolution < 24:
@@ -296,7 +304,7 @@ class OriginalTrainerStep:
     """One iteration of the original ``Trainer.train`` loop (train_vae.py), with its optimizers, schedulers,
     accelerator and EMA, on a fixed batch; ``global_step`` is the trainer's ``self.step``."""
 
-    def __init__(self, model, ema_class, tensorboard_dir: Optional[str]):
+    def __init__(self, model, ema_class, tensorboard_dir: Optional[str], device: torch.device):
         from accelerate import Accelerator, DistributedDataParallelKwargs
 
         trainer = ORIGINAL_TRAINER
@@ -304,7 +312,7 @@ class OriginalTrainerStep:
             split_batches=True,
             mixed_precision="no",
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-            cpu=True,
+            cpu=device.type == "cpu",
         )
         self.accelerator.native_amp = False
         self.gradient_accumulate_every = trainer["gradient_accumulate_every"]
@@ -430,10 +438,16 @@ def run(args: argparse.Namespace) -> int:
     maps = torch.rand(args.batch, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))
     maps = maps * 2 - 1
     check = share_weights(model, vae, loss_fn, maps)
+    device = torch.device(args.device)
+    if device.type == "cuda":  # fp32 on both sides, as the report trains; the same cuDNN settings for both
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    model.to(device), vae.to(device), loss_fn.to(device)
+    maps = maps.to(device)
 
     with contextlib.ExitStack() as stack:
         tensorboard_dir = stack.enter_context(tempfile.TemporaryDirectory()) if args.tensorboard else None
-        original_step = OriginalTrainerStep(model, original.ema.EMA, tensorboard_dir)
+        original_step = OriginalTrainerStep(model, original.ema.EMA, tensorboard_dir, device)
         package_step = package_bench.package_step_runner(vae, loss_fn, optimizer_ae, optimizer_disc)
         ema_every = ORIGINAL_EMA["update_every"]
 
@@ -441,6 +455,8 @@ def run(args: argparse.Namespace) -> int:
         ddconfig = original_ddconfig(args)
         size = f"{args.resolution}x{args.resolution}, batch {args.batch}"
         threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        if device.type == "cuda":
+            threads += f", {torch.cuda.get_device_name(device)} (fp32, TF32 off)"
         threads += f" (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
         print(f"# {PRESET} {list(args.block_out_channels)}, {size}, LPIPS-VGG16 on ({trunk}), {threads}, "
               f"{platform.processor() or platform.machine()}")  # fmt: skip
@@ -468,7 +484,9 @@ def run(args: argparse.Namespace) -> int:
             if args.flops:
                 gflop = {name: package_bench.count_gflop(runs[name]) for name in ("original", "package")}
                 flops = f" {gflop['original']:.2f} | {gflop['package']:.2f} |"
-            samples = package_bench.time_step_samples(runs, args.repeats)
+            samples = package_bench.time_step_samples(
+                runs, args.repeats, synchronize=lambda: package_bench.synchronize(device)
+            )
             seconds = {name: statistics.median(values) for name, values in samples.items()}
             ema_share = seconds["ema"] / ema_every
             original_total = seconds["original"] + ema_share

@@ -21,6 +21,9 @@ Usage::
     # the issue-13 network: radiodiff-ldm-f4 layout at 32/64/128 channels, 64x64 maps, batch 4, LPIPS on
     python examples/benchmark_train_step.py --preset radiodiff-ldm-f4 --block_out_channels 32 64 128 \\
         --resolution 64 --batch_size 4 --repeats 5
+    # the report's preset at its size on a GPU: bf16, channels-last, CUDA-synchronised times and peak memory per phase
+    python examples/benchmark_train_step.py --device cuda --precision bf16 --channels_last --preset radiodiff-vae \
+        --resolution 320 --batch_size 8 --formulations package --repeats 10 --output_json step.json
     # memory per map of the report's preset at 320x320, phase 1, with and without gradient checkpointing
     python examples/benchmark_train_step.py --preset radiodiff-vae --resolution 320 --batch_size 1 --memory
     python examples/benchmark_train_step.py --preset radiodiff-vae --resolution 320 --batch_size 1 --memory \\
@@ -29,6 +32,7 @@ Usage::
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -45,15 +49,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from radiodiff_vae import PRESETS, RadioVAE, RadioVAELoss
 from radiodiff_vae.losses.adversarial import adaptive_generator_weight, generator_gan_loss
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path
+from radiodiff_vae.training import compile_for_training
 
 ORIGINAL_TRAINER_GFLOP = 134.2  # issue 13: the original trainer's step on the issue's network
 FORMULATIONS = ("package", "previous", "original")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # tf32: fp32 weights and maths with TF32 matmuls and convolutions
 
 
 def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="radiodiff-ldm-f4", choices=sorted(PRESETS), help="RadioVAE preset.")
     parser.add_argument("--block_out_channels", type=int, nargs="+", default=None, help="Override the preset's.")
+    parser.add_argument("--latent_channels", type=int, default=None, help="Override the preset's.")
     parser.add_argument("--resolution", type=int, default=64, help="Map side in pixels.")
     parser.add_argument("--batch_size", type=int, default=4, help="Maps per step (no accumulation).")
     parser.add_argument("--perceptual_weight", type=float, default=1.0, help="0 leaves LPIPS out.")
@@ -69,7 +76,33 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
         help="torch.compile the autoencoder's blocks and the LPIPS trunk (not the decoder's last layer, so that the "
         "adaptive weight's pull-back to it stays one convolution).",
     )
+    parser.add_argument(
+        "--gradient_checkpointing_scope",
+        default="full_resolution",
+        choices=["full_resolution", "all"],
+        help="With --gradient_checkpointing: the full-resolution levels only (default) or every level.",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (CUDA times are synchronised).")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (TF32 off), tf32, or bf16 / fp16 autocast through accelerate as examples/train_vae.py runs it.",
+    )
+    parser.add_argument(
+        "--cudnn_benchmark",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="torch.backends.cudnn.benchmark (auto: on with CUDA, as the training script).",
+    )
+    parser.add_argument("--output_json", default=None, help="Also write the results to this JSON file.")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="After timing: profile 3 phase-1 `package` steps with torch.profiler and write the top-20 table and "
+        "the host-sync counts (cudaStreamSynchronize, device-to-host copies per step) to this file.",
+    )
     parser.add_argument(
         "--memory",
         action="store_true",
@@ -80,7 +113,28 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ("resolution", "batch_size", "repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device on this machine")
+    if args.precision in ("tf32", "fp16") and torch.device(args.device).type != "cuda":
+        parser.error(f"--precision {args.precision} needs a CUDA --device, got {args.device}")
     return args
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA); timings and peak memory are read after it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def set_precision_switches(args: argparse.Namespace, device: torch.device) -> None:
+    """TF32 on only for ``tf32`` (and in the autocast modes, for the ops that stay fp32); cuDNN autotuning."""
+    if device.type == "cuda":
+        tf32 = args.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on" or args.cudnn_benchmark == "auto"
+    else:
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
 
 
 @contextlib.contextmanager
@@ -110,6 +164,8 @@ def vgg16_trunk_available():
 
 def build(args: argparse.Namespace):
     overrides = {"block_out_channels": tuple(args.block_out_channels)} if args.block_out_channels else {}
+    if getattr(args, "latent_channels", None):
+        overrides["latent_channels"] = args.latent_channels
     torch.manual_seed(0)
     vae = RadioVAE.from_preset(args.preset, sample_size=args.resolution, **overrides)
     loss_fn = RadioVAELoss(
@@ -117,33 +173,40 @@ def build(args: argparse.Namespace):
         allow_download=False,
     )  # fmt: skip
     if args.gradient_checkpointing:
-        vae.enable_gradient_checkpointing()
+        vae.enable_gradient_checkpointing(
+            full_resolution_only=getattr(args, "gradient_checkpointing_scope", "all") == "full_resolution"
+        )
         loss_fn.enable_gradient_checkpointing()
+    device = torch.device(getattr(args, "device", "cpu"))
+    vae.to(device)
+    loss_fn.to(device)
     if args.channels_last:
         vae.to(memory_format=torch.channels_last)
         loss_fn.to(memory_format=torch.channels_last)
     if args.compile:
-        blocks = [vae.encoder, vae.decoder.conv_in, vae.decoder.mid_block, *vae.decoder.up_blocks]
-        if loss_fn.perceptual is not None:
-            blocks.append(loss_fn.perceptual.lpips.net)
-        for block in blocks:
-            block.compile()
+        compile_for_training(vae, loss_fn)
     optimizer_ae = torch.optim.Adam([*vae.parameters(), loss_fn.logvar], lr=1e-5)
     optimizer_disc = torch.optim.Adam(loss_fn.discriminator.parameters(), lr=1e-5)
     return vae, loss_fn, optimizer_ae, optimizer_disc
 
 
-def package_step_runner(vae, loss_fn, optimizer_ae, optimizer_disc) -> Callable[[torch.Tensor, int], None]:
+def package_step_runner(
+    vae, loss_fn, optimizer_ae, optimizer_disc, precision: str = "fp32", channels_last: bool = False
+) -> Callable[[torch.Tensor, int], None]:
+    """:class:`VAEGANStep` with one ``accelerator.prepare`` as ``examples/train_vae.py`` does: the autoencoder's and
+    the discriminator's forwards under accelerate's autocast for bf16 / fp16 (and its GradScaler for fp16)."""
     from accelerate import Accelerator
 
     from radiodiff_vae.training import NonFiniteGuard, VAEGANStep
 
-    accelerator = Accelerator(cpu=True)
+    device = next(vae.parameters()).device
+    mixed_precision = precision if precision in ("bf16", "fp16") else "no"
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda _: 1.0) for o in (optimizer_ae, optimizer_disc)]
+    prepared = accelerator.prepare(vae, loss_fn.discriminator, optimizer_ae, optimizer_disc, *schedulers)
     step = VAEGANStep(
-        accelerator, vae, loss_fn.discriminator, loss_fn, optimizer_ae, optimizer_disc, *schedulers,
-        NonFiniteGuard(10**9),
-    )  # fmt: skip
+        accelerator, *prepared[:2], loss_fn, *prepared[2:], NonFiniteGuard(10**9), channels_last=channels_last
+    )
     return lambda maps, global_step: step(maps, global_step)
 
 
@@ -198,28 +261,62 @@ def count_gflop(run: Callable[[], None]) -> float:
 
 
 def time_step_samples(
-    runs: Dict[Hashable, Callable[[], object]], repeats: int, warmup: bool = True
+    runs: Dict[Hashable, Callable[[], object]],
+    repeats: int,
+    warmup: bool = True,
+    synchronize: Callable[[], None] = lambda: None,
 ) -> Dict[Hashable, List[float]]:
     """Seconds of each call of each run, ``repeats`` rounds of one call per run (interleaved: a machine that slows
     down for a while slows the runs of that round alike, so the per-round ratios stay comparable). Every other round
     runs them in reverse order, so that no run always follows the same one (whose freed memory and cache state it
-    would inherit). ``warmup`` first calls each run once, untimed."""
+    would inherit). ``warmup`` first calls each run once, untimed. ``synchronize`` waits for the device before
+    each clock reading (``torch.cuda.synchronize`` for CUDA), so that a time is the work's, not its launch's."""
     if warmup:
         for run in runs.values():
-            run()  # allocator, oneDNN primitives
+            run()  # allocator, oneDNN primitives, cuDNN autotuning
     seconds = defaultdict(list)
     for round_index in range(repeats):
         order = list(runs.items()) if round_index % 2 == 0 else list(runs.items())[::-1]
         for name, run in order:
+            synchronize()
             start = time.perf_counter()
             run()
+            synchronize()
             seconds[name].append(time.perf_counter() - start)
     return dict(seconds)
 
 
-def time_steps(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, float]:
+def time_steps(
+    runs: Dict[str, Callable[[], None]], repeats: int, synchronize: Callable[[], None] = lambda: None
+) -> Dict[str, float]:
     """Median seconds per call of each run, timed interleaved (`time_step_samples`)."""
-    return {name: statistics.median(values) for name, values in time_step_samples(runs, repeats).items()}
+    samples = time_step_samples(runs, repeats, synchronize=synchronize)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def profile_steps(step: Callable[[torch.Tensor, int], None], maps: torch.Tensor, path: str, steps: int = 3) -> dict:
+    """torch.profiler over ``steps`` phase-1 steps: the top-20 operators by device time (by CPU time on a CPU) to
+    ``path``, and the host syncs per step: ``cudaStreamSynchronize`` / ``cudaDeviceSynchronize`` calls and
+    device-to-host copies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if maps.device.type == "cuda" else [])
+    synchronize(maps.device)
+    with profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step(maps, 0)
+        synchronize(maps.device)
+    events = profiler.events()
+    syncs = sum(1 for event in events if event.name in ("cudaStreamSynchronize", "cudaDeviceSynchronize"))
+    copies = sum(1 for event in events if "DtoH" in event.name or "Device -> Pageable" in event.name)
+    sort_by = "self_cuda_time_total" if maps.device.type == "cuda" else "self_cpu_time_total"
+    table = profiler.key_averages().table(sort_by=sort_by, row_limit=20, max_name_column_width=60)
+    # the synchronize() that closes the profiled region is one cudaDeviceSynchronize of the benchmark's own
+    counts = {"stream_or_device_syncs_per_step": (syncs - (maps.device.type == "cuda")) / steps,
+              "device_to_host_copies_per_step": copies / steps}  # fmt: skip
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"# {steps} phase-1 steps; host syncs per step: {json.dumps(counts)}\n{table}\n")
+    return counts
 
 
 def _rss_mib() -> float:
@@ -262,17 +359,23 @@ def main(input_args: Optional[List[str]] = None) -> int:
     args = parse_args(input_args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    set_precision_switches(args, device)
     with vgg16_trunk_available() as trunk:
         vae, loss_fn, optimizer_ae, optimizer_disc = build(args)
     maps = torch.rand(args.batch_size, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))
-    maps = maps * 2 - 1
+    maps = (maps * 2 - 1).to(device)
     if args.channels_last:
         maps = maps.contiguous(memory_format=torch.channels_last)
     switches = ("channels_last", "compile", "gradient_checkpointing")
+    machine = platform.processor() or platform.machine()
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
     options = [
         f"LPIPS {'on (' + trunk + ')' if loss_fn.perceptual is not None else 'off'}",
+        f"precision {args.precision}",
         *[flag.replace("_", " ") for flag in switches if vars(args)[flag]],
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine}",
     ]
     size = f"{args.resolution}x{args.resolution}, batch {args.batch_size}"
     print(f"# {args.preset} {list(vae.config.block_out_channels)}, {size}, " + ", ".join(options))
@@ -282,25 +385,40 @@ def main(input_args: Optional[List[str]] = None) -> int:
             print(f"| {name} | {mib:8.0f} MiB |")
         return 0
 
-    package = package_step_runner(vae, loss_fn, optimizer_ae, optimizer_disc)
+    package = package_step_runner(vae, loss_fn, optimizer_ae, optimizer_disc, args.precision, args.channels_last)
     steps = {
         "package": package,
         "previous": lambda maps, step: previous_step(vae, loss_fn, optimizer_ae, optimizer_disc, maps, step),
         "original": lambda maps, step: original_step(vae, loss_fn, optimizer_ae, optimizer_disc, maps, step),
     }
-    print("| phase | formulation | GFLOP / step | x original's 134.2 | seconds / step | x original's time |")
-    print("|---|---|---|---|---|---|")
+    print("| phase | formulation | GFLOP / step | x original's 134.2 | seconds / step | x original's time | "
+          "TFLOP/s | peak allocated GiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    results = {"header": options, "command": sys.argv, "rows": []}
     for phase in args.phases:
         global_step = 0 if phase == 1 else 1
         runs = {name: (lambda run=steps[name]: run(maps, global_step)) for name in args.formulations}
-        gflop = {name: count_gflop(run) for name, run in runs.items()}
-        seconds = time_steps(runs, args.repeats)
+        gflop = {name: count_gflop(run) for name, run in runs.items()}  # also the warm-up (cuDNN autotuning)
+        if device.type == "cuda":
+            synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = time_steps(runs, args.repeats, synchronize=lambda: synchronize(device))
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         for name in args.formulations:
             time_ratio = f"{seconds[name] / seconds['original']:.3f}" if "original" in seconds else "-"
             print(
                 f"| {phase} | {name} | {gflop[name]:.1f} | {gflop[name] / ORIGINAL_TRAINER_GFLOP:.3f} | "
-                f"{seconds[name]:.3f} | {time_ratio} |"
+                f"{seconds[name]:.4f} | {time_ratio} | {gflop[name] / 1e3 / seconds[name]:.1f} | {peak:.2f} |"
             )
+            row = dict(phase=phase, formulation=name, gflop=gflop[name], seconds=seconds[name], peak_gib=peak)
+            results["rows"].append(row)
+        sys.stdout.flush()
+    if args.profile:
+        results["host_syncs"] = profile_steps(package, maps, args.profile)
+        print(f"# torch.profiler: {args.profile}; host syncs per step {results['host_syncs']}")
+    if args.output_json:
+        with open(args.output_json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=1)
     return 0
 
 

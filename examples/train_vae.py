@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--synthetic_num_maps", type=int, default=256, help="Synthetic cities for training.")
     data.add_argument("--synthetic_num_tx", type=int, default=4, help="Transmitters per synthetic city.")
     data.add_argument(
+        "--synthetic_num_workers",
+        type=int,
+        default=0,
+        help="Processes that generate the synthetic maps at start-up (0: the main process; the maps are the same).",
+    )
+    data.add_argument(
         "--resolution", type=int, default=None, help="Train at this size (maps are resized); default: native size."
     )
     data.add_argument("--random_flip", action="store_true", help="Random horizontal flips of the training maps.")
@@ -318,7 +324,8 @@ def validate_args(args: argparse.Namespace) -> None:
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ["disc_start", "disc_ramp_steps", "lr_warmup_steps", "dataloader_num_workers", "num_validation_images"]:
+    non_negative = ["disc_start", "disc_ramp_steps", "lr_warmup_steps", "dataloader_num_workers"]
+    for name in non_negative + ["num_validation_images", "synthetic_num_workers"]:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     for name in ["max_train_samples", "num_tx", "resolution"]:
@@ -519,7 +526,8 @@ def build_datasets(args: argparse.Namespace) -> RunData:
     else:
         resolution = args.resolution or 64
         train = radio_data.SyntheticRadioMaps(
-            args.synthetic_num_maps, args.synthetic_num_tx, seed=args.seed, resolution=resolution, show_progress=False
+            args.synthetic_num_maps, args.synthetic_num_tx, seed=args.seed, resolution=resolution, show_progress=False,
+            num_workers=args.synthetic_num_workers,
         )
         # Held out: cities numbered after the training ones, one transmitter each.
         validation = radio_data.SyntheticRadioMaps(

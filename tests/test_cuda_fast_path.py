@@ -10,7 +10,7 @@ import torch
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
 from radiodiff_vae.errors import MapFileError
-from radiodiff_vae.training import NonFiniteGuard, VAEGANStep
+from radiodiff_vae.training import NonFiniteGuard, VAEGANStep, compile_for_training
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_vae.py"
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
@@ -121,7 +121,7 @@ def test_compile_for_training_wraps_the_blocks_and_keeps_the_outputs(random_vgg1
     maps = _maps()
     with torch.no_grad():
         expected = (vae(maps).sample, loss_fn.perceptual(maps, -maps), loss_fn.discriminator(maps))
-        train_vae.compile_for_training(vae, loss_fn, backend="eager")  # the wiring, without a compiler on CI
+        compile_for_training(vae, loss_fn, backend="eager")  # the wiring, without a compiler on CI
         outputs = (vae(maps).sample, loss_fn.perceptual(maps, -maps), loss_fn.discriminator(maps))
     assert vae.encoder._compiled_call_impl is not None and vae.decoder.conv_out._compiled_call_impl is None
     assert loss_fn.discriminator.main._compiled_call_impl is not None

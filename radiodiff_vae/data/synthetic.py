@@ -24,7 +24,9 @@ import dataclasses
 import functools
 import json
 import math
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -584,6 +586,8 @@ class SyntheticRadioMaps(Dataset):
         flip (`bool`, defaults to False): random horizontal flip of each item, as :class:`RadioMapSeer` does.
         batch_size (`int`, defaults to 16): maps generated per progress-bar step.
         show_progress (`bool`, defaults to True): show a tqdm bar while generating.
+        num_workers (`int`, defaults to 0): processes that generate batches in parallel (0: this process). The
+            maps are the same whatever the number: each depends on ``(seed, map, transmitter)`` only.
 
     Items are dicts: ``"pixel_values"`` `(1, H, W)` in [-1, 1], ``"buildings"`` `(1, H, W)` in {0, 1},
     ``"transmitter"`` `(1, H, W)` (1 at the transmitter), ``"name"`` (``"{map}_{tx}"``), ``"simulation"``
@@ -604,6 +608,7 @@ class SyntheticRadioMaps(Dataset):
         flip: bool = False,
         batch_size: int = 16,
         show_progress: bool = True,
+        num_workers: int = 0,
     ):
         if num_maps < 1:
             raise ValueError(f"num_maps must be >= 1, got {num_maps}")
@@ -611,6 +616,8 @@ class SyntheticRadioMaps(Dataset):
             raise ValueError(f"num_tx must be >= 1, got {num_tx}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if resolution is not None and resolution < 8:
             raise ValueError(f"resolution must be >= 8 pixels or None (256), got {resolution}")
         if first_map_id < 1:
@@ -625,12 +632,23 @@ class SyntheticRadioMaps(Dataset):
         self.build_item = RadioMapItemBuilder(resolution=None, flip=flip)
 
         gains, buildings, tx_pixels = [], [], []
-        starts = range(0, self.num_maps, batch_size)
-        for start in tqdm(starts, desc="synthetic radio maps", unit="batch", disable=not show_progress):
-            batch = generate_radio_maps(
-                self.map_ids[start : start + batch_size], self.num_tx, self.seed, self.resolution, self.config
+        batches = [self.map_ids[start : start + batch_size] for start in range(0, self.num_maps, batch_size)]
+        generate = functools.partial(
+            generate_radio_maps, num_tx=self.num_tx, seed=self.seed, resolution=self.resolution, config=self.config
+        )
+        with contextlib.ExitStack() as stack:
+            if num_workers > 0 and len(batches) > 1:
+                # spawn: a forked child of a process that already ran OpenMP work can hang in its first parallel op
+                context = multiprocessing.get_context("spawn")
+                pool = stack.enter_context(ProcessPoolExecutor(min(num_workers, len(batches)), mp_context=context))
+                results = pool.map(generate, batches)
+            else:
+                results = map(generate, batches)
+            progress = tqdm(
+                results, total=len(batches), desc="synthetic radio maps", unit="batch", disable=not show_progress
             )
-            gains.append(to_grey(batch["gain"]) if quantize else batch["gain"])
+            for batch in progress:
+                gains.append(to_grey(batch["gain"]) if quantize else batch["gain"])
             buildings.append(batch["buildings"])
             tx_pixels.append(batch["tx_pixels"])
         self._gain = torch.cat(gains)  # (M, T, H, W), uint8 or float32

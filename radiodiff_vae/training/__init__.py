@@ -10,6 +10,7 @@ from .checkpointing import (
     resolve_resume_checkpoint,
     save_checkpoint,
 )
+from .compilation import compile_for_training
 from .config import load_yaml_config, parse_args_with_config
 from .gradients import average_loose_gradients, clip_grad_norms, step_optimizers, unscale_gradients
 from .log_window import LogWindow
@@ -43,6 +44,7 @@ __all__ = [
     "average_loose_gradients",
     "build_lr_scheduler",
     "clip_grad_norms",
+    "compile_for_training",
     "evaluate_reconstructions",
     "find_latest_checkpoint",
     "list_checkpoints",
