@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -289,11 +290,26 @@ def test_weights_of_another_architecture_do_not_load(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"block_out_channels": ()}, "RadioVAE config block_out_channels=(): expected a non-empty list"),
+        ({"scaling_factor": float("inf")}, "RadioVAE config scaling_factor=inf: expected a positive finite number"),
+        ({"num_downsamples": 4}, "num_downsamples must be between 0 and len(block_out_channels)=3, got 4"),
+        ({"sample_size": 60}, "RadioVAE config sample_size is 60, not divisible by the model's downsampling factor 8"),
+    ],
+)
+def test_bad_configs_name_the_key(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RadioVAE.from_preset("tiny", **overrides)
+
+
+@pytest.mark.parametrize(
     "bad, message",
     [
         (torch.zeros(1, 32, 32), "4-D"),
         (torch.zeros(1, 3, 32, 32), "1 channel"),
-        (torch.zeros(1, 1, 36, 32), "multiples of the downsampling factor 8"),
+        (torch.zeros(1, 1, 36, 32), "the map size is 36x32, not divisible by the model's downsampling factor 8"),
+        (torch.zeros(1, 1, 0, 32), "the map size is 0x32, which has a zero side"),
         (torch.full((1, 1, 32, 32), float("nan")), "non-finite"),
         (torch.zeros(1, 1, 32, 32, dtype=torch.long), "floating-point"),
         (torch.zeros(0, 1, 32, 32), "empty batch"),

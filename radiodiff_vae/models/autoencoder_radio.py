@@ -7,15 +7,15 @@ One configurable class covers both architectures of ``docs/architecture.md``:
 * ``radiodiff-ldm-f4`` (the original RadioDiff code): two downsamplings, nearest+conv upsamplings, one
   self-attention in each mid block, three resnets per decoder level. Its state dict has exactly the keys and shapes
   of ``diffusers.AutoencoderKL`` built with the same numbers.
+
+The checks of configs, inputs and saved folders live in :mod:`.checks`, the config mapping to and from
+``AutoencoderKL`` in :mod:`.autoencoder_kl_mapping`.
 """
 
 import inspect
-import json
-import math
 import os
-import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -27,13 +27,25 @@ from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlo
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from .autoencoder_kl_mapping import (
+    CONFIG_LOCATION_KEYS,
+    autoencoder_kl_config,
+    placed_like,
+    radio_vae_config_of_autoencoder_kl,
+)
+from .checks import (
+    check_architecture,
+    check_config_values,
+    check_finite_weights,
+    check_pretrained_source,
+    check_size_divisible,
+    check_tensor,
+    warn_if_not_model_range,
+)
 from .upsampling import NearestConvUpsample2D
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
-
-UPSAMPLE_TYPES = ("conv_transpose", "nearest")
-UPSAMPLE_POSITIONS = ("first", "last")
 
 # The report (seed section 2): 320 -> 160 -> 80 -> 40, 64:1 compression.
 _REPORT_LAYOUT: Dict[str, object] = dict(
@@ -319,11 +331,9 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         latents_std: Optional[Tuple[float, ...]] = None,
         force_upcast: bool = True,
     ):
-        _check_config_values(locals())
+        check_config_values(locals())
         super().__init__()
-        _check_architecture(
-            block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size, scaling_factor
-        )
+        check_architecture(block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size)
         self.encoder = RadioEncoder(
             in_channels=in_channels,
             latent_channels=latent_channels,
@@ -387,7 +397,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     def latent_shape(self, height: int, width: int) -> Tuple[int, int, int]:
         """`(latent_channels, height / f, width / f)` of the latent of a `height` x `width` map."""
-        _check_spatial(height, width, self.downsample_factor, "map")
+        check_size_divisible(height, width, self.downsample_factor, "RadioVAE.latent_shape: the map size")
         factor = self.downsample_factor
         return (self.config.latent_channels, height // factor, width // factor)
 
@@ -429,9 +439,9 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         Returns `AutoencoderKLOutput` whose `latent_dist` has mean and std of shape `(B, latent_channels, H/f, W/f)`
         (a one-tuple when `return_dict=False`).
         """
-        _check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode", check_values)
+        check_tensor(x, self.config.in_channels, self.downsample_factor, "map", "encode", check_values)
         if check_values:
-            _warn_if_not_model_range(x)
+            warn_if_not_model_range(x)
         if self.use_slicing and x.shape[0] > 1:
             moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
         else:
@@ -471,7 +481,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         `z` is the unscaled latent (divide by `scaling_factor` first if it comes from a diffusion model).
         `check_values=False` skips the finiteness check (a host-device sync).
         """
-        _check_tensor(z, self.config.latent_channels, 1, "latent", "decode", check_values)
+        check_tensor(z, self.config.latent_channels, 1, "latent", "decode", check_values)
         if self.use_slicing and z.shape[0] > 1:
             decoded = torch.cat([self._decode(z_slice) for z_slice in z.split(1)])
         else:
@@ -542,21 +552,10 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "RadioVAE":
         """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt, a
         local path that does not exist (before any Hub lookup), another model class, and non-finite weights."""
-        folder = pretrained_model_name_or_path
-        if isinstance(folder, (str, os.PathLike)):
-            if os.path.isfile(folder):
-                raise NotADirectoryError(
-                    f"{folder} is a file: expected a model folder with config.json and "
-                    "diffusion_pytorch_model.safetensors (written by save_pretrained)."
-                )
-            if os.path.isdir(folder):
-                _check_saved_folder(os.path.join(folder, kwargs.get("subfolder") or ""), kwargs.get("variant"))
-            elif _is_clearly_local(os.fspath(folder)):
-                raise FileNotFoundError(
-                    f"{folder}: no such folder (a local path; a Hub model id looks like 'user/name')."
-                )
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            check_pretrained_source(pretrained_model_name_or_path, kwargs.get("subfolder"), kwargs.get("variant"))
         model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        _check_finite_weights(model, folder)
+        check_finite_weights(model, pretrained_model_name_or_path)
         return model
 
     def to_autoencoder_kl(self) -> "AutoencoderKL":
@@ -570,7 +569,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
 
         autoencoder = AutoencoderKL(**autoencoder_kl_config(self.config))
         autoencoder.load_state_dict(self.state_dict(), strict=True)
-        return _placed_like(autoencoder, self)
+        return placed_like(autoencoder, self)
 
     @classmethod
     def from_autoencoder_kl(
@@ -584,7 +583,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         from diffusers import AutoencoderKL
 
         if isinstance(autoencoder_or_path, (str, os.PathLike)):
-            location = {key: value for key, value in from_pretrained_kwargs.items() if key in _CONFIG_LOCATION_KEYS}
+            location = {key: value for key, value in from_pretrained_kwargs.items() if key in CONFIG_LOCATION_KEYS}
             class_name = AutoencoderKL.load_config(autoencoder_or_path, **location).get("_class_name")
             if class_name != "AutoencoderKL":
                 # AutoencoderKL would build its default one-level layout from another class's config and only warn.
@@ -607,249 +606,11 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             )
         model = cls(**radio_vae_config_of_autoencoder_kl(autoencoder.config))
         model.load_state_dict(autoencoder.state_dict(), strict=True)
-        return _placed_like(model, autoencoder)
+        return placed_like(model, autoencoder)
 
 
 # --------------------------------------------------------------------------------------------------------------
-# diffusers.AutoencoderKL <-> RadioVAE configs
-# Keys with the same name and meaning in both configs.
-_SHARED_AUTOENCODER_KL_KEYS = (
-    "in_channels",
-    "out_channels",
-    "block_out_channels",
-    "layers_per_block",
-    "act_fn",
-    "latent_channels",
-    "norm_num_groups",
-    "sample_size",
-    "scaling_factor",
-    "shift_factor",
-    "latents_mean",
-    "latents_std",
-    "force_upcast",
-    "use_quant_conv",
-    "use_post_quant_conv",
-    "mid_block_add_attention",
-)
-
-
-# from_pretrained arguments that say where a config is (as opposed to how to load the weights).
-_CONFIG_LOCATION_KEYS = (
-    "subfolder", "revision", "cache_dir", "token", "local_files_only", "force_download", "proxies"
-)
-
-
-def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
-    """The `AutoencoderKL` config that builds the network of a RadioVAE `config`.
-
-    AutoencoderKL downsamples after every level but the last, upsamples with nearest+conv after its resnets, and
-    gives each decoder level one resnet more than an encoder level; any other RadioVAE layout raises ValueError.
-    """
-    levels = len(config["block_out_channels"])
-    required = {
-        "upsample_type": "nearest",
-        "upsample_position": "last",
-        "num_downsamples": levels - 1,
-        "decoder_layers_per_block": config["layers_per_block"] + 1,
-    }
-    mismatches = [
-        f"{key}={config[key]!r} (needs {value!r})" for key, value in required.items() if config[key] != value
-    ]
-    if mismatches:
-        raise ValueError(
-            "This RadioVAE cannot be expressed as a diffusers.AutoencoderKL: " + ", ".join(mismatches) + ". "
-            "The radiodiff-ldm-f4 preset can; the report's radiodiff-vae layout cannot."
-        )
-    exported = {key: config[key] for key in _SHARED_AUTOENCODER_KL_KEYS}
-    exported["block_out_channels"] = tuple(config["block_out_channels"])
-    exported["down_block_types"] = ("DownEncoderBlock2D",) * levels
-    exported["up_block_types"] = ("UpDecoderBlock2D",) * levels
-    return exported
-
-
-def radio_vae_config_of_autoencoder_kl(config: Mapping) -> Dict[str, object]:
-    """The RadioVAE config of the network of an `AutoencoderKL` `config` (see `autoencoder_kl_config`)."""
-    levels = len(config["block_out_channels"])
-    expected_blocks = {"down_block_types": "DownEncoderBlock2D", "up_block_types": "UpDecoderBlock2D"}
-    for key, block in expected_blocks.items():
-        if list(config[key]) != [block] * levels:
-            raise ValueError(
-                f"AutoencoderKL {key} must be {levels} x {block!r} (one per block_out_channels entry) to become a "
-                f"RadioVAE, got {list(config[key])}."
-            )
-    radio = {key: config[key] for key in _SHARED_AUTOENCODER_KL_KEYS}
-    radio.update(
-        block_out_channels=tuple(config["block_out_channels"]),
-        decoder_layers_per_block=config["layers_per_block"] + 1,
-        num_downsamples=levels - 1,
-        upsample_type="nearest",
-        upsample_position="last",
-    )
-    return radio
-
-
-def _placed_like(model: ModelMixin, reference: ModelMixin) -> ModelMixin:
-    """`model` on the device, in the dtype and the train/eval mode of `reference`."""
-    if model.dtype != reference.dtype:  # diffusers warns on every dtype cast, so cast only when needed
-        model.to(dtype=reference.dtype)
-    return model.to(device=reference.device).train(reference.training)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# checks and small helpers
-# config key -> what it must be; checked before any module is built, so a bad config.json names its key
-_CONFIG_KINDS = {
-    "in_channels": "positive integer",
-    "out_channels": "positive integer",
-    "layers_per_block": "positive integer",
-    "decoder_layers_per_block": "positive integer",
-    "latent_channels": "positive integer",
-    "norm_num_groups": "positive integer",
-    "sample_size": "positive integer",
-    "num_downsamples": "integer >= 0",
-    "block_out_channels": "non-empty list of positive integers",
-    "mid_block_add_attention": "boolean",
-    "use_quant_conv": "boolean",
-    "use_post_quant_conv": "boolean",
-    "act_fn": "activation name",
-    "upsample_type": "string",
-    "upsample_position": "string",
-    "scaling_factor": "positive finite number",
-}
-_ACTIVATIONS = ("swish", "silu", "mish", "gelu", "relu")
-
-
-def _is_integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_positive_integer(value: object) -> bool:
-    return _is_integer(value) and value > 0
-
-
-def _has_kind(value: object, kind: str) -> bool:
-    if kind == "positive integer":
-        return _is_positive_integer(value)
-    if kind == "integer >= 0":
-        return _is_integer(value) and value >= 0
-    if kind == "non-empty list of positive integers":
-        return isinstance(value, (list, tuple)) and len(value) > 0 and all(map(_is_positive_integer, value))
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "activation name":
-        return value in _ACTIVATIONS
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "positive finite number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    raise AssertionError(kind)
-
-
-def _check_config_values(values: Dict[str, object]) -> None:
-    """Raises a ValueError naming the key, the value and what is allowed, for the first config value of a wrong type
-    or range (``values``: the constructor's arguments)."""
-    for key, kind in _CONFIG_KINDS.items():
-        if key in values and not _has_kind(values[key], kind):
-            article = "an" if kind[0] in "aeiou" else "a"
-            allowed = f"one of {_ACTIVATIONS}" if kind == "activation name" else f"{article} {kind}"
-            raise ValueError(f"RadioVAE config {key}={values[key]!r}: expected {allowed}.")
-
-
-def _is_clearly_local(name: str) -> bool:
-    """A name that cannot be a Hub id ('user/name' or 'name'): absolute, relative with ./ ../ ~, or deeper."""
-    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
-
-
-def _check_finite_weights(model: nn.Module, source: object) -> None:
-    state = model.state_dict()
-    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
-    if bad:
-        raise ValueError(
-            f"{source}: {len(bad)} weight tensor(s) hold NaN or inf values (first: {bad[0]}); the saved model is "
-            "corrupt or diverged in training."
-        )
-
-
-def _check_architecture(
-    block_out_channels: Tuple[int, ...],
-    num_downsamples: int,
-    upsample_type: str,
-    upsample_position: str,
-    norm_num_groups: int,
-    sample_size: int,
-    scaling_factor: float,
-) -> None:
-    if len(block_out_channels) == 0:
-        raise ValueError("block_out_channels must name at least one level, got an empty sequence.")
-    if not 0 <= num_downsamples <= len(block_out_channels):
-        raise ValueError(
-            f"num_downsamples must be between 0 and len(block_out_channels)={len(block_out_channels)}, "
-            f"got {num_downsamples}."
-        )
-    if upsample_type not in UPSAMPLE_TYPES:
-        raise ValueError(f"upsample_type must be one of {UPSAMPLE_TYPES}, got {upsample_type!r}.")
-    if upsample_position not in UPSAMPLE_POSITIONS:
-        raise ValueError(f"upsample_position must be one of {UPSAMPLE_POSITIONS}, got {upsample_position!r}.")
-    bad = [channels for channels in block_out_channels if channels % norm_num_groups]
-    if bad:
-        raise ValueError(f"Every entry of block_out_channels must be divisible by norm_num_groups={norm_num_groups}, got {bad}.")
-    if sample_size % 2**num_downsamples:
-        raise ValueError(f"sample_size must be a multiple of the downsampling factor {2**num_downsamples}, got {sample_size}.")
-    if not (math.isfinite(scaling_factor) and scaling_factor > 0):
-        raise ValueError(f"scaling_factor must be a positive finite number, got {scaling_factor}.")
-
-
-def _check_spatial(height: int, width: int, factor: int, what: str) -> None:
-    if height % factor or width % factor or height == 0 or width == 0:
-        raise ValueError(
-            f"Expected a {what} whose height and width are positive multiples of the downsampling factor {factor}, "
-            f"got {height}x{width}. Crop or resize it (RadioMapSeer's 256x256 and the report's 320x320 both work)."
-        )
-
-
-def _check_tensor(
-    x: torch.Tensor, channels: int, factor: int, what: str, method: str, check_values: bool = True
-) -> None:
-    """Rejects anything `method` cannot turn into a meaningful result, before any compute."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"RadioVAE.{method} expected a torch.Tensor {what}, got {type(x).__name__}.")
-    if x.ndim != 4:
-        raise ValueError(
-            f"RadioVAE.{method} expected a 4-D {what} tensor (batch, {channels}, height, width), got shape {tuple(x.shape)}."
-        )
-    if x.shape[1] != channels:
-        raise ValueError(
-            f"RadioVAE.{method} expected a {what} with {channels} channel(s) (batch, {channels}, height, width), "
-            f"got {x.shape[1]} channel(s) in shape {tuple(x.shape)}."
-        )
-    if x.shape[0] == 0:
-        raise ValueError(f"RadioVAE.{method} got an empty batch (shape {tuple(x.shape)}).")
-    _check_spatial(x.shape[-2], x.shape[-1], factor, what)
-    if not torch.is_floating_point(x):
-        raise ValueError(f"RadioVAE.{method} expected a floating-point {what}, got dtype {x.dtype}.")
-    # One device sync per call; skipped while torch.compile traces so that compiled graphs stay whole.
-    if check_values and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"RadioVAE.{method} got a {what} with {bad} non-finite value(s) (NaN or inf).")
-
-
-# Maps enter in [-1, 1]; beyond this the input is almost surely unscaled (0..255 pixels, dB values).
-INPUT_RANGE_LIMIT = 2.0
-
-
-def _warn_if_not_model_range(x: torch.Tensor) -> None:
-    if torch.compiler.is_compiling():
-        return
-    low, high = (float(value) for value in torch.aminmax(x.detach()))
-    if low < -INPUT_RANGE_LIMIT or high > INPUT_RANGE_LIMIT:
-        # Python's default warning filter shows this once per calling line, not once per batch.
-        warnings.warn(
-            f"RadioVAE.encode got maps with values in [{low:.4g}, {high:.4g}]; it expects [-1, 1] "
-            "(radiodiff_vae.data.unit_to_model(pixels / 255) for 8-bit maps). The latents will be meaningless.",
-            stacklevel=3,
-        )
-
-
+# tiling helpers
 def _tile_starts(length: int, tile: int, stride: int) -> list:
     """Start offsets of tiles of size `tile` that cover `[0, length)`; the last tile ends at `length`."""
     if length <= tile:
@@ -867,56 +628,3 @@ def _blend_ramp(height: int, width: int, overlap: int, like: torch.Tensor) -> to
         return (distance_to_border / overlap).clamp(max=1.0)
 
     return (ramp(height)[:, None] * ramp(width)[None, :])[None, None]
-
-
-_OTHER_CLASS_HINTS = {
-    "AutoencoderKL": "load it with diffusers.AutoencoderKL.from_pretrained(folder); one built with the "
-    "radiodiff-ldm-f4 numbers has the same state-dict keys, so RadioVAE.from_preset('radiodiff-ldm-f4')"
-    ".load_state_dict(...) takes its weights.",
-    "UNet2DModel": "a diffusion UNet, not an autoencoder; load it with diffusers.UNet2DModel.from_pretrained(folder).",
-    "NLayerDiscriminator": "load it with radiodiff_vae.NLayerDiscriminator.from_pretrained(folder).",
-}
-
-
-def _check_saved_folder(folder: str, variant: Optional[str]) -> None:
-    """Names the missing or unreadable file of a `save_pretrained` folder instead of failing deep inside diffusers."""
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(
-            f"{config_path} is missing: a RadioVAE folder holds config.json and diffusion_pytorch_model.safetensors "
-            "(written by save_pretrained)."
-        )
-    try:
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{config_path} is not valid JSON ({error}); the saved model is corrupt.") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} holds a JSON {type(config).__name__}: expected an object of config values.")
-    class_name = config.get("_class_name", "RadioVAE")
-    if class_name != "RadioVAE":
-        hint = _OTHER_CLASS_HINTS.get(
-            class_name, f"load it with the class it names (diffusers.{class_name}.from_pretrained)."
-        )
-        article = "an" if class_name[:1] in "AEIO" else "a"
-        raise ValueError(
-            f"{os.path.normpath(folder)} holds {article} {class_name} (config.json _class_name), not a RadioVAE: {hint}"
-        )
-    suffix = f".{variant}" if variant else ""
-    weights = [os.path.join(folder, f"diffusion_pytorch_model{suffix}.{ext}") for ext in ("safetensors", "bin")]
-    index = os.path.join(folder, f"diffusion_pytorch_model{suffix}.safetensors.index.json")
-    if os.path.isfile(index):
-        return
-    existing = [path for path in weights if os.path.isfile(path)]
-    if not existing:
-        raise FileNotFoundError(
-            f"{weights[0]} is missing: a RadioVAE folder holds config.json and diffusion_pytorch_model.safetensors."
-        )
-    if existing[0].endswith(".safetensors"):
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(existing[0], framework="pt") as handle:
-                handle.keys()
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"{existing[0]} cannot be read as safetensors ({error}); the saved model is corrupt.") from error
