@@ -333,7 +333,9 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     ):
         check_config_values(locals())
         super().__init__()
-        check_architecture(block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size)
+        check_architecture(
+            block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size
+        )
         self.encoder = RadioEncoder(
             in_channels=in_channels,
             latent_channels=latent_channels,
