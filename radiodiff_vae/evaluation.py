@@ -33,7 +33,9 @@ from tqdm.auto import tqdm
 from .atomic import atomic_open
 from .baseline import ResizeBaseline, resize_baseline, resize_reconstruct
 from .data.conventions import RADIOMAPSEER_DB_RANGE
+from .hub_id import local_path_or_hub_id
 from .metrics import compute_metrics, summarize_metrics
+from .models.checks import check_size_divisible
 
 __all__ = [
     "EvaluationResult",
@@ -89,9 +91,7 @@ def load_vae(
         model = model_class.from_pretrained(str(path), subfolder=subfolder, torch_dtype=dtype)
     else:
         text = str(name_or_path)
-        # A Hub id is "name" or "owner/name"; anything that looks like a file path is a missing local folder.
-        if not text or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
-            raise FileNotFoundError(f"model folder {text!r} does not exist")
+        local_path_or_hub_id(text, "model folder")  # a mistyped local path fails here, before any Hub lookup
         try:
             model = RadioVAE.from_pretrained(text, subfolder=subfolder, torch_dtype=dtype)
         except OSError as error:
@@ -136,11 +136,7 @@ def check_maps_fit_model(vae: torch.nn.Module, channels: int, height: int, width
             f"the model takes {expected}-channel maps but {source} has {channels}-channel maps "
             f"(shape {(channels, height, width)})"
         )
-    factor = downsample_factor_of(vae)
-    if height % factor or width % factor:
-        raise ValueError(
-            f"{source} has {height}x{width} maps, but the model needs height and width divisible by {factor}"
-        )
+    check_size_divisible(height, width, downsample_factor_of(vae), f"the map size of {source}")
 
 
 @torch.no_grad()

@@ -158,7 +158,7 @@ def test_evaluate_rejects_data_the_model_cannot_take(vae):
     two_channel = [{"pixel_values": torch.zeros(2, SIZE, SIZE)}]
     with pytest.raises(ValueError, match="1-channel maps but the dataset has 2-channel"):
         evaluate_vae(vae, two_channel, progress=False)
-    with pytest.raises(ValueError, match="divisible by 8"):
+    with pytest.raises(ValueError, match="is 36x36, not divisible by the model's downsampling factor 8"):
         evaluate_vae(vae, [{"pixel_values": torch.zeros(1, 36, 36)}], progress=False)
     with pytest.raises(ValueError, match="empty"):
         evaluate_vae(vae, [], progress=False)

@@ -113,10 +113,10 @@ def describe_data(args: argparse.Namespace) -> str:
 def check_resolution_fits_model(vae: Any, resolution: Any) -> None:
     """Reject ``--resolution`` before any map is read when the model cannot take maps of that size."""
     from radiodiff_vae.evaluation import downsample_factor_of
+    from radiodiff_vae.models.checks import check_size_divisible
 
-    factor = downsample_factor_of(vae)
-    if resolution is not None and resolution % factor:
-        raise ValueError(f"--resolution {resolution} is not divisible by the model's downsampling factor {factor}")
+    if resolution is not None:
+        check_size_divisible(resolution, None, downsample_factor_of(vae), "--resolution")
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:

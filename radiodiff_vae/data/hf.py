@@ -20,6 +20,7 @@ from typing import Dict, Iterator, Optional, Union
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..hub_id import local_path_or_hub_id
 from .items import RadioMapItemBuilder, transmitter_pixel
 from .layout import GAIN_DIR, antenna_path, buildings_path, check_gain_mode, gain_path, grey_pixels
 from .radiomapseer import RadioMapSeer
@@ -217,10 +218,7 @@ def load_radio_dataset(
     if path.is_dir() and _is_saved_dataset(path):
         loaded = datasets.load_from_disk(str(path))
     else:
-        text = str(name_or_path)
-        # A Hub name is "name" or "owner/name"; anything else that does not exist is a mistyped local path.
-        if not path.exists() and (text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text):
-            raise FileNotFoundError(f"dataset folder {name_or_path} does not exist")
+        local_path_or_hub_id(str(name_or_path), "dataset folder")  # a mistyped local path fails before the Hub
         hf_split = HF_SPLIT_NAMES[normalize_split(split)] if split is not None else None
         loaded = datasets.load_dataset(str(name_or_path), split=hf_split, cache_dir=cache_dir)
 
