@@ -58,6 +58,7 @@ from radiodiff_vae.errors import (
 )
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
+from radiodiff_vae.models.checks import check_size_divisible
 from radiodiff_vae.training import (
     SCHEDULER_NAMES,
     LogWindow,
@@ -355,11 +356,7 @@ def validate_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
     if args.resolution is not None and args.pretrained_model_name_or_path is None:
         factor = 2 ** PRESETS[args.preset]["num_downsamples"]
-        if args.resolution % factor:
-            raise ValueError(
-                f"--resolution must be a multiple of the {args.preset} preset's downsampling factor {factor}, "
-                f"got {args.resolution}"
-            )
+        check_size_divisible(args.resolution, None, factor, "--resolution", owner=f"the {args.preset} preset's")
     discriminator_min = 3 * 2**args.disc_num_layers  # NLayerDiscriminator.min_input_size
     if args.resolution is not None and args.resolution < discriminator_min:
         raise ValueError(
@@ -610,12 +607,7 @@ def out_of_memory_message(args: argparse.Namespace, device: Optional[torch.devic
 
 def check_map_size(pixel_values: torch.Tensor, vae: RadioVAE, discriminator_min: int, source: str) -> None:
     height, width = pixel_values.shape[-2:]
-    factor = vae.downsample_factor
-    if height % factor or width % factor:
-        raise ValueError(
-            f"{source}: maps are {height}x{width}, not a multiple of the model's downsampling factor {factor}; "
-            f"pass --resolution"
-        )
+    check_size_divisible(height, width, vae.downsample_factor, f"{source}: the map size", remedy="pass --resolution")
     if min(height, width) < discriminator_min:
         raise ValueError(
             f"{source}: maps are {height}x{width}, smaller than the discriminator's minimum {discriminator_min}; "

@@ -85,7 +85,7 @@ def _synthetic_folder(root: Path) -> None:
 CASES = {
     "batch_size_0": (lambda tmp: ["--train_batch_size", "0"], "--train_batch_size must be >= 1, got 0"),
     "checkpointing_steps_0": (lambda tmp: ["--checkpointing_steps", "0"], "--checkpointing_steps must be >= 1"),
-    "resolution_60": (lambda tmp: ["--resolution", "60"], "multiple of the tiny preset's downsampling factor 8"),
+    "resolution_60": (lambda tmp: ["--resolution", "60"], "is 60, not divisible by the tiny preset's downsampling factor 8"),
     "resolution_16": (lambda tmp: ["--resolution", "16"], "below the discriminator's minimum 24"),
     "seed_-1": (lambda tmp: ["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
     "seed_2**32": (lambda tmp: ["--seed", str(2**32)], "--seed must be between 0"),
