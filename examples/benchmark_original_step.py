@@ -437,13 +437,13 @@ def run(args: argparse.Namespace) -> int:
     model = build_original(original, args, real_trunk)
     maps = torch.rand(args.batch, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))
     maps = maps * 2 - 1
-    check = share_weights(model, vae, loss_fn, maps)
     device = torch.device(args.device)
     if device.type == "cuda":  # fp32 on both sides, as the report trains; the same cuDNN settings for both
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
     model.to(device), vae.to(device), loss_fn.to(device)
     maps = maps.to(device)
+    check = share_weights(model, vae, loss_fn, maps)
 
     with contextlib.ExitStack() as stack:
         tensorboard_dir = stack.enter_context(tempfile.TemporaryDirectory()) if args.tensorboard else None

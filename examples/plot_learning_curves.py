@@ -40,17 +40,20 @@ def parse_args(input_args=None) -> argparse.Namespace:
     return args
 
 
-def read_scalars(output_dir: str) -> Dict[str, List[Tuple[int, float]]]:
-    """``{tag: [(step, value), ...]}`` of every scalar in a run's TensorBoard logs."""
+def read_scalars(output_dir: str, wall_time: bool = False) -> Dict[str, List[Tuple]]:
+    """``{tag: [(step, value), ...]}`` of every scalar in a run's TensorBoard logs, by step (the last value of a
+    step wins); ``(step, value, wall_time)`` with ``wall_time=True`` (seconds since the epoch)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    scalars: Dict[str, List[Tuple[int, float]]] = {}
+    scalars: Dict[str, Dict[int, Tuple]] = {}
     for events in sorted(Path(output_dir, "logs").rglob("events.out.tfevents.*")):
         accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend((event.step, event.value) for event in accumulator.Scalars(tag))
-    return {tag: sorted(dict(values).items()) for tag, values in scalars.items()}
+            for event in accumulator.Scalars(tag):
+                point = (event.step, event.value, event.wall_time) if wall_time else (event.step, event.value)
+                scalars.setdefault(tag, {})[event.step] = point
+    return {tag: [points[step] for step in sorted(points)] for tag, points in scalars.items()}
 
 
 def main(input_args=None) -> None:

@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--preset", type=str, default="radiodiff-vae", choices=sorted(PRESETS), help="Architecture.")
     model.add_argument(
+        "--latent_channels",
+        type=int,
+        default=None,
+        help="Channels of the latent instead of the preset's 3 (the report's section 7.2 suggests 4-8 for more detail).",
+    )
+    model.add_argument(
         "--pretrained_model_name_or_path",
         type=str,
         default=None,
@@ -329,7 +335,9 @@ def validate_args(args: argparse.Namespace) -> None:
     for name in non_negative + ["num_validation_images", "synthetic_num_workers"]:
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    for name in ["max_train_samples", "num_tx", "resolution"]:
+    if args.latent_channels is not None and args.pretrained_model_name_or_path is not None:
+        raise ValueError("--latent_channels applies to a new --preset model, not to --pretrained_model_name_or_path")
+    for name in ["max_train_samples", "num_tx", "resolution", "latent_channels"]:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1 when given, got {value}")
@@ -875,7 +883,8 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     if args.pretrained_model_name_or_path is not None:
         vae = RadioVAE.from_pretrained(args.pretrained_model_name_or_path)
     else:
-        vae = RadioVAE.from_preset(args.preset, sample_size=int(probe.shape[-1]))
+        overrides = {} if args.latent_channels is None else {"latent_channels": args.latent_channels}
+        vae = RadioVAE.from_preset(args.preset, sample_size=int(probe.shape[-1]), **overrides)
     loss_fn = build_loss(args, vae)
     discriminator = loss_fn.discriminator
     check_map_size(probe, vae, discriminator.min_input_size, data.source)

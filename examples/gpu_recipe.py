@@ -1,0 +1,321 @@
+#!/usr/bin/env python
+"""The report's model at the report's size on one GPU: train, score against the resize baseline, draw the curve.
+
+Three parts, each writing its numbers and figures under ``--output_dir`` as it goes:
+
+* ``recipe``: ``examples/train_vae.py --config examples/configs/radiodiff_vae_gpu.yaml`` (the report's preset and
+  loss, 320x320 synthetic cities) for as many steps as fit ``--train_seconds`` at the step time that
+  ``benchmark_gpu.py`` measured (``--step_json``), phase 2 over the last 10% of them; then ``radiodiff-vae
+  evaluate`` on unseen synthetic cities (other seed) and on a ray-traced folder (``--raytraced_dir``, from
+  ``radiodiff-vae make-raytraced``), both against the resize baseline with as many values as the latent; the
+  learning curve (gap to the baseline against steps and seconds); the model card rewritten with those numbers.
+* ``compare``: the 8x layout with 3 latent channels (the report), the original code's 4x layout
+  (``radiodiff-ldm-f4``) and the 8x layout with 8 latent channels, each trained for the same GPU time
+  (``--compare_seconds``; steps from each layout's measured step time), scored on the same unseen cities.
+* ``precision``: the report's preset trained in bf16 and in fp32 for the same steps (``--precision_steps``, at
+  ``--precision_resolution``), validation PSNR and loss curves side by side.
+
+``--dry_run`` runs all of it on the CPU at toy sizes (``tiny`` presets, 32x32 maps, a few steps, LPIPS off), which
+is how the tests run it. Without ``--step_json`` the step counts come from ``--step_seconds``.
+
+Usage::
+
+    python examples/gpu_recipe.py --parts recipe --output_dir gpu-recipe --step_json gpu-check/step_bf16.json \\
+        --train_seconds 240 --raytraced_dir raytraced_eval
+    python examples/gpu_recipe.py --parts compare precision --output_dir gpu-recipe --bench_dir gpu-check
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RECIPE_CONFIG = HERE / "configs" / "radiodiff_vae_gpu.yaml"
+# Cities for scoring: another seed than training's (42 in the config), so no city is shared with training.
+EVALUATION_SEED = 2027
+# The comparison's layouts: (label, train_vae.py flags, benchmark_gpu.py part with its step time)
+LAYOUTS = [
+    ("8x, 3 channels (report)", ["--preset", "radiodiff-vae"], "step_bf16"),
+    ("4x, 3 channels (radiodiff-ldm-f4)", ["--preset", "radiodiff-ldm-f4"], "step_ldm_f4_bf16"),
+    ("8x, 8 channels", ["--preset", "radiodiff-vae", "--latent_channels", "8"], "step_latent8_bf16"),
+]
+# Validation, logging and EMA cost on top of the optimizer steps' own time.
+OVERHEAD = 1.12
+
+
+def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", required=True, help="Folder for the runs, scores, figures and summary.")
+    parser.add_argument("--parts", nargs="+", default=["recipe"], choices=["recipe", "compare", "precision"])
+    parser.add_argument("--train_seconds", type=float, default=240.0, help="Recipe: seconds of optimizer steps.")
+    parser.add_argument("--step_json", default=None, help="Recipe: benchmark_train_step.py's JSON (phase-1 time).")
+    parser.add_argument("--step_seconds", type=float, default=0.1, help="Recipe: step time without --step_json.")
+    parser.add_argument("--bench_dir", default=None, help="Compare: benchmark_gpu.py's folder (step times).")
+    parser.add_argument("--compare_seconds", type=float, default=60.0, help="Compare: GPU seconds per layout.")
+    parser.add_argument("--precision_steps", type=int, default=300, help="Precision: steps of each run.")
+    parser.add_argument("--precision_resolution", type=int, default=128, help="Precision: map size.")
+    parser.add_argument("--raytraced_dir", default=None, help="A make-raytraced folder to score the recipe on.")
+    parser.add_argument("--eval_maps", type=int, default=512, help="Unseen synthetic cities to score.")
+    parser.add_argument("--concurrent", action="store_true", help="Compare/precision: run the trainings at once.")
+    parser.add_argument("--dry_run", action="store_true", help="CPU, toy sizes: checks the plumbing.")
+    args = parser.parse_args(input_args)
+    for name in ("train_seconds", "step_seconds", "compare_seconds"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    if "compare" in args.parts and args.bench_dir is None and not args.dry_run:
+        parser.error("--parts compare needs --bench_dir (benchmark_gpu.py's output with the layouts' step times)")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# running the package's commands
+def train(output_dir: Path, arguments: List[str], log: Path, wait: bool = True):
+    """``train_vae.py --config radiodiff_vae_gpu.yaml`` with ``arguments`` winning; returns the Popen if not waiting."""
+    command = [sys.executable, str(HERE / "train_vae.py"), "--config", str(RECIPE_CONFIG)]
+    command += ["--output_dir", str(output_dir), *arguments]
+    handle = open(log, "w", encoding="utf-8")
+    handle.write("# " + " ".join(command) + "\n")
+    handle.flush()
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    process.log_handle = handle
+    if wait:
+        finish(process)
+    return process
+
+
+def finish(process) -> float:
+    """Waits for a training process; raises if it failed. Returns nothing useful but its exit, checked."""
+    code = process.wait()
+    process.log_handle.close()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(process.args[:3])} ... exited {code}; see {process.log_handle.name}")
+    return code
+
+
+def evaluate(model: Path, output_dir: Path, data: List[str], log: Path) -> Dict[str, object]:
+    """``radiodiff-vae evaluate`` (through the package's CLI entry point); returns the model-vs-baseline numbers."""
+    command = [sys.executable, "-c", "import sys; from radiodiff_vae.cli import main; sys.exit(main())"]
+    command += ["evaluate", str(model), "--output_dir", str(output_dir), "--overwrite", *data]
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("# " + " ".join(command) + "\n")
+        handle.flush()
+        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, check=True)
+    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    baseline = metrics["baseline"]
+    return {
+        "maps": metrics["settings"]["num_images"],
+        "psnr": metrics["psnr"]["mean"],
+        "ssim": metrics["ssim"]["mean"],
+        "baseline": baseline["method"],
+        "baseline_psnr": baseline["psnr"]["mean"],
+        "baseline_ssim": baseline["ssim"]["mean"],
+        "psnr_gap_db": baseline["psnr_gap_db"]["mean"],
+        "ssim_gap": baseline["ssim_gap"],
+        "maps_where_model_wins": baseline["maps_where_model_wins"],
+        "latent_values_per_map": baseline["latent_values_per_map"],
+    }
+
+
+def unseen_cities(args: argparse.Namespace, resolution: int) -> List[str]:
+    maps = 16 if args.dry_run else args.eval_maps
+    return ["--synthetic_maps", str(maps), "--synthetic_tx", "1", "--data_seed", str(EVALUATION_SEED),
+            "--resolution", str(resolution)] + (["--device", "cpu"] if args.dry_run else [])  # fmt: skip
+
+
+def toy_flags(args: argparse.Namespace) -> List[str]:
+    """What turns a run into the dry run's: the `tiny` preset, 32x32 maps, LPIPS off, a handful of cities."""
+    if not args.dry_run:
+        return []
+    return ["--preset", "tiny", "--resolution", "32", "--synthetic_num_maps", "8", "--synthetic_num_workers", "0",
+            "--num_validation_maps", "4", "--perceptual_weight", "0", "--disc_base_channels", "16",
+            "--mixed_precision", "no", "--dataloader_num_workers", "0"]  # fmt: skip
+
+
+def phase_flags(steps: int) -> List[str]:
+    """Steps, phase 2 over the last 10%, eight validations, one checkpoint at the end."""
+    return ["--max_train_steps", str(steps), "--disc_start", str(max(1, int(steps * 0.9))),
+            "--validation_steps", str(max(1, steps // 8)), "--checkpointing_steps", str(steps),
+            "--lr_warmup_steps", str(min(100, steps // 10))]  # fmt: skip
+
+
+def phase1_seconds(path: Path) -> float:
+    """The phase-1 step time in a benchmark_train_step.py JSON file."""
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    return next(row["seconds"] for row in rows if row["phase"] == 1)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# figures
+def gap_curve(run: Path) -> List[tuple]:
+    """``[(step, seconds since the first logged event, gap dB), ...]`` of a run's validations."""
+    sys.path.insert(0, str(HERE))
+    from plot_learning_curves import BASELINE_TAG, MODEL_TAG, read_scalars
+
+    scalars = read_scalars(str(run), wall_time=True)
+    start = min(point[2] for points in scalars.values() for point in points)
+    baseline = {step: value for step, value, _ in scalars[BASELINE_TAG]}
+    return [(step, wall - start, value - baseline[step]) for step, value, wall in scalars[MODEL_TAG] if step in baseline]
+
+
+def draw_curves(curves: Dict[str, List[tuple]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for label, points in curves.items():
+        steps, seconds, gaps = zip(*points)
+        axes[0].plot(steps, gaps, marker="o", label=label)
+        axes[1].plot(seconds, gaps, marker="o", label=label)
+    for axis, name in zip(axes, ("optimizer step", "seconds since the run's first log (start-up included)")):
+        axis.axhline(0, color="grey", linestyle="--", linewidth=1)
+        axis.set_xlabel(name)
+        axis.set_ylabel("validation PSNR gap to the resize baseline (dB)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the parts
+def run_recipe(args: argparse.Namespace, out: Path) -> Dict[str, object]:
+    step_seconds = phase1_seconds(Path(args.step_json)) if args.step_json else args.step_seconds
+    steps = 12 if args.dry_run else max(50, int(args.train_seconds / (step_seconds * OVERHEAD)))
+    run = out / "recipe"
+    start = time.perf_counter()
+    train(run, phase_flags(steps) + toy_flags(args), out / "recipe_train.log")
+    seconds = time.perf_counter() - start
+    resolution = 32 if args.dry_run else 320
+    result: Dict[str, object] = {
+        "steps": steps, "planned_step_seconds": step_seconds, "train_command_seconds": round(seconds, 1),
+        "training_args": json.loads((run / "training_args.json").read_text(encoding="utf-8")),
+    }  # fmt: skip
+    result["unseen_cities"] = evaluate(run, out / "eval_unseen", unseen_cities(args, resolution), out / "eval.log")
+    if args.raytraced_dir:
+        data = ["--data_dir", args.raytraced_dir, "--resolution", str(resolution)] + (
+            ["--device", "cpu"] if args.dry_run else []
+        )
+        result["raytraced"] = evaluate(run, out / "eval_raytraced", data, out / "eval_raytraced.log")
+    curve = gap_curve(run)
+    result["curve"] = curve
+    draw_curves({"radiodiff-vae, radiodiff_vae_gpu.yaml": curve}, out / "recipe_curve.png",
+                "The report's model at 320x320 on synthetic cities: gap to resizing with as many values")  # fmt: skip
+    rewrite_card(run, result)
+    return result
+
+
+def rewrite_card(run: Path, result: Dict[str, object]) -> None:
+    """The model card with the scores on unseen cities (and ray-traced maps) against the resize baseline."""
+    from radiodiff_vae import RadioVAE
+    from radiodiff_vae.hub import save_model_card
+
+    unseen = result["unseen_cities"]
+    lines = [
+        f"Trained with `examples/train_vae.py --config examples/configs/radiodiff_vae_gpu.yaml` for {result['steps']} "
+        f"steps ({result['train_command_seconds']:.0f} s for the whole command). On {unseen['maps']} unseen synthetic "
+        f"cities: {unseen['psnr']:.2f} dB PSNR against {unseen['baseline_psnr']:.2f} dB for the resize baseline "
+        f"({unseen['baseline']}), a gap of {unseen['psnr_gap_db']:+.2f} dB, better on {unseen['maps_where_model_wins']} "
+        f"of {unseen['maps']} maps."
+    ]
+    if "raytraced" in result:
+        traced = result["raytraced"]
+        lines.append(
+            f"On {traced['maps']} ray-traced maps of real city centres (`radiodiff-vae make-raytraced`): "
+            f"{traced['psnr']:.2f} dB against {traced['baseline_psnr']:.2f} dB ({traced['psnr_gap_db']:+.2f} dB), "
+            f"better on {traced['maps_where_model_wins']} of {traced['maps']}."
+        )
+    vae = RadioVAE.from_pretrained(run)
+    sample = run / "sample.png"
+    save_model_card(
+        run, vae, training_args=result["training_args"],
+        metrics={"psnr": unseen["psnr"], "ssim": unseen["ssim"]},
+        baseline={"method": unseen["baseline"], "psnr": unseen["baseline_psnr"], "ssim": unseen["baseline_ssim"]},
+        sample_image=sample if sample.is_file() else None, description=" ".join(lines),
+        eval_dataset="synthetic", eval_split=f"{unseen['maps']} unseen cities (seed {EVALUATION_SEED})",
+    )  # fmt: skip
+
+
+def run_compare(args: argparse.Namespace, out: Path) -> Dict[str, object]:
+    rows, processes = [], []
+    for index, (label, flags, part) in enumerate(LAYOUTS):
+        if args.dry_run:  # the 4x layout's stand-in is tiny-f4 (the report's layout with two downsamplings)
+            step_seconds, steps = 1.0, 6
+            flags = ["--preset", "tiny-f4" if "ldm-f4" in label else "tiny"] + flags[2:]
+        else:
+            step_seconds = phase1_seconds(Path(args.bench_dir) / f"{part}.json")
+            steps = max(20, int(args.compare_seconds / step_seconds))
+        run = out / f"compare_{index}"
+        flags = phase_flags(steps) + toy_flags(args) + flags  # the layout's flags last: they win
+        process = train(run, flags, out / f"compare_{index}.log", wait=not args.concurrent)
+        processes.append(process)
+        rows.append({"layout": label, "steps": steps, "step_seconds": step_seconds,
+                     "gpu_seconds": round(steps * step_seconds, 1), "run": str(run)})  # fmt: skip
+    for process in processes:
+        if args.concurrent:
+            finish(process)
+    resolution = 32 if args.dry_run else 320
+    for index, row in enumerate(rows):
+        row.update(evaluate(Path(row["run"]), out / f"eval_compare_{index}", unseen_cities(args, resolution),
+                            out / f"eval_compare_{index}.log"))  # fmt: skip
+    draw_curves({row["layout"]: gap_curve(Path(row["run"])) for row in rows}, out / "compare_curves.png",
+                "Latent layouts at the same GPU time: gap to resizing with as many values")  # fmt: skip
+    return {"rows": rows}
+
+
+def run_precision(args: argparse.Namespace, out: Path) -> Dict[str, object]:
+    steps = 8 if args.dry_run else args.precision_steps
+    resolution = 32 if args.dry_run else args.precision_resolution
+    precisions = ["no", "bf16"]
+    runs, processes = {}, []
+    for precision in precisions:
+        run = out / f"precision_{precision}"
+        # the precision last: it wins over toy_flags' fp32
+        flags = phase_flags(steps) + toy_flags(args) + ["--resolution", str(resolution), "--mixed_precision", precision]
+        processes.append(train(run, flags, out / f"precision_{precision}.log", wait=not args.concurrent))
+        runs[precision] = run
+    for process in processes:
+        if args.concurrent:
+            finish(process)
+    curves = {("fp32" if p == "no" else p): gap_curve(run) for p, run in runs.items()}
+    draw_curves(curves, out / "precision_curves.png", f"bf16 against fp32, same {steps} steps at {resolution}x{resolution}")
+    sys.path.insert(0, str(HERE))
+    from plot_learning_curves import read_scalars
+
+    losses = {name: read_scalars(str(run)).get("train/rec", []) for name, run in zip(curves, runs.values())}
+    return {"steps": steps, "resolution": resolution, "gap_curves": curves, "train_rec_loss": losses}
+
+
+def main(input_args: Optional[List[str]] = None) -> int:
+    args = parse_args(input_args)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    parts = {"recipe": run_recipe, "compare": run_compare, "precision": run_precision}
+    failed = False
+    for name in args.parts:
+        print(f"[gpu_recipe] {name}", flush=True)
+        start = time.perf_counter()
+        try:
+            summary[name] = parts[name](args, out)
+        except (RuntimeError, subprocess.CalledProcessError, OSError, KeyError, ValueError) as error:
+            summary[name] = {"error": f"{type(error).__name__}: {error}"}
+            failed = True
+        summary[name]["part_seconds"] = round(time.perf_counter() - start, 1)
+        summary_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")  # after every part
+        print(f"[gpu_recipe] {name}: {json.dumps({k: v for k, v in summary[name].items() if k in ('error', 'unseen_cities', 'raytraced', 'rows', 'part_seconds')})[:2000]}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
