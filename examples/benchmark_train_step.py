@@ -5,9 +5,9 @@ Three formulations of the same loss on the same network and maps, timed interlea
 
 * ``package``: :class:`radiodiff_vae.training.VAEGANStep`, what ``examples/train_vae.py`` runs: one autoencoder
   forward, the LPIPS and GAN backwards once each, the adaptive weight from them, one backward.
-* ``previous``: this package's step before issue 13: ``RadioVAELoss.generator_loss`` (the adaptive weight
-  backpropagates the nll and the GAN loss to the decoder's last layer, through LPIPS and the discriminator) and one
-  backward of the sum, which runs both again.
+* ``previous``: this package's step before issue 13: the loss differentiated directly (``generator_loss`` of
+  ``tests/reference_loss.py``, the package's API then: the adaptive weight backpropagates the nll and the GAN loss to
+  the decoder's last layer, through LPIPS and the discriminator) and one backward of the sum, which runs both again.
 * ``original``: what the original RadioDiff trainer computes per step, rebuilt from this package's modules: two
   passes (autoencoder, then discriminator), each with its own autoencoder forward; the discriminator and the adaptive
   weight run in phase 1 as well (multiplied by a factor of 0).
@@ -47,9 +47,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from radiodiff_vae import PRESETS, RadioVAE, RadioVAELoss
-from radiodiff_vae.losses.adversarial import adaptive_generator_weight, generator_gan_loss
+from radiodiff_vae.losses.adversarial import generator_gan_loss
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path
 from radiodiff_vae.training import compile_for_training
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from reference_loss import adaptive_weight_through_losses, generator_loss  # noqa: E402  (the loss before issue 13)
 
 ORIGINAL_TRAINER_GFLOP = 134.2  # issue 13: the original trainer's step on the issue's network
 FORMULATIONS = ("package", "previous", "original")
@@ -213,9 +216,9 @@ def package_step_runner(
 def previous_step(vae, loss_fn, optimizer_ae, optimizer_disc, maps, global_step) -> None:
     """The package's step before issue 13 (one forward; generator_loss's adaptive weight, then one backward)."""
     out = vae(maps, sample_posterior=True, return_posterior=True)
-    loss, _ = loss_fn.generator_loss(maps, out.sample, out.latent_dist, global_step, last_layer=vae.get_last_layer())
+    loss, _ = generator_loss(loss_fn, maps, out.sample, out.latent_dist, global_step, vae.get_last_layer())
     if loss_fn.disc_factor(global_step) > 0:
-        loss = loss + loss_fn.discriminator_loss(maps, out.sample, global_step)[0]
+        loss = loss + loss_fn.discriminator_objective(maps, out.sample, global_step)[0]
     loss.backward()
     for optimizer in (optimizer_ae, optimizer_disc):
         optimizer.step()
@@ -240,14 +243,14 @@ def original_step(vae, loss_fn, optimizer_ae, optimizer_disc, maps, global_step)
     # pass 1: the autoencoder's objective
     out, nll, kl = forward_and_reconstruction_terms()
     g_loss = generator_gan_loss(discriminator(out.sample), loss_fn.config.gan_loss)
-    d_weight = adaptive_generator_weight(nll, g_loss, vae.get_last_layer(), loss_fn.config.disc_weight)
+    d_weight = adaptive_weight_through_losses(nll, g_loss, vae.get_last_layer(), loss_fn.config.disc_weight)
     (nll + loss_fn.config.kl_weight * kl + d_weight * factor * g_loss).backward()
     optimizer_ae.step()
     optimizer_ae.zero_grad(set_to_none=True)
     optimizer_disc.zero_grad(set_to_none=True)
     # pass 2: the discriminator's, on a second autoencoder forward
     out, _, _ = forward_and_reconstruction_terms()
-    d_loss = loss_fn.discriminator_loss(maps, out.sample, max(global_step, loss_fn.config.disc_start))[0]
+    d_loss = loss_fn.discriminator_objective(maps, out.sample, max(global_step, loss_fn.config.disc_start))[0]
     (d_loss * (factor / loss_fn.config.disc_factor_max)).backward()
     optimizer_disc.step()
     optimizer_disc.zero_grad(set_to_none=True)

@@ -57,15 +57,16 @@ def _toy_graph(g_scale: float = 1.0):
     torch.manual_seed(0)
     last_layer = torch.nn.Parameter(torch.randn(4, 3))
     hidden = torch.nn.Parameter(torch.randn(3))
-    output = last_layer @ hidden  # (4,)
+    output = last_layer @ hidden  # (4,), the "reconstructions"
     nll = (output**2).sum() + output.abs().sum()
     g_loss = -g_scale * torch.tanh(output).mean()
-    return last_layer, hidden, nll, g_loss
+    nll_grad, g_grad = (torch.autograd.grad(value, output, retain_graph=True)[0] for value in (nll, g_loss))
+    return last_layer, hidden, output, nll, g_loss, nll_grad, g_grad
 
 
 def test_adaptive_weight_equals_a_direct_autograd_computation():
-    last_layer, hidden, nll, g_loss = _toy_graph()
-    weight = adaptive_generator_weight(nll, g_loss, last_layer, disc_weight=0.5)
+    last_layer, hidden, output, nll, g_loss, nll_grad, g_grad = _toy_graph()
+    weight = adaptive_generator_weight(output, nll_grad, g_grad, last_layer, disc_weight=0.5)
     assert not weight.requires_grad
     assert last_layer.grad is None and hidden.grad is None  # no .grad written
 
@@ -81,18 +82,18 @@ def test_adaptive_weight_equals_a_direct_autograd_computation():
 
 
 def test_adaptive_weight_is_clamped_to_1e4():
-    last_layer, _, nll, g_loss = _toy_graph(g_scale=1e-12)
-    assert adaptive_generator_weight(nll, g_loss, last_layer, disc_weight=0.5).item() == pytest.approx(0.5e4)
-    last_layer, _, nll, g_loss = _toy_graph()
-    assert adaptive_generator_weight(0.0 * nll, g_loss, last_layer).item() == 0.0
+    last_layer, _, output, _, _, nll_grad, g_grad = _toy_graph(g_scale=1e-12)
+    assert adaptive_generator_weight(output, nll_grad, g_grad, last_layer, disc_weight=0.5).item() == pytest.approx(0.5e4)
+    last_layer, _, output, _, _, nll_grad, g_grad = _toy_graph()
+    assert adaptive_generator_weight(output, 0.0 * nll_grad, g_grad, last_layer).item() == 0.0
 
 
 def test_adaptive_weight_refuses_a_layer_outside_the_graph():
-    _, _, nll, g_loss = _toy_graph()
-    with pytest.raises(ValueError, match="does not depend on last_layer"):
-        adaptive_generator_weight(nll, g_loss, torch.nn.Parameter(torch.zeros(2)))
+    _, _, output, _, _, nll_grad, g_grad = _toy_graph()
+    with pytest.raises(ValueError, match="do not depend on last_layer"):
+        adaptive_generator_weight(output, nll_grad, g_grad, torch.nn.Parameter(torch.zeros(2)))
     with pytest.raises(ValueError, match="does not require grad"):
-        adaptive_generator_weight(nll, g_loss, torch.zeros(2))
+        adaptive_generator_weight(output, nll_grad, g_grad, torch.zeros(2))
 
 
 def test_disc_factor_switches_on_at_disc_start():

@@ -156,19 +156,21 @@ def test_channels_last_trunk_gives_the_contiguous_values_and_gradients(criterion
     torch.testing.assert_close(gradient, expected_gradient, rtol=1e-5, atol=1e-7)
 
 
-def test_generator_loss_with_lpips_passes_gradients_to_the_reconstruction(criterion):
+def test_generator_objective_with_lpips_passes_gradients_to_the_reconstruction(criterion):
     torch.manual_seed(0)
     vae = RadioVAE.from_preset("tiny")
     inputs = maps()
     out = vae(inputs, sample_posterior=True, return_posterior=True)
     reconstructions = out.sample  # (2, 1, 32, 32), part of the graph
-    total, logs = criterion.generator_loss(inputs, reconstructions, out.latent_dist, 0, last_layer=vae.get_last_layer())
+    total, logs = criterion.generator_objective(inputs, reconstructions, out.latent_dist, 0, vae.get_last_layer())
+    logs = {key: float(value) for key, value in logs.items()}
     lpips_values = criterion.perceptual(inputs, reconstructions)  # (2, 1, 1, 1)
     assert logs["perceptual"] == pytest.approx(lpips_values.mean().item(), rel=1e-5)
     assert logs["rec"] == pytest.approx(logs["l1"] + logs["mse"] + logs["perceptual"], rel=1e-5)
     assert logs["d_weight"] > 0 and logs["disc_factor"] == 0.5
 
-    # d total / d x_hat = pixel term + perceptual term + adversarial term, each computed on its own.
+    # d total / d x_hat (the surrogate's gradient) = pixel term + perceptual term + adversarial term, each computed
+    # on its own.
     (total_grad,) = torch.autograd.grad(total, reconstructions, retain_graph=True)
     scale = 1.0 / (torch.exp(criterion.logvar.detach()) * 2)  # / exp(logvar) / B
     difference = (reconstructions - inputs).detach()

@@ -1,4 +1,4 @@
-"""RadioVAELoss without LPIPS (perceptual_weight=0): values, KL, gating, gradients, bad input.
+"""RadioVAELoss's objectives without LPIPS (perceptual_weight=0): values, KL, gating, gradients, bad input.
 
 The LPIPS path is covered in test_loss_perceptual.py.
 """
@@ -17,7 +17,7 @@ from radiodiff_vae import RadioVAE, RadioVAELoss
 from radiodiff_vae.losses import vae_gan
 
 GENERATOR_KEYS = {"total", "nll", "rec", "l1", "mse", "perceptual", "kl", "logvar", "d_weight", "disc_factor", "g_loss"}
-DISCRIMINATOR_KEYS = {"disc_loss", "logits_real", "logits_fake", "disc_factor"}
+DISCRIMINATOR_KEYS = {"disc_loss", "logits_real", "logits_fake"}
 
 
 def make_loss(**overrides) -> RadioVAELoss:
@@ -37,13 +37,24 @@ def posterior(batch: int = 2, size: int = 4, seed: int = 1) -> DiagonalGaussianD
     return DiagonalGaussianDistribution(torch.randn(batch, 6, size, size, generator=generator))
 
 
+def floats(logs: dict) -> dict:
+    assert all(value.ndim == 0 and not value.requires_grad for value in logs.values())  # detached 0-dim tensors
+    return {key: float(value) for key, value in logs.items()}
+
+
+def objective(loss: RadioVAELoss, inputs, reconstructions, posterior, step, last_layer=None):
+    """``loss.generator_objective`` with its logs as floats."""
+    surrogate, logs = loss.generator_objective(inputs, reconstructions, posterior, step, last_layer)
+    return surrogate, floats(logs)
+
+
 def tiny_vae_step(loss: RadioVAELoss, step: int, batch: int = 2):
     torch.manual_seed(0)
     vae = RadioVAE.from_preset("tiny")
     inputs = maps(batch)
     out = vae(inputs, sample_posterior=True, generator=torch.Generator().manual_seed(0), return_posterior=True)
-    total, logs = loss.generator_loss(inputs, out.sample, out.latent_dist, step, last_layer=vae.get_last_layer())
-    return vae, inputs, out, total, logs
+    surrogate, logs = objective(loss, inputs, out.sample, out.latent_dist, step, vae.get_last_layer())
+    return vae, inputs, out, surrogate, logs
 
 
 def test_defaults_are_those_of_the_design():
@@ -67,19 +78,19 @@ def test_defaults_are_those_of_the_design():
     )
 
 
-def test_generator_loss_before_disc_start_by_hand():
+def test_generator_objective_before_disc_start_by_hand():
     loss = make_loss(kl_weight=0.01)
     with torch.no_grad():
         loss.logvar.fill_(0.3)
-    inputs, reconstructions, dist = maps(seed=0), maps(seed=1), posterior()
-    total, logs = loss.generator_loss(inputs, reconstructions, dist, global_step=4)
+    inputs, reconstructions, dist = maps(seed=0), maps(seed=1).requires_grad_(), posterior()
+    _, logs = objective(loss, inputs, reconstructions, dist, 4)
 
-    difference = inputs - reconstructions
+    difference = inputs - reconstructions.detach()
     rec = difference.abs() + difference**2
     nll = (rec / math.exp(0.3) + 0.3).sum() / 2
     kl = 0.5 * (dist.mean**2 + dist.logvar.exp() - 1 - dist.logvar).sum() / 2
-    torch.testing.assert_close(total, nll + 0.01 * kl)
-    assert set(logs) == GENERATOR_KEYS and all(type(value) is float for value in logs.values())
+    assert logs["total"] == pytest.approx((nll + 0.01 * kl).item(), rel=1e-6)
+    assert set(logs) == GENERATOR_KEYS
     assert logs["nll"] == pytest.approx(nll.item(), rel=1e-6)
     assert logs["kl"] == pytest.approx(kl.item(), rel=1e-6)
     assert logs["rec"] == pytest.approx(rec.mean().item(), rel=1e-6)
@@ -89,18 +100,6 @@ def test_generator_loss_before_disc_start_by_hand():
     assert logs["perceptual"] == logs["d_weight"] == logs["g_loss"] == logs["disc_factor"] == 0.0
 
 
-def test_per_pixel_weights_change_the_loss_but_not_the_logged_nll():
-    loss = make_loss(kl_weight=0.0)
-    inputs, reconstructions = maps(seed=0), maps(seed=1)
-    weights = torch.zeros(1, 1, 32, 32)
-    weights[..., :16] = 1.0  # left half only
-    total, logs = loss.generator_loss(inputs, reconstructions, posterior(), 0, weights=weights)
-    difference = inputs - reconstructions
-    rec = difference.abs() + difference**2
-    assert total.item() == pytest.approx((rec[..., :16].sum() / 2).item(), rel=1e-6)
-    assert logs["nll"] == pytest.approx((rec.sum() / 2).item(), rel=1e-6)
-
-
 def test_kl_matches_closed_form_and_monte_carlo():
     loss = make_loss(kl_weight=1.0)
     generator = torch.Generator().manual_seed(3)
@@ -108,10 +107,10 @@ def test_kl_matches_closed_form_and_monte_carlo():
     logvar = torch.randn(2, 3, 2, 2, generator=generator) * 0.5
     dist = DiagonalGaussianDistribution(torch.cat([mean, logvar], dim=1))
     inputs = maps()
-    total, logs = loss.generator_loss(inputs, inputs.clone(), dist, 0)  # perfect reconstruction: nll = 0
+    _, logs = objective(loss, inputs, inputs.clone().requires_grad_(), dist, 0)  # perfect reconstruction: nll = 0
     closed_form = (0.5 * (mean**2 + logvar.exp() - 1 - logvar)).sum() / 2
     assert logs["kl"] == pytest.approx(closed_form.item(), rel=1e-6)
-    assert total.item() == pytest.approx(closed_form.item(), rel=1e-6)
+    assert logs["total"] == pytest.approx(closed_form.item(), rel=1e-6)
 
     # Monte Carlo: E_q[log q(z) - log p(z)], 40000 samples per map.
     q = torch.distributions.Normal(mean, (0.5 * logvar).exp())
@@ -125,7 +124,7 @@ def test_kl_matches_closed_form_and_monte_carlo():
 def test_deterministic_posterior_has_zero_kl():
     loss = make_loss(kl_weight=1.0)
     dist = DiagonalGaussianDistribution(torch.randn(2, 6, 4, 4), deterministic=True)
-    _, logs = loss.generator_loss(maps(), maps(seed=1), dist, 0)
+    _, logs = objective(loss, maps(), maps(seed=1).requires_grad_(), dist, 0)
     assert logs["kl"] == 0.0
 
 
@@ -138,23 +137,23 @@ def test_no_discriminator_and_no_adaptive_weight_before_disc_start(monkeypatch):
         raise AssertionError("the adaptive weight must not be computed before disc_start")
 
     monkeypatch.setattr(vae_gan, "adaptive_generator_weight", forbidden)
-    vae, inputs, out, total, logs = tiny_vae_step(loss, step=4)
+    vae, inputs, out, _, logs = tiny_vae_step(loss, step=4)
     assert calls == [] and logs["d_weight"] == logs["g_loss"] == logs["disc_factor"] == 0.0
-    assert total.item() == pytest.approx(logs["nll"] + 1e-6 * logs["kl"], rel=1e-6)
-    d_loss, d_logs = loss.discriminator_loss(inputs, out.sample, 4)
-    assert calls == [] and d_loss.item() == 0.0 and not d_loss.requires_grad
-    assert set(d_logs) == DISCRIMINATOR_KEYS and all(value == 0.0 for value in d_logs.values())
+    assert logs["total"] == pytest.approx(logs["nll"] + 1e-6 * logs["kl"], rel=1e-6)
+    with pytest.raises(ValueError, match="step 4: the discriminator is off before disc_start"):
+        loss.discriminator_objective(inputs, out.sample, 4)
+    assert calls == []
 
     monkeypatch.undo()
-    _, _, _, total, logs = tiny_vae_step(loss, step=5)
+    _, _, _, _, logs = tiny_vae_step(loss, step=5)
     assert len(calls) == 1 and logs["disc_factor"] == 0.5 and logs["d_weight"] > 0
-    loss.discriminator_loss(inputs, out.sample, 5)
+    loss.discriminator_objective(inputs, out.sample, 5)
     assert len(calls) == 3  # one forward for real maps, one for reconstructions
 
 
 def test_adaptive_weight_and_total_after_disc_start_match_autograd():
     loss = make_loss(disc_start=5, disc_weight=0.5)
-    vae, inputs, out, total, logs = tiny_vae_step(loss, step=7)
+    vae, inputs, out, _, logs = tiny_vae_step(loss, step=7)
     last_layer = vae.get_last_layer()
 
     # Direct: the same nll and generator loss, differentiated separately.
@@ -167,23 +166,23 @@ def test_adaptive_weight_and_total_after_disc_start_match_autograd():
     assert logs["d_weight"] == pytest.approx(expected_weight.item(), rel=1e-5)
     assert logs["g_loss"] == pytest.approx(g_loss.item(), rel=1e-5)
     expected_total = logs["nll"] + 1e-6 * logs["kl"] + logs["d_weight"] * 0.5 * logs["g_loss"]
-    assert total.item() == pytest.approx(expected_total, rel=1e-5)
+    assert logs["total"] == pytest.approx(expected_total, rel=1e-5)
 
 
 def test_ramp_scales_the_adversarial_term():
     loss = make_loss(disc_start=5, disc_ramp_steps=4)
     assert [loss.disc_factor(step) for step in (4, 5, 6, 8, 9)] == [0.0, 0.125, 0.25, 0.5, 0.5]
-    _, _, _, total, logs = tiny_vae_step(loss, step=5)
+    _, _, _, _, logs = tiny_vae_step(loss, step=5)
     assert logs["disc_factor"] == 0.125
     expected_total = logs["nll"] + 1e-6 * logs["kl"] + logs["d_weight"] * 0.125 * logs["g_loss"]
-    assert total.item() == pytest.approx(expected_total, rel=1e-5)
+    assert logs["total"] == pytest.approx(expected_total, rel=1e-5)
 
 
 def test_generator_objective_gives_no_gradient_to_the_discriminator():
     loss = make_loss(disc_start=0)
-    vae, inputs, out, total, logs = tiny_vae_step(loss, step=0)
+    vae, inputs, out, surrogate, logs = tiny_vae_step(loss, step=0)
     assert logs["d_weight"] > 0
-    total.backward()
+    surrogate.backward()
     assert all(parameter.grad is None for parameter in loss.discriminator.parameters())
     assert all(parameter.requires_grad for parameter in loss.discriminator.parameters())  # not toggled
     assert vae.get_last_layer().grad is not None and vae.encoder.conv_in.weight.grad.abs().sum() > 0
@@ -192,17 +191,17 @@ def test_generator_objective_gives_no_gradient_to_the_discriminator():
 def test_discriminator_objective_gives_no_gradient_to_the_autoencoder():
     loss = make_loss(disc_start=0)
     vae, inputs, out, _, _ = tiny_vae_step(loss, step=0)
-    d_loss, logs = loss.discriminator_loss(inputs, out.sample, 0)
+    d_loss, logs = loss.discriminator_objective(inputs, out.sample, 0)
     d_loss.backward()
     assert all(parameter.grad is None for parameter in vae.parameters())
     assert loss.logvar.grad is None
     assert all(parameter.grad is not None for parameter in loss.discriminator.parameters())
-    assert set(logs) == DISCRIMINATOR_KEYS and logs["disc_factor"] == 0.5
-    assert logs["disc_loss"] == pytest.approx(d_loss.item())
+    assert set(logs) == DISCRIMINATOR_KEYS
+    assert floats(logs)["disc_loss"] == pytest.approx(d_loss.item())
 
 
 @pytest.mark.parametrize("gan_loss, expected", [("hinge", 0.5 * 2.0), ("vanilla", 0.5 * 2 * math.log(2))])
-def test_discriminator_loss_runs_the_module_it_is_given(gan_loss: str, expected: float):
+def test_discriminator_objective_runs_the_module_it_is_given(gan_loss: str, expected: float):
     loss = make_loss(disc_start=0, gan_loss=gan_loss)
 
     class Wrapper(nn.Module):  # stands in for the accelerate/DDP wrapper of loss.discriminator
@@ -217,10 +216,10 @@ def test_discriminator_loss_runs_the_module_it_is_given(gan_loss: str, expected:
 
     wrapper = Wrapper()
     reconstructions = maps(seed=1).requires_grad_()
-    d_loss, logs = loss.discriminator_loss(maps(), reconstructions, 3, discriminator=wrapper)
+    d_loss, logs = loss.discriminator_objective(maps(), reconstructions, 3, discriminator=wrapper)
     assert wrapper.calls == 2
     assert d_loss.item() == pytest.approx(expected)  # zero logits: hinge 1 + 1, vanilla ln 2 + ln 2
-    assert logs["logits_real"] == logs["logits_fake"] == 0.0
+    assert floats(logs)["logits_real"] == floats(logs)["logits_fake"] == 0.0
 
 
 def test_vanilla_generator_term():
@@ -234,8 +233,8 @@ def test_vanilla_generator_term():
 def test_logvar_gets_a_gradient_only_when_learned(learn_logvar: bool):
     loss = make_loss(learn_logvar=learn_logvar, logvar_init=0.2, kl_weight=0.0)
     inputs, reconstructions = maps(seed=0), maps(seed=1).requires_grad_()
-    total, _ = loss.generator_loss(inputs, reconstructions, posterior(), 0)
-    total.backward()
+    surrogate, _ = objective(loss, inputs, reconstructions, posterior(), 0)
+    surrogate.backward()
     assert reconstructions.grad is not None
     if learn_logvar:
         assert loss.trainable_autoencoder_parameters() == [loss.logvar]
@@ -250,12 +249,10 @@ def test_logvar_gets_a_gradient_only_when_learned(learn_logvar: bool):
         assert isinstance(loss.logvar, nn.Parameter) and loss.logvar.item() == pytest.approx(0.2)
 
 
-def test_validation_under_no_grad_needs_no_last_layer():
+def test_generator_objective_needs_a_graph():
     loss = make_loss(disc_start=0)
-    with torch.no_grad():
-        total, logs = loss.generator_loss(maps(), maps(seed=1), posterior(), 10)
-    assert logs["disc_factor"] == 0.5 and logs["d_weight"] == 0.0 and logs["g_loss"] != 0.0
-    assert total.item() == pytest.approx(logs["nll"] + 1e-6 * logs["kl"], rel=1e-6)
+    with torch.no_grad(), pytest.raises(ValueError, match="needs reconstructions with a graph"):
+        loss.generator_objective(maps(), maps(seed=1).requires_grad_(), posterior(), 10)
 
 
 def test_state_dict_and_config_round_trip(tmp_path):
@@ -283,10 +280,10 @@ def test_bad_input_is_refused_before_any_work():
         (dict(inputs=inputs[0], reconstructions=inputs[0]), r"got \(1, 32, 32\) and \(1, 32, 32\)"),
         (dict(global_step=2.5), r"global_step must be a non-negative integer, got 2.5 \(float\)"),
         (dict(global_step=-3), r"global_step must be a non-negative integer, got -3"),
-        (dict(weights=torch.ones(3, 1, 32, 32)), r"weights of shape \(3, 1, 32, 32\) do not broadcast"),
         (dict(posterior=torch.zeros(2)), r"posterior with a kl\(\) method.*got Tensor"),
         (dict(posterior=posterior(batch=3)), r"kl\(\) has shape \(3,\), expected \(2,\)"),
-        (dict(last_layer=None), r"needs last_layer \(vae.get_last_layer\(\)\)"),
+        (dict(last_layer=None), r"needs last_layer \(vae.get_last_layer\(\), a weight that requires grad\)"),
+        (dict(reconstructions=maps(seed=1)), r"needs reconstructions with a graph"),
     ]
     for override, message in cases:
         arguments = dict(
@@ -298,15 +295,16 @@ def test_bad_input_is_refused_before_any_work():
         )
         arguments.update(override)
         with pytest.raises(ValueError, match=message):
-            loss.generator_loss(**arguments)
+            loss.generator_objective(**arguments)
     assert calls == []  # every check ran before the discriminator
     with pytest.raises(ValueError, match=r"got \(2, 1, 32, 32\) and \(2, 1, 64, 64\)"):
-        loss.discriminator_loss(inputs, maps(size=64), 0)
+        loss.discriminator_objective(inputs, maps(size=64), 0)
     with pytest.raises(ValueError, match=r"got 1.0 \(float\)"):
-        loss.discriminator_loss(inputs, inputs, 1.0)
-    with pytest.raises(ValueError, match="does not depend on last_layer"):
+        loss.discriminator_objective(inputs, inputs, 1.0)
+    assert calls == []
+    with pytest.raises(ValueError, match="do not depend on last_layer"):
         unrelated_layer = nn.Parameter(torch.zeros(1))
-        loss.generator_loss(inputs, maps(seed=1).requires_grad_(), posterior(), 0, last_layer=unrelated_layer)
+        loss.generator_objective(inputs, maps(seed=1).requires_grad_(), posterior(), 0, last_layer=unrelated_layer)
 
 
 @pytest.mark.parametrize(
@@ -341,12 +339,13 @@ def test_training_steps_with_ddp_wrapped_modules(tmp_path):
         weights_before = {name: tensor.clone() for name, tensor in state.items() if name.endswith("weight")}
         inputs = maps()
         out = ddp_vae(inputs, sample_posterior=True, return_posterior=True)
-        total, logs = loss.generator_loss(inputs, out.sample, out.latent_dist, 0, vae.get_last_layer())
-        total.backward()
+        surrogate, logs = objective(loss, inputs, out.sample, out.latent_dist, 0, vae.get_last_layer())
+        surrogate.backward()
         assert all(parameter.grad is None for parameter in loss.discriminator.parameters())
         vae_optimizer.step()
         vae_optimizer.zero_grad(set_to_none=True)
-        d_loss, d_logs = loss.discriminator_loss(inputs, out.sample, 0, discriminator=ddp_discriminator)
+        d_loss, d_logs = loss.discriminator_objective(inputs, out.sample, 0, discriminator=ddp_discriminator)
+        d_logs = floats(d_logs)
         d_loss.backward()
         assert all(parameter.grad is None for parameter in vae.parameters())
         disc_optimizer.step()

@@ -1,11 +1,12 @@
-"""The training step of radiodiff_vae.training: the cheaper generator objective gives RadioVAELoss's values and
-gradients, fp16 with a real GradScaler steps both optimizers with true gradients, and the discriminator's learning
-rate schedule starts at disc_start."""
+"""The training step of radiodiff_vae.training: the cheaper generator objective gives the directly differentiated
+loss's values and gradients (tests/reference_loss.py), fp16 with a real GradScaler steps both optimizers with true
+gradients, and the discriminator's learning rate schedule starts at disc_start."""
 
 from pathlib import Path
 
 import pytest
 import torch
+from reference_loss import generator_loss
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
 from radiodiff_vae.losses.vae_gan import GENERATOR_LOG_KEYS
@@ -31,22 +32,22 @@ def _model_and_loss(torch_home, monkeypatch, perceptual_weight, gan_loss="hinge"
     [(1.0, 0, "hinge"), (1.0, 3, "hinge"), (0.0, 7, "vanilla")],
     ids=["phase1-lpips", "phase2-lpips", "phase2-vanilla"],
 )
-def test_generator_objective_has_the_values_and_gradients_of_generator_loss(
+def test_generator_objective_has_the_values_and_gradients_of_the_direct_loss(
     torch_home, monkeypatch, perceptual_weight, step, gan_loss
 ):
     vae, loss = _model_and_loss(torch_home, monkeypatch, perceptual_weight, gan_loss)
     inputs = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     parameters = list(vae.parameters()) + [loss.logvar]
 
-    def run(method):
+    def run(objective_of):
         out = vae(inputs, sample_posterior=True, generator=torch.Generator().manual_seed(2), return_posterior=True)
-        objective, logs = getattr(loss, method)(inputs, out.sample, out.latent_dist, step, vae.get_last_layer())
+        objective, logs = objective_of(inputs, out.sample, out.latent_dist, step, vae.get_last_layer())
         grads = torch.autograd.grad(objective, parameters, allow_unused=True)
         floats = {key: float(value) for key, value in logs.items()}
         return floats, [torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads)]
 
-    expected_logs, expected_grads = run("generator_loss")
-    logs, grads = run("generator_objective")
+    expected_logs, expected_grads = run(lambda *arguments: generator_loss(loss, *arguments))
+    logs, grads = run(loss.generator_objective)
     assert set(logs) == set(expected_logs) == set(GENERATOR_LOG_KEYS) | {"disc_factor"}
     for key in expected_logs:
         assert logs[key] == pytest.approx(expected_logs[key], rel=1e-5, abs=1e-7), key

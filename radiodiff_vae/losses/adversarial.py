@@ -55,55 +55,19 @@ def generator_gan_loss(logits_fake: torch.Tensor, kind: str = "hinge") -> torch.
 
 
 def adaptive_generator_weight(
-    nll_loss: torch.Tensor,
-    g_loss: torch.Tensor,
-    last_layer: torch.Tensor,
-    disc_weight: float = 1.0,
-) -> torch.Tensor:
-    """Weight that gives the GAN term a gradient as large as the reconstruction term's at ``last_layer``.
-
-    ``clamp(||d nll / d last_layer|| / (||d g_loss / d last_layer|| + 1e-4), 0, 1e4) * disc_weight``, detached
-    (Esser et al. 2021, report section 3.3). Both graphs are kept (``retain_graph=True``) for the backward pass
-    of the total loss, and no ``.grad`` is written.
-
-    Args:
-        nll_loss (`torch.Tensor`): 0-dim reconstruction objective.
-        g_loss (`torch.Tensor`): 0-dim generator GAN loss.
-        last_layer (`torch.Tensor`): a tensor both losses depend on, normally ``vae.get_last_layer()``.
-        disc_weight (`float`, defaults to 1.0): multiplies the clamped ratio.
-
-    Returns:
-        0-dim tensor, no grad.
-
-    Raises:
-        ValueError: ``last_layer`` does not require grad or one of the losses does not depend on it.
-    """
-    if not last_layer.requires_grad:
-        raise ValueError("adaptive_generator_weight: last_layer does not require grad, so it has no gradients.")
-    nll_grads = torch.autograd.grad(nll_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    g_grads = torch.autograd.grad(g_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    if nll_grads is None or g_grads is None:
-        unused = "nll_loss" if nll_grads is None else "g_loss"
-        raise ValueError(
-            f"adaptive_generator_weight: {unused} does not depend on last_layer (shape {tuple(last_layer.shape)}); "
-            f"pass the decoder's output weight, vae.get_last_layer(), of the model that made the reconstructions."
-        )
-    weight = torch.linalg.vector_norm(nll_grads) / (torch.linalg.vector_norm(g_grads) + ADAPTIVE_WEIGHT_EPS)
-    return torch.clamp(weight, 0.0, ADAPTIVE_WEIGHT_MAX).detach() * disc_weight
-
-
-def adaptive_generator_weight_from_output_grads(
     reconstructions: torch.Tensor,
     nll_grad: torch.Tensor,
     gan_grad: torch.Tensor,
     last_layer: torch.Tensor,
     disc_weight: float = 1.0,
 ) -> torch.Tensor:
-    """:func:`adaptive_generator_weight` from the losses' gradients with respect to the reconstructions.
+    """Weight that gives the GAN term a gradient as large as the reconstruction term's at ``last_layer``.
 
-    ``d loss / d last_layer`` is ``d loss / d x_hat`` pulled back through the decoder's last layer only: one
-    weight-gradient convolution per loss (``retain_graph=True``; autograd visits nothing below that layer), where
-    :func:`adaptive_generator_weight` backpropagates each loss through LPIPS or the discriminator again.
+    ``clamp(||d nll / d last_layer|| / (||d g_loss / d last_layer|| + 1e-4), 0, 1e4) * disc_weight``, detached
+    (Esser et al. 2021, report section 3.3), from the losses' gradients with respect to the reconstructions ``x_hat``:
+    ``d loss / d last_layer`` is ``d loss / d x_hat`` pulled back through the decoder's last layer only, one
+    weight-gradient convolution per loss (``retain_graph=True``; autograd visits nothing below that layer and
+    writes no ``.grad``), instead of a second backward of each loss through LPIPS or the discriminator.
 
     Args:
         reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the decoder's output, with its graph.
@@ -114,6 +78,9 @@ def adaptive_generator_weight_from_output_grads(
 
     Returns:
         0-dim tensor, no grad.
+
+    Raises:
+        ValueError: ``last_layer`` does not require grad or the reconstructions do not depend on it.
     """
     if not last_layer.requires_grad:
         raise ValueError("adaptive_generator_weight: last_layer does not require grad, so it has no gradients.")

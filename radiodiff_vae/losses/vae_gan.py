@@ -1,16 +1,17 @@
 """RadioVAELoss: the VAE-GAN objective of the RadioDiff VAE (report section 3, defaults of docs/loss.md).
 
-A training step calls it twice on one autoencoder forward::
+A training step calls it twice on one autoencoder forward, as ``radiodiff_vae.training.VAEGANStep`` does::
 
     out = vae(x, sample_posterior=True, return_posterior=True)          # through the accelerate-prepared vae
-    loss, logs = criterion.generator_loss(x, out.sample, out.latent_dist, step, last_layer=raw_vae.get_last_layer())
-    accelerator.backward(loss); vae_optimizer.step()  # its params: vae's + criterion.trainable_autoencoder_parameters()
+    objective, logs = criterion.generator_objective(x, out.sample, out.latent_dist, step, raw_vae.get_last_layer())
     if criterion.disc_factor(step) > 0:
-        d_loss, d_logs = criterion.discriminator_loss(x, out.sample, step, discriminator=prepared_discriminator)
-        accelerator.backward(d_loss); disc_optimizer.step()
+        d_loss, d_logs = criterion.discriminator_objective(x, out.sample, step, discriminator=prepared_discriminator)
+        objective = objective + d_loss                # no gradient crosses: the discriminator sees detached maps
+    accelerator.backward(objective)   # then both optimizers (the autoencoder's also trains
+                                      # criterion.trainable_autoencoder_parameters())
 
-``generator_objective`` is the same objective with a cheaper backward (LPIPS and the discriminator backpropagated
-once each); ``radiodiff_vae.training.VAEGANStep`` uses it.
+``generator_objective`` returns a surrogate with the loss's gradients whose backward runs LPIPS and the
+discriminator once each; ``logs["total"]`` is the loss's value.
 """
 
 from typing import Dict, List, Optional, Tuple, Union
@@ -22,7 +23,6 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from ..models.discriminator import NLayerDiscriminator
 from .adversarial import (
     adaptive_generator_weight,
-    adaptive_generator_weight_from_output_grads,
     check_gan_loss,
     check_global_step,
     discriminator_factor,
@@ -141,68 +141,21 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         return [self.logvar] if self.logvar.requires_grad else []
 
     # ----------------------------------------------------------------------------------------------------------
-    def generator_loss(
-        self,
-        inputs: torch.Tensor,
-        reconstructions: torch.Tensor,
-        posterior,
-        global_step: Union[int, torch.Tensor],
-        last_layer: Optional[torch.Tensor] = None,
-        weights: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """The autoencoder's objective (class docstring) and its logs.
-
-        Args:
-            inputs (`torch.Tensor` of shape `(B, C, H, W)`): the maps, in [-1, 1].
-            reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the decoder's output, with its graph.
-            posterior (`DiagonalGaussianDistribution`): ``q(z | inputs)``; anything with ``kl() -> (B,)``.
-            global_step (`int`): the optimisation step, for ``disc_factor``.
-            last_layer (`torch.Tensor`, *optional*): ``vae.get_last_layer()``; needed from ``disc_start`` on when
-                gradients are enabled. Under no_grad (validation) the adaptive weight, and so the GAN term, is 0.
-            weights (`torch.Tensor`, *optional*): per-pixel weights of the nll, broadcastable to `(B, C, H, W)`
-                (e.g. a mask); the adaptive weight still uses the unweighted nll.
-
-        Returns:
-            The 0-dim loss, and Python floats: total, nll, rec (mean per pixel), l1, mse, perceptual (means),
-            kl, logvar, d_weight, disc_factor, g_loss (d_weight and g_loss are 0 while the discriminator is off).
-        """
-        step = check_global_step(global_step)
-        _check_maps(inputs, reconstructions, "generator_loss")
-        if weights is not None and not _broadcasts_to(weights.shape, inputs.shape):
-            raise ValueError(
-                f"generator_loss: weights of shape {tuple(weights.shape)} do not broadcast to the maps' shape "
-                f"{tuple(inputs.shape)}."
-            )
-        kl = _posterior_kl(posterior, inputs.shape[0])  # before any other work: it checks the posterior
-        factor = self.disc_factor(step)
-        # The adaptive weight needs gradients; under no_grad (validation) it is 0 and the GAN term drops out.
-        adaptive = factor > 0 and torch.is_grad_enabled() and reconstructions.requires_grad
-        if adaptive and last_layer is None:
-            raise ValueError(
-                f"generator_loss at step {step} (disc_start {self.config.disc_start}) needs last_layer "
-                f"(vae.get_last_layer()) for the adaptive GAN weight, got None."
-            )
-
-        loss, terms, _, _ = self._generator_terms(inputs, reconstructions, kl, factor, weights, last_layer, adaptive)
-        logs = dict(zip(GENERATOR_LOG_KEYS, _to_floats([terms[key] for key in GENERATOR_LOG_KEYS])))
-        logs["disc_factor"] = factor
-        return loss, logs
-
     def generator_objective(
         self,
         inputs: torch.Tensor,
         reconstructions: torch.Tensor,
         posterior,
         global_step: Union[int, torch.Tensor],
-        last_layer: torch.Tensor,
+        last_layer: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """:meth:`generator_loss` as a cheaper backward: the same gradients, the LPIPS and GAN backwards run once.
+        """The autoencoder's objective (class docstring) as a surrogate to backpropagate once, and its logs.
 
         The loss's part that depends on the reconstruction ``x_hat`` is differentiated with respect to ``x_hat``
         (and ``logvar``) first: one backward through LPIPS for ``dnll/dx_hat``, one through the discriminator for
         ``dg/dx_hat``. The adaptive weight needs both gradients at the decoder's last layer; the chain rule from
         ``x_hat`` to ``last_layer`` is a single weight-gradient convolution, so no backward through LPIPS or the
-        discriminator is repeated (:meth:`generator_loss` runs both twice). The returned surrogate
+        discriminator is repeated (differentiating the total loss directly would run both twice). The surrogate
         ``sum(x_hat * dL/dx_hat) + kl_weight * kl + logvar * dL/dlogvar`` has the total loss's gradient with
         respect to every autoencoder parameter and ``logvar``; backpropagate it (``accelerator.backward``) once.
 
@@ -211,12 +164,19 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             reconstructions (`torch.Tensor` of shape `(B, C, H, W)`): the decoder's output, with its graph.
             posterior (`DiagonalGaussianDistribution`): ``q(z | inputs)``, with its graph.
             global_step (`int`): the optimisation step, for ``disc_factor``.
-            last_layer (`torch.Tensor`): ``vae.get_last_layer()`` of the model that made ``reconstructions``.
+            last_layer (`torch.Tensor`, *optional*): ``vae.get_last_layer()`` of the model that made
+                ``reconstructions``; needed from ``disc_start`` on, for the adaptive GAN weight.
 
         Returns:
-            The 0-dim surrogate (its value is not the loss), and detached 0-dim tensors: the keys of
-            :meth:`generator_loss` (``total`` is the loss's value) and ``disc_factor``. Nothing is turned into a
-            Python number, so a caller can keep them on the device until it logs.
+            The 0-dim surrogate (its value is not the loss), and detached 0-dim tensors: total (the loss's value),
+            nll, rec (mean per pixel), l1, mse, perceptual (means), kl, logvar, d_weight, g_loss (both 0 while the
+            discriminator is off) and disc_factor. Nothing is turned into a Python number, so a caller can keep them
+            on the device until it logs.
+
+        Raises:
+            ValueError: maps of different shapes, a posterior without ``kl()`` or of another batch size, a step that
+                is no non-negative integer, reconstructions without a graph, no ``last_layer`` from ``disc_start``
+                on; before any work.
         """
         step = check_global_step(global_step)
         _check_maps(inputs, reconstructions, "generator_objective")
@@ -224,20 +184,25 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             raise ValueError("generator_objective needs reconstructions with a graph (gradients enabled).")
         kl = _posterior_kl(posterior, inputs.shape[0])
         factor = self.disc_factor(step)
+        if factor > 0 and not (isinstance(last_layer, torch.Tensor) and last_layer.requires_grad):
+            raise ValueError(
+                f"generator_objective at step {step} (disc_start {self.config.disc_start}) needs last_layer "
+                f"(vae.get_last_layer(), a weight that requires grad) for the adaptive GAN weight, got "
+                f"{type(last_layer).__name__}."
+            )
         # A leaf cut between the autoencoder and the loss: the LPIPS and discriminator graphs end here and are
         # freed by the first autograd.grad, before the autoencoder's backward allocates its gradients.
         # (A view of the leaf, not the leaf itself: module backward hooks, e.g. FlopCounterMode's, refuse a leaf
         # input under autograd.grad.)
         leaf = reconstructions.detach().requires_grad_(True).view_as(reconstructions)
-        loss, terms, nll_loss, g_loss = self._generator_terms(inputs, leaf, kl, factor, None, None, False)
+        loss, terms, nll_loss, g_loss = self._generator_terms(inputs, leaf, kl, factor)
         loose = [self.logvar] if self.logvar.requires_grad else []
         nll_grads = torch.autograd.grad(nll_loss, [leaf, *loose])  # the LPIPS backward, once
         rec_grad = nll_grads[0]  # (B, C, H, W)
         if factor > 0:
             (gan_grad,) = torch.autograd.grad(g_loss, leaf)  # the discriminator's input backward, once
-            d_weight = adaptive_generator_weight_from_output_grads(
-                reconstructions, rec_grad, gan_grad, last_layer, self.config.disc_weight
-            )
+            disc_weight = self.config.disc_weight
+            d_weight = adaptive_generator_weight(reconstructions, rec_grad, gan_grad, last_layer, disc_weight)
             rec_grad = rec_grad + (d_weight * factor).to(gan_grad.dtype) * gan_grad
             terms["d_weight"] = d_weight
             loss = loss + d_weight * factor * g_loss.detach()
@@ -250,16 +215,10 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         return surrogate, logs
 
     def _generator_terms(
-        self,
-        inputs: torch.Tensor,
-        reconstructions: torch.Tensor,
-        kl: torch.Tensor,
-        factor: float,
-        weights: Optional[torch.Tensor],
-        last_layer: Optional[torch.Tensor],
-        adaptive: bool,
+        self, inputs: torch.Tensor, reconstructions: torch.Tensor, kl: torch.Tensor, factor: float
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """The loss, its terms by log key (plus ``kl_tensor``, with its graph), the nll and the GAN loss."""
+        """The loss without its GAN term (``d_weight`` needs the gradients), its terms by log key (plus
+        ``kl_tensor``, with its graph), the nll and the GAN loss (0 while ``factor`` is 0)."""
         batch_size = inputs.shape[0]
         difference = inputs - reconstructions
         l1 = difference.abs()  # (B, C, H, W)
@@ -272,32 +231,28 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             perceptual = l1.new_zeros(())
         nll = rec / torch.exp(self.logvar) + self.logvar  # (B, C, H, W)
         nll_loss = nll.sum() / batch_size
-        weighted_nll_loss = (nll * weights).sum() / batch_size if weights is not None else nll_loss
         kl_loss = kl.to(nll_loss.device).sum() / batch_size
 
-        zero = nll_loss.new_zeros(())
-        g_loss, d_weight = zero, zero
+        g_loss = d_weight = nll_loss.new_zeros(())
         if factor > 0:
             logits = self._logits_without_discriminator_grad(reconstructions).float()  # (B, 1, h, w)
             g_loss = generator_gan_loss(logits, self.config.gan_loss)
-            if adaptive:
-                d_weight = adaptive_generator_weight(nll_loss, g_loss, last_layer, self.config.disc_weight)
 
-        loss = weighted_nll_loss + self.config.kl_weight * kl_loss + d_weight * factor * g_loss
+        loss = nll_loss + self.config.kl_weight * kl_loss
         values = [loss, nll_loss, rec.mean(), l1.mean(), mse.mean(), perceptual.mean(), kl_loss, self.logvar]
         values += [d_weight, g_loss]
         terms = {key: value.detach() for key, value in zip(GENERATOR_LOG_KEYS, values)}
         terms["kl_tensor"] = kl_loss
-        return loss, terms, weighted_nll_loss, g_loss
+        return loss, terms, nll_loss, g_loss
 
-    def discriminator_loss(
+    def discriminator_objective(
         self,
         inputs: torch.Tensor,
         reconstructions: torch.Tensor,
         global_step: Union[int, torch.Tensor],
         discriminator: Optional[nn.Module] = None,
-    ) -> Tuple[torch.Tensor, Dict[str, float]]:
-        """The discriminator's objective on detached maps, and its logs.
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The discriminator's objective on detached maps, and its logs; from ``disc_start`` on only.
 
         Args:
             inputs (`torch.Tensor` of shape `(B, C, H, W)`): real maps.
@@ -307,33 +262,14 @@ class RadioVAELoss(nn.Module, ConfigMixin):
                 wrapper of ``self.discriminator``; defaults to ``self.discriminator``.
 
         Returns:
-            The 0-dim loss and the floats disc_loss, logits_real, logits_fake (means), disc_factor. Before
-            ``disc_start`` the loss is a constant 0 without grad and no discriminator runs: skip the
-            discriminator's backward and step then (``disc_factor(step) == 0``).
+            The 0-dim loss and detached 0-dim tensors disc_loss, logits_real, logits_fake (means); no host transfer.
+
+        Raises:
+            ValueError: maps of different shapes, a step that is no non-negative integer, or a step before
+                ``disc_start`` (``disc_factor(step) == 0``: the discriminator is off, skip its backward and step).
         """
         step = check_global_step(global_step)
-        _check_maps(inputs, reconstructions, "discriminator_loss")
-        factor = self.disc_factor(step)
-        if factor == 0:
-            logs = dict.fromkeys(DISCRIMINATOR_LOG_KEYS, 0.0)
-            logs["disc_factor"] = 0.0
-            return inputs.new_zeros((), dtype=torch.float32), logs
-
-        d_loss, terms = self.discriminator_objective(inputs, reconstructions, step, discriminator)
-        logs = dict(zip(DISCRIMINATOR_LOG_KEYS, _to_floats([terms[key] for key in DISCRIMINATOR_LOG_KEYS])))
-        logs["disc_factor"] = factor
-        return d_loss, logs
-
-    def discriminator_objective(
-        self,
-        inputs: torch.Tensor,
-        reconstructions: torch.Tensor,
-        global_step: Union[int, torch.Tensor],
-        discriminator: Optional[nn.Module] = None,
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """:meth:`discriminator_loss` with its logs as detached 0-dim tensors (no host transfer); from
-        ``disc_start`` on only (raises a ValueError before)."""
-        step = check_global_step(global_step)
+        _check_maps(inputs, reconstructions, "discriminator_objective")
         factor = self.disc_factor(step)
         if factor == 0:
             raise ValueError(f"discriminator_objective at step {step}: the discriminator is off before disc_start.")
@@ -361,30 +297,19 @@ def _check_maps(inputs: torch.Tensor, reconstructions: torch.Tensor, method: str
         )
 
 
-def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
-    try:
-        return torch.broadcast_shapes(shape, target) == target
-    except RuntimeError:  # torch's way of saying "not broadcastable"
-        return False
-
-
 def _posterior_kl(posterior, batch_size: int) -> torch.Tensor:
     """``posterior.kl()`` as a ``(B,)`` tensor (a deterministic posterior's KL is a single 0)."""
     if not callable(getattr(posterior, "kl", None)):
         raise ValueError(
-            f"generator_loss expects a posterior with a kl() method (DiagonalGaussianDistribution, e.g. "
+            f"generator_objective expects a posterior with a kl() method (DiagonalGaussianDistribution, e.g. "
             f"vae.encode(x).latent_dist), got {type(posterior).__name__}."
         )
     kl = posterior.kl()
     deterministic = getattr(posterior, "deterministic", False)
     if kl.ndim != 1 or (kl.shape[0] != batch_size and not deterministic):
         raise ValueError(
-            f"generator_loss: the posterior's kl() has shape {tuple(kl.shape)}, expected ({batch_size},) for a "
+            f"generator_objective: the posterior's kl() has shape {tuple(kl.shape)}, expected ({batch_size},) for a "
             f"batch of {batch_size} maps."
         )
     return kl
 
-
-def _to_floats(values: List[torch.Tensor]) -> List[float]:
-    # One device-to-host transfer for all logged values.
-    return torch.stack([value.detach().float().reshape(()) for value in values]).tolist()
