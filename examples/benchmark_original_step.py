@@ -96,8 +96,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_train_step as package_bench  # noqa: E402  (this folder's script: build, runner, timing helpers)
 
-from radiodiff_vae.original_checkpoint import convert_vae_state_dict  # noqa: E402
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path  # noqa: E402
+from radiodiff_vae.original_checkpoint import convert_vae_state_dict  # noqa: E402
 
 PRESET = "radiodiff-ldm-f4"
 # configs/first_radio.yaml of the original (the radio VAE run)

@@ -83,7 +83,8 @@ def test_adaptive_weight_equals_a_direct_autograd_computation():
 
 def test_adaptive_weight_is_clamped_to_1e4():
     last_layer, _, output, _, _, nll_grad, g_grad = _toy_graph(g_scale=1e-12)
-    assert adaptive_generator_weight(output, nll_grad, g_grad, last_layer, disc_weight=0.5).item() == pytest.approx(0.5e4)
+    weight = adaptive_generator_weight(output, nll_grad, g_grad, last_layer, disc_weight=0.5)
+    assert weight.item() == pytest.approx(0.5e4)
     last_layer, _, output, _, _, nll_grad, g_grad = _toy_graph()
     assert adaptive_generator_weight(output, 0.0 * nll_grad, g_grad, last_layer).item() == 0.0
 
