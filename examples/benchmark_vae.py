@@ -50,7 +50,7 @@ from radiodiff_vae.atomic import atomic_write_json
 from radiodiff_vae.evaluation import downsample_factor_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_train_step import time_step_samples  # noqa: E402  (this folder's script: the interleaved timer)
+from benchmark_train_step import synchronize, time_step_samples  # noqa: E402  (this folder's script: the timer)
 
 AUTOENCODER_KL = "AutoencoderKL"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -142,11 +142,6 @@ def describe_machine(device: torch.device) -> str:
             names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
             cpu = names[0] if names else cpu
     return f"{cpu}, {torch.get_num_threads()} torch threads of {os.cpu_count()} cores (torch {torch.__version__})"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:

@@ -123,7 +123,7 @@ def evaluate(model: Path, output_dir: Path, data: List[str], log: Path) -> Dict[
 
 
 def unseen_cities(args: argparse.Namespace, resolution: int) -> List[str]:
-    maps = 16 if args.dry_run else args.eval_maps
+    maps = 8 if args.dry_run else args.eval_maps
     return ["--synthetic_maps", str(maps), "--synthetic_tx", "1", "--data_seed", str(EVALUATION_SEED),
             "--resolution", str(resolution)] + (["--device", "cpu"] if args.dry_run else [])  # fmt: skip
 
@@ -189,7 +189,7 @@ def draw_curves(curves: Dict[str, List[tuple]], path: Path, title: str) -> None:
 # the parts
 def run_recipe(args: argparse.Namespace, out: Path) -> Dict[str, object]:
     step_seconds = phase1_seconds(Path(args.step_json)) if args.step_json else args.step_seconds
-    steps = 12 if args.dry_run else max(50, int(args.train_seconds / (step_seconds * OVERHEAD)))
+    steps = 8 if args.dry_run else max(50, int(args.train_seconds / (step_seconds * OVERHEAD)))
     run = out / "recipe"
     start = time.perf_counter()
     train(run, phase_flags(steps) + toy_flags(args), out / "recipe_train.log")
@@ -248,7 +248,7 @@ def run_compare(args: argparse.Namespace, out: Path) -> Dict[str, object]:
     rows, processes = [], []
     for index, (label, flags, part) in enumerate(LAYOUTS):
         if args.dry_run:  # the 4x layout's stand-in is tiny-f4 (the report's layout with two downsamplings)
-            step_seconds, steps = 1.0, 6
+            step_seconds, steps = 1.0, 3
             flags = ["--preset", "tiny-f4" if "ldm-f4" in label else "tiny"] + flags[2:]
         else:
             step_seconds = phase1_seconds(Path(args.bench_dir) / f"{part}.json")
@@ -272,7 +272,7 @@ def run_compare(args: argparse.Namespace, out: Path) -> Dict[str, object]:
 
 
 def run_precision(args: argparse.Namespace, out: Path) -> Dict[str, object]:
-    steps = 8 if args.dry_run else args.precision_steps
+    steps = 3 if args.dry_run else args.precision_steps
     resolution = 32 if args.dry_run else args.precision_resolution
     precisions = ["no", "bf16"]
     runs, processes = {}, []

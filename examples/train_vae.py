@@ -93,6 +93,11 @@ SEED_RANGE = (0, 2**32 - 1)
 
 # ------------------------------------------------------------------------------------------------------------------
 # arguments
+def add_auto_switch(group: argparse._ArgumentGroup, flag: str, help: str) -> None:
+    """A switch that is ``on``, ``off`` or ``auto`` (decided by the device at start-up)."""
+    group.add_argument(flag, type=str, default="auto", choices=["auto", "on", "off"], help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         description="Train a RadioVAE (VAE-GAN, two phases) with accelerate.",
@@ -199,20 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Autocast precision (weights stay fp32); default: the accelerate config's. The report trains in fp32.",
     )
     training.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
-    training.add_argument(
+    add_auto_switch(
+        training,
         "--channels_last",
-        type=str,
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="Autoencoder, LPIPS and discriminator in channels-last memory layout (no NCHW <-> NHWC transposes around "
+        "Autoencoder, LPIPS and discriminator in channels-last memory layout (no NCHW <-> NHWC transposes around "
         "cuDNN's convolutions); auto: on with CUDA (docs/benchmarks.md), off on a CPU.",
     )
-    training.add_argument(
+    add_auto_switch(
+        training,
         "--cudnn_benchmark",
-        type=str,
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="torch.backends.cudnn.benchmark: time cuDNN's algorithms once per input shape; auto: on with CUDA when "
+        "torch.backends.cudnn.benchmark: time cuDNN's algorithms once per input shape; auto: on with CUDA when "
         "every training batch has the same size.",
     )
     training.add_argument(

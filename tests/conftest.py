@@ -1,13 +1,24 @@
 """Fixtures shared by the test modules: one intra-op thread, the in-memory Hub of ``hub_server.py``, and a
 TORCH_HOME with a random VGG16 trunk so that LPIPS runs offline."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from hub_server import HubServer
 
 VGG16_TRUNK_NAME = "vgg16-397923af.pth"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(file_name: str, module_name: str) -> ModuleType:
+    """Imports ``examples/<file_name>`` (a script, not a package module) under ``module_name``."""
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / file_name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -2,28 +2,16 @@
 the loss under the step's autocast, gradient checkpointing of the full-resolution levels only, torch.compile's
 wiring, the host-side check of the maps, and the one-line CUDA out-of-memory message of examples/train_vae.py."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_example
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
 from radiodiff_vae.errors import MapFileError
 from radiodiff_vae.training import NonFiniteGuard, VAEGANStep, compile_for_training
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train_vae.py"
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_vae_fast_path", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_vae = _load_script()
+train_vae = load_example("train_vae.py", "train_vae_fast_path")
 
 
 def _maps(batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:

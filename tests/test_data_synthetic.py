@@ -157,3 +157,16 @@ def test_cities_vary_in_building_size_and_orientation():
     assert areas.min() < 150 and areas.max() > 1500  # from small houses to block-sized buildings (m^2)
     angles = np.degrees(layout.angle.numpy())
     assert np.all((angles >= 0) & (angles < 90)) and np.ptp(angles) > 20  # street grids at different orientations
+
+
+def test_generation_in_worker_processes_gives_the_same_maps():
+    from radiodiff_vae.data import SyntheticRadioMaps
+
+    kwargs = dict(num_maps=5, num_tx=2, seed=3, resolution=16, batch_size=2, show_progress=False)
+    serial, parallel = SyntheticRadioMaps(**kwargs), SyntheticRadioMaps(**kwargs, num_workers=2)
+    assert len(serial) == len(parallel) == 10
+    for index in (0, 5, 9):  # first, middle and last batch
+        for key in ("pixel_values", "buildings", "transmitter"):
+            assert torch.equal(serial[index][key], parallel[index][key]), (index, key)
+        assert serial[index]["name"] == parallel[index]["name"]
+    assert serial[9]["name"] == "5_1"

@@ -5,7 +5,6 @@ Runs use the `tiny` preset on 32x32 synthetic maps, batch 2, no LPIPS, a handful
 switched on in the middle of the run.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import reset_accelerate_state
+from conftest import load_example, reset_accelerate_state
 from safetensors.torch import load_file
 
 from hub_server import HubServer
@@ -39,14 +38,7 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_vae_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_vae = _load_script()
+train_vae = load_example("train_vae.py", "train_vae_under_test")
 
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")

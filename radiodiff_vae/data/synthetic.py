@@ -649,8 +649,8 @@ class SyntheticRadioMaps(Dataset):
             )
             for batch in progress:
                 gains.append(to_grey(batch["gain"]) if quantize else batch["gain"])
-            buildings.append(batch["buildings"])
-            tx_pixels.append(batch["tx_pixels"])
+                buildings.append(batch["buildings"])
+                tx_pixels.append(batch["tx_pixels"])
         self._gain = torch.cat(gains)  # (M, T, H, W), uint8 or float32
         self._buildings = torch.cat(buildings)  # (M, H, W) bool
         self._tx_pixels = torch.cat(tx_pixels)  # (M, T, 2)
