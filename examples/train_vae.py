@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -144,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--split_scheme", type=str, default="radiodiff", choices=["radiodiff", "disjoint"], help="RadioMapSeer split."
     )
-    data.add_argument("--num_tx", type=int, default=None, help="Transmitters per map (default: all).")
+    data.add_argument("--num_tx", type=int, default=None, help="Transmitters per map of --data_dir (default: all).")
     data.add_argument(
         "--dataset_name",
         type=str,
@@ -392,12 +391,11 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise FileNotFoundError(f"--data_dir {args.data_dir!r} is not a folder (expected the RadioMapSeer root)")
     if args.data_dir is None and args.dataset_name is None:
-        for name in ["random_flip", "num_tx"]:
-            if getattr(args, name) not in (False, None):
-                raise ValueError(
-                    f"--{name} applies to RadioMapSeer (--data_dir) or --dataset_name maps, not to the synthetic "
-                    "generator (see --synthetic_num_tx)"
-                )
+        if args.random_flip:
+            raise ValueError(
+                "--random_flip applies to RadioMapSeer (--data_dir) or --dataset_name maps, not to the synthetic "
+                "generator"
+            )
         for name in ["simulation", "split_scheme", "validation_split"]:
             if getattr(args, name) != parser.get_default(name):
                 raise ValueError(
@@ -405,7 +403,8 @@ def validate_args(args: argparse.Namespace) -> None:
                     "the run trains on synthetic maps"
                 )
     if args.num_tx is not None and args.data_dir is None:
-        raise ValueError("--num_tx applies to RadioMapSeer (--data_dir) only")
+        given = f"--dataset_name {args.dataset_name}" if args.dataset_name else "synthetic maps (--synthetic_num_tx)"
+        raise ValueError(f"--num_tx applies to RadioMapSeer (--data_dir) only, got it with {given}")
     if args.load_training_state and (
         args.pretrained_model_name_or_path is None or not os.path.isdir(args.pretrained_model_name_or_path)
     ):
@@ -557,8 +556,10 @@ def build_datasets(args: argparse.Namespace) -> RunData:
     return RunData(train, validation, source, label, kind, test)
 
 
-def collate_maps(items: List[Dict[str, Any]], resolution: Optional[int] = None) -> Dict[str, Any]:
-    """Stacks items into ``pixel_values`` `(B, 1, H, W)` in [-1, 1] (resized to ``resolution``) and ``name``.
+def collate_maps(items: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Stacks items into ``pixel_values`` `(B, 1, H, W)` in [-1, 1] and ``name``. The items are at ``--resolution``
+    already: every dataset of the script resizes its maps as it reads them (RadioMapSeer, 🤗 datasets) or makes them
+    at that size (synthetic).
 
     The maps' values are checked here, on the host, so that the training step's forward needs no device sync
     (``check_values=False``). Raises a MapFileError naming the maps with NaN or inf values.
@@ -568,21 +569,7 @@ def collate_maps(items: List[Dict[str, Any]], resolution: Optional[int] = None) 
     if not bool(finite.all()):
         bad = [str(item["name"]) for item, ok in zip(items, finite.tolist()) if not ok]
         raise MapFileError(f"map(s) {', '.join(bad)}: expected finite values in [-1, 1], got NaN or inf")
-    if resolution is not None and tuple(pixel_values.shape[-2:]) != (resolution, resolution):
-        pixel_values = F.interpolate(
-            pixel_values, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
-        ).clamp(-1, 1)
     return {"pixel_values": pixel_values, "name": [str(item["name"]) for item in items]}
-
-
-class MapCollator:
-    """Picklable collate function (data-loading workers need one)."""
-
-    def __init__(self, resolution: Optional[int]) -> None:
-        self.resolution = resolution
-
-    def __call__(self, items: List[Dict[str, Any]]) -> Dict[str, Any]:
-        return collate_maps(items, self.resolution)
 
 
 def out_of_memory_message(args: argparse.Namespace, device: Optional[torch.device]) -> str:
@@ -808,7 +795,7 @@ def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, glob
         save_png(grid, sample)
     from radiodiff_vae.hub import save_model_card
 
-    # the maps as validation saw them: collated, so resized to --resolution when it is given
+    # the maps as validation saw them (at --resolution when it is given)
     size = collate([data.validation[0]])["pixel_values"].shape[-2:]
     baseline = baseline_for_model(raw_vae, *size)
     save_model_card(
@@ -869,7 +856,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     # ---- data (the main process first: it fills the datasets cache the others then read)
     with accelerator.main_process_first():
         data = build_datasets(args)
-    collate = MapCollator(args.resolution)
+    collate = collate_maps  # a module-level function: data-loading workers can pickle it
     train_dataloader = DataLoader(
         data.train,
         batch_size=args.train_batch_size,

@@ -72,6 +72,8 @@ def _scalars(output_dir: Path) -> dict:
         (["--train_batch_size", "0"], ValueError, "--train_batch_size must be >= 1, got 0"),
         (["--max_grad_norm", "-1"], ValueError, "--max_grad_norm must be >= 0"),
         (["--random_flip"], ValueError, "--random_flip applies to RadioMapSeer"),
+        (["--num_tx", "2"], ValueError, "--num_tx applies to RadioMapSeer .--data_dir. only, got it with synthetic"),
+        (["--dataset_name", "u/d", "--num_tx", "2"], ValueError, "--num_tx .* only, got it with --dataset_name u/d"),
         (["--simulation", "DPM"], ValueError, "--simulation 'DPM' applies to --data_dir or --dataset_name"),
     ],
 )
