@@ -5,8 +5,9 @@ Each part runs in its own process (accelerate's precision state is process-wide)
 writes its output as it goes, so that a part that fails or runs out of time keeps the others' results:
 
 * ``step_<variant>``: ``benchmark_train_step.py``'s VAE-GAN step (phase 1 and 2) of the report's preset at 320x320,
-  batch 8, LPIPS on: bf16 channels-last (with a torch.profiler top 20 and the host syncs per step), bf16 NCHW,
-  bf16 with gradient checkpointing of the full-resolution levels, tf32, fp32, and bf16 with ``--compile``; the
+  batch 8, LPIPS on: bf16 channels-last with the GroupNorms in bf16, as ``train_vae.py`` runs it (with a
+  torch.profiler top 20 and the host syncs per step), the same in NCHW, the same with fp32 GroupNorms (autocast's
+  own choice), with gradient checkpointing of the full-resolution levels, fp32, and bf16 with ``--compile``; the
   step of the other layouts of ``gpu_recipe.py``'s comparison (``radiodiff-ldm-f4``, 8 latent channels), so that
   their training runs can be given the same GPU time;
 * ``original_fp32``: ``benchmark_original_step.py``, the original RadioDiff trainer against this package on the
@@ -72,51 +73,47 @@ def plan(args: argparse.Namespace) -> List[Part]:
     """The parts in the order they run: the numbers the issue's targets need first, the slow compile last."""
     out = Path(args.output_dir)
     if args.dry_run:
-        device, size, repeats, scale = "cpu", ["--resolution", "32", "--batch_size", "2"], "1", 1.0
+        device, size, repeats = "cpu", ["--resolution", "32", "--batch_size", "2"], "1"
         report = ["--preset", "tiny"]
         layouts = {
             "ldm_f4": ["--preset", "radiodiff-ldm-f4", "--block_out_channels", "32", "64", "128"],
             "latent8": report + ["--latent_channels", "8"],
         }
     else:
-        device, size, repeats, scale = args.device, ["--resolution", "320", "--batch_size", "8"], str(args.repeats), 1.0
+        device, size, repeats = args.device, ["--resolution", "320", "--batch_size", "8"], str(args.repeats)
         report = ["--preset", "radiodiff-vae"]
         layouts = {"ldm_f4": ["--preset", "radiodiff-ldm-f4"], "latent8": report + ["--latent_channels", "8"]}
     common = [*size, "--device", device, "--formulations", "package", "--repeats", repeats]
-    low_precision = "bf16"
+    bf16 = ["--precision", "bf16", "--autocast_group_norm"]  # what train_vae.py runs with --mixed_precision bf16
     parts = [
         Part("step_bf16", "benchmark_train_step.py",
-             [*report, *common, "--precision", low_precision, "--channels_last", "--profile", str(out / "profile_bf16.txt")],
-             120 * scale),
-        Part("step_bf16_nchw", "benchmark_train_step.py", [*report, *common, "--precision", low_precision], 90 * scale),
+             [*report, *common, *bf16, "--channels_last", "--profile", str(out / "profile_bf16.txt")], 120),
+        Part("step_bf16_nchw", "benchmark_train_step.py", [*report, *common, *bf16], 90),
+        Part("step_bf16_fp32_group_norm", "benchmark_train_step.py",
+             [*report, *common, "--precision", "bf16", "--channels_last"], 90),
         Part("step_bf16_checkpointing", "benchmark_train_step.py",
-             [*report, *common, "--precision", low_precision, "--channels_last", "--gradient_checkpointing"], 90 * scale),
-        Part("step_fp32", "benchmark_train_step.py", [*report, *common, "--precision", "fp32", "--channels_last"],
-             120 * scale),
+             [*report, *common, *bf16, "--channels_last", "--gradient_checkpointing"], 90),
+        Part("step_fp32", "benchmark_train_step.py", [*report, *common, "--precision", "fp32", "--channels_last"], 120),
         Part("step_ldm_f4_bf16", "benchmark_train_step.py",
-             [*layouts["ldm_f4"], *common, "--precision", low_precision, "--channels_last", "--phases", "1"], 90 * scale),
+             [*layouts["ldm_f4"], *common, *bf16, "--channels_last", "--phases", "1"], 90),
         Part("step_latent8_bf16", "benchmark_train_step.py",
-             [*layouts["latent8"], *common, "--precision", low_precision, "--channels_last", "--phases", "1"],
-             90 * scale),
+             [*layouts["latent8"], *common, *bf16, "--channels_last", "--phases", "1"], 90),
     ]  # fmt: skip
-    if not args.dry_run:  # tf32 needs a CUDA device
-        parts.insert(4, Part("step_tf32", "benchmark_train_step.py",
-                             [*report, *common, "--precision", "tf32", "--channels_last"], 90 * scale))  # fmt: skip
     if args.radiodiff_dir is not None:
         original = ["--radiodiff_dir", args.radiodiff_dir, "--device", device, "--repeats", "1" if args.dry_run else "3"]
         original += ["--resolution", "32", "--batch", "2"] if args.dry_run else ["--resolution", "320", "--batch", "8"]
         original += ["--block_out_channels", "32", "64", "128"] if args.dry_run else ["--block_out_channels", "128", "256", "512"]
-        parts.append(Part("original_fp32", "benchmark_original_step.py", original, 150 * scale, writes_json=False))
+        parts.append(Part("original_fp32", "benchmark_original_step.py", original, 150, writes_json=False))
     inference = ["--device", device, "--batch_sizes", *(["2"] if args.dry_run else ["8", "32"])]
     inference += ["--presets", "radiodiff-vae", "radiodiff-ldm-f4", "--train_batch_sizes"]  # inference only
     if args.dry_run:
         inference += ["--resolution", "32", "--steps", "1"]
     else:
         inference += ["--dtype", "bf16", "--channels_last", "--steps", repeats]
-    parts.append(Part("inference", "benchmark_vae.py", inference, 150 * scale))
+    parts.append(Part("inference", "benchmark_vae.py", inference, 150))
     if not args.skip_compile and not args.dry_run:
         parts.append(Part("step_bf16_compile", "benchmark_train_step.py",
-                          [*report, *common, "--precision", low_precision, "--channels_last", "--compile"], 240 * scale))
+                          [*report, *common, *bf16, "--channels_last", "--compile"], 240))
     if args.parts:
         unknown = sorted(set(args.parts) - {part.name for part in parts})
         if unknown:

@@ -49,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from radiodiff_vae import PRESETS, RadioVAE, RadioVAELoss
 from radiodiff_vae.losses.adversarial import generator_gan_loss
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path
+from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype
 from radiodiff_vae.training import compile_for_training
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
@@ -72,6 +73,11 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--phases", type=int, nargs="+", default=[1, 2], choices=[1, 2])
     parser.add_argument("--repeats", type=int, default=3, help="Timed steps per formulation and phase (median).")
     parser.add_argument("--channels_last", action="store_true", help="Models and maps in channels-last layout.")
+    parser.add_argument(
+        "--autocast_group_norm",
+        action="store_true",
+        help="The autoencoder's GroupNorms in the autocast dtype instead of fp32 (train_vae.py's default with bf16).",
+    )
     parser.add_argument("--gradient_checkpointing", action="store_true", help="Checkpoint the autoencoder + VGG.")
     parser.add_argument(
         "--compile",
@@ -180,6 +186,8 @@ def build(args: argparse.Namespace):
             full_resolution_only=getattr(args, "gradient_checkpointing_scope", "all") == "full_resolution"
         )
         loss_fn.enable_gradient_checkpointing()
+    if getattr(args, "autocast_group_norm", False):
+        group_norm_in_autocast_dtype(vae)
     device = torch.device(getattr(args, "device", "cpu"))
     vae.to(device)
     loss_fn.to(device)
@@ -370,7 +378,7 @@ def main(input_args: Optional[List[str]] = None) -> int:
     maps = (maps * 2 - 1).to(device)
     if args.channels_last:
         maps = maps.contiguous(memory_format=torch.channels_last)
-    switches = ("channels_last", "compile", "gradient_checkpointing")
+    switches = ("channels_last", "autocast_group_norm", "compile", "gradient_checkpointing")
     machine = platform.processor() or platform.machine()
     if device.type == "cuda":
         machine = f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"

@@ -57,6 +57,7 @@ from radiodiff_vae.errors import (
 )
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
+from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype
 from radiodiff_vae.models.checks import check_size_divisible
 from radiodiff_vae.training import (
     SCHEDULER_NAMES,
@@ -208,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels_last",
         "Autoencoder, LPIPS and discriminator in channels-last memory layout (no NCHW <-> NHWC transposes around "
         "cuDNN's convolutions); auto: on with CUDA (docs/benchmarks.md), off on a CPU.",
+    )
+    add_auto_switch(
+        training,
+        "--autocast_group_norm",
+        "The autoencoder's GroupNorms normalise in the autocast dtype (bf16/fp16; statistics still accumulated in "
+        "fp32) instead of fp32, which CUDA autocast picks: less activation memory and traffic; auto: on with "
+        "--mixed_precision bf16 or fp16.",
     )
     add_auto_switch(
         training,
@@ -884,6 +892,10 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     if channels_last:
         vae.to(memory_format=torch.channels_last)
         loss_fn.to(memory_format=torch.channels_last)
+    if args.autocast_group_norm == "on" or (
+        args.autocast_group_norm == "auto" and accelerator.mixed_precision in ("bf16", "fp16")
+    ):
+        group_norm_in_autocast_dtype(vae)
     if args.compile:
         compile_for_training(vae, loss_fn)
     loss_fn.to(accelerator.device)

@@ -141,3 +141,26 @@ def test_cuda_out_of_memory_stops_with_one_line_naming_the_run_and_the_remedies(
     for remedy in ("--gradient_checkpointing", "--train_batch_size 2 --gradient_accumulation_steps 2", "bf16"):
         assert remedy in line
     assert "Traceback" not in line
+
+
+def test_autocast_group_norm_normalises_in_bf16_with_the_same_parameters():
+    from radiodiff_vae.models.normalization import AutocastGroupNorm, group_norm_in_autocast_dtype
+
+    torch.manual_seed(0)
+    vae = RadioVAE.from_preset("tiny", sample_size=32)
+    keys = list(vae.state_dict())
+    plain_output = vae(_maps()).sample
+    count = group_norm_in_autocast_dtype(vae)
+    norms = [module for module in vae.modules() if isinstance(module, torch.nn.GroupNorm)]
+    assert count == len(norms) > 10 and all(type(module) is AutocastGroupNorm for module in norms)
+    assert list(vae.state_dict()) == keys
+    torch.testing.assert_close(vae(_maps()).sample, plain_output, rtol=0, atol=0)  # no autocast: nn.GroupNorm
+    norm = norms[0]
+    x = torch.randn(2, norm.num_channels, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = norm(x)
+    expected = torch.nn.functional.group_norm(x.float(), norm.num_groups, norm.weight, norm.bias, norm.eps)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), expected, rtol=2e-2, atol=2e-2)
+    y.float().sum().backward()
+    assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32 and x.grad is not None
