@@ -107,6 +107,8 @@ def test_export_refuses_what_autoencoder_kl_cannot_build():
         radio_vae_config_of_autoencoder_kl(config)
     with pytest.raises(ValueError, match="expects a diffusers.AutoencoderKL, a folder or a Hub id, got int"):
         RadioVAE.from_autoencoder_kl(3)
+    with pytest.raises(FileNotFoundError, match="AutoencoderKL folder './no-kl' does not exist: no such folder"):
+        RadioVAE.from_autoencoder_kl("./no-kl")  # refused before any Hub lookup
 
 
 def test_import_refuses_a_radio_vae_folder(tmp_path):

@@ -27,6 +27,7 @@ from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlo
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..hub_id import local_path_or_hub_id
 from .autoencoder_kl_mapping import (
     CONFIG_LOCATION_KEYS,
     autoencoder_kl_config,
@@ -585,6 +586,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         from diffusers import AutoencoderKL
 
         if isinstance(autoencoder_or_path, (str, os.PathLike)):
+            local_path_or_hub_id(autoencoder_or_path, "AutoencoderKL folder")  # a mistyped path fails before the Hub
             location = {key: value for key, value in from_pretrained_kwargs.items() if key in CONFIG_LOCATION_KEYS}
             class_name = AutoencoderKL.load_config(autoencoder_or_path, **location).get("_class_name")
             if class_name != "AutoencoderKL":
