@@ -85,32 +85,35 @@ def plan(args: argparse.Namespace) -> List[Part]:
         layouts = {"ldm_f4": ["--preset", "radiodiff-ldm-f4"], "latent8": report + ["--latent_channels", "8"]}
     common = [*size, "--device", device, "--formulations", "package", "--repeats", repeats]
     bf16 = ["--precision", "bf16", "--autocast_group_norm"]  # what train_vae.py runs with --mixed_precision bf16
+    # The order: the targets and what gpu_recipe.py needs first, the comparisons after.
     parts = [
         Part("step_bf16", "benchmark_train_step.py",
-             [*report, *common, *bf16, "--channels_last", "--profile", str(out / "profile_bf16.txt")], 120),
-        Part("step_bf16_nchw", "benchmark_train_step.py", [*report, *common, *bf16], 90),
-        Part("step_bf16_fp32_group_norm", "benchmark_train_step.py",
-             [*report, *common, "--precision", "bf16", "--channels_last"], 90),
+             [*report, *common, *bf16, "--channels_last", "--profile", str(out / "profile_bf16.txt")], 90),
         Part("step_bf16_checkpointing", "benchmark_train_step.py",
-             [*report, *common, *bf16, "--channels_last", "--gradient_checkpointing"], 90),
-        Part("step_fp32", "benchmark_train_step.py", [*report, *common, "--precision", "fp32", "--channels_last"], 120),
+             [*report, *common, *bf16, "--channels_last", "--gradient_checkpointing"], 60),
         Part("step_ldm_f4_bf16", "benchmark_train_step.py",
-             [*layouts["ldm_f4"], *common, *bf16, "--channels_last", "--phases", "1"], 90),
+             [*layouts["ldm_f4"], *common, *bf16, "--channels_last", "--phases", "1"], 60),
         Part("step_latent8_bf16", "benchmark_train_step.py",
-             [*layouts["latent8"], *common, *bf16, "--channels_last", "--phases", "1"], 90),
+             [*layouts["latent8"], *common, *bf16, "--channels_last", "--phases", "1"], 60),
     ]  # fmt: skip
     if args.radiodiff_dir is not None:
         original = ["--radiodiff_dir", args.radiodiff_dir, "--device", device, "--repeats", "1" if args.dry_run else "3"]
         original += ["--resolution", "32", "--batch", "2"] if args.dry_run else ["--resolution", "320", "--batch", "8"]
         original += ["--block_out_channels", "32", "64", "128"] if args.dry_run else ["--block_out_channels", "128", "256", "512"]
-        parts.append(Part("original_fp32", "benchmark_original_step.py", original, 150, writes_json=False))
+        parts.append(Part("original_fp32", "benchmark_original_step.py", original, 120, writes_json=False))
     inference = ["--device", device, "--batch_sizes", *(["2"] if args.dry_run else ["8", "32"])]
     inference += ["--presets", "radiodiff-vae", "radiodiff-ldm-f4", "--train_batch_sizes"]  # inference only
     if args.dry_run:
         inference += ["--resolution", "32", "--steps", "1"]
     else:
         inference += ["--dtype", "bf16", "--channels_last", "--steps", repeats]
-    parts.append(Part("inference", "benchmark_vae.py", inference, 150))
+    parts.append(Part("inference", "benchmark_vae.py", inference, 90))
+    parts += [
+        Part("step_bf16_nchw", "benchmark_train_step.py", [*report, *common, *bf16], 60),
+        Part("step_bf16_fp32_group_norm", "benchmark_train_step.py",
+             [*report, *common, "--precision", "bf16", "--channels_last"], 60),
+        Part("step_fp32", "benchmark_train_step.py", [*report, *common, "--precision", "fp32", "--channels_last"], 90),
+    ]  # fmt: skip
     if not args.skip_compile and not args.dry_run:
         parts.append(Part("step_bf16_compile", "benchmark_train_step.py",
                           [*report, *common, *bf16, "--channels_last", "--compile"], 240))

@@ -188,7 +188,11 @@ def draw_curves(curves: Dict[str, List[tuple]], path: Path, title: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # the parts
 def run_recipe(args: argparse.Namespace, out: Path) -> Dict[str, object]:
-    step_seconds = phase1_seconds(Path(args.step_json)) if args.step_json else args.step_seconds
+    step_seconds = args.step_seconds
+    if args.step_json and Path(args.step_json).is_file():
+        step_seconds = phase1_seconds(Path(args.step_json))
+    elif args.step_json:
+        print(f"[gpu_recipe] {args.step_json} is missing: planning with --step_seconds {step_seconds}", flush=True)
     steps = 8 if args.dry_run else max(50, int(args.train_seconds / (step_seconds * OVERHEAD)))
     run = out / "recipe"
     start = time.perf_counter()
