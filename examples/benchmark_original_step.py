@@ -241,12 +241,23 @@ def import_original(radiodiff_dir: Path) -> types.SimpleNamespace:
     )
 
 
+def _trunk_state() -> Optional[Dict[str, torch.Tensor]]:
+    path = vgg16_trunk_path()
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
 def _vgg16_features_only(*_args, **_kwargs):
-    """Stand-in for ``torchvision.models.vgg16(pretrained=True)`` when its weights are not on this machine: the
-    same ``features`` layers, randomly initialised (the original LPIPS uses nothing else of the model)."""
+    """Stand-in for ``torchvision.models.vgg16(pretrained=True)`` when the trunk file is not torchvision's whole
+    VGG16: the same ``features`` layers (the original LPIPS uses nothing else of the model), with the file's weights
+    when it holds them (a features-only file, which is all this package's LPIPS needs), else randomly initialised."""
     from torchvision.models.vgg import cfgs, make_layers
 
-    return types.SimpleNamespace(features=make_layers(cfgs["D"], batch_norm=False))
+    features = make_layers(cfgs["D"], batch_norm=False)
+    state = _trunk_state()
+    if state is not None:
+        prefix = "features."
+        features.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    return types.SimpleNamespace(features=features)
 
 
 def original_ddconfig(args: argparse.Namespace) -> Dict[str, object]:
@@ -265,14 +276,14 @@ def original_ddconfig(args: argparse.Namespace) -> Dict[str, object]:
     )
 
 
-def build_original(original: types.SimpleNamespace, args: argparse.Namespace, real_trunk: bool):
+def build_original(original: types.SimpleNamespace, args: argparse.Namespace, whole_vgg16: bool):
     """``AutoencoderKL`` as train_vae.py builds it (three loss modules included), quiet, without downloads."""
     heads = original.root / LPIPS_HEADS
     if heads.stat().st_size < 1000:
         raise BenchmarkError(f"{heads} is {heads.stat().st_size} bytes, not the LPIPS heads (a Git LFS pointer?)")
     lpips_module = original.lpips
     torchvision_models = lpips_module.models
-    if not real_trunk:
+    if not whole_vgg16:
         lpips_module.models = types.SimpleNamespace(vgg16=_vgg16_features_only)
     previous_dir = os.getcwd()
     os.chdir(original.root)  # the original opens taming/modules/autoencoder/lpips/vgg.pth relative to the cwd
@@ -426,7 +437,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     original = import_original(args.radiodiff_dir)
-    real_trunk = vgg16_trunk_path().is_file()
+    trunk_state = _trunk_state()
+    real_trunk = trunk_state is not None
+    whole_vgg16 = real_trunk and any(key.startswith("classifier.") for key in trunk_state)
     package_args = argparse.Namespace(
         preset=PRESET, block_out_channels=list(args.block_out_channels), resolution=args.resolution,
         perceptual_weight=1.0, disc_base_channels=64, gradient_checkpointing=False, channels_last=False,
@@ -434,7 +447,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     with package_bench.vgg16_trunk_available():
         vae, loss_fn, optimizer_ae, optimizer_disc = package_bench.build(package_args)
-    model = build_original(original, args, real_trunk)
+    model = build_original(original, args, whole_vgg16)
     maps = torch.rand(args.batch, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))
     maps = maps * 2 - 1
     device = torch.device(args.device)
