@@ -434,8 +434,9 @@ def format_markdown_table(result: EvaluationResult) -> str:
     metric_names = [name for name in result.per_image if name in _TABLE_LABELS]
     settings = result.metrics["settings"]
     lines = [
-        f"Reconstruction of {settings['num_images']} maps ({settings['pixels']} pixels, "
-        f"{'posterior sample' if settings['sample_posterior'] else 'posterior mean'}).",
+        f"Reconstruction of {settings['num_images']} maps"
+        + (f" of {settings['data']}" if settings.get("data") else "")
+        + f" ({settings['pixels']} pixels, {'posterior sample' if settings['sample_posterior'] else 'posterior mean'}).",
         "",
         "| metric | mean | std | p5 | median | p95 | min | max |",
         "|---|---|---|---|---|---|---|---|",

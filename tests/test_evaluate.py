@@ -260,3 +260,25 @@ def test_cli_evaluate_a_hub_model(vae, tmp_path, monkeypatch, capsys, hub_endpoi
     assert main(["evaluate", "test-user/missing", "--output_dir", str(tmp_path / "eval2")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("radiodiff-vae evaluate: error: model 'test-user/missing' is neither a local folder")
+
+
+def test_a_folder_that_is_not_radiomapseer_is_scored_whole(tmp_path):
+    """9 cities x 5 transmitters written like make-raytraced / make-synthetic folders: --split defaults to all."""
+    from radiodiff_vae import RadioVAE
+    from radiodiff_vae.cli import main
+    from radiodiff_vae.data import write_synthetic_folder
+
+    folder = tmp_path / "foreign"
+    write_synthetic_folder(folder, num_maps=9, num_tx=5, seed=4, resolution=32)
+    torch.manual_seed(0)
+    RadioVAE.from_preset("tiny", sample_size=32).save_pretrained(tmp_path / "model")
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(tmp_path / "model"), "--data_dir", str(folder), "--simulation", "synthetic",
+                 "--device", "cpu", "--no_figure", "--output_dir", str(out)])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["num_images"] == 45
+    assert "every map of the folder: --split all" in metrics["settings"]["data"]
+    assert (out / "metrics.md").read_text().startswith("Reconstruction of 45 maps of ")
+    names = (out / "per_image.csv").read_text().splitlines()[1:]
+    assert len(names) == 45

@@ -19,7 +19,7 @@ import os
 from typing import Any
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "all")
 # Synthetic cities are numbered; training runs use 1..N (and N+1.. for validation), so by default evaluation and
 # encoding read cities from here on, which no run with fewer synthetic cities has trained on.
 HELD_OUT_FIRST_MAP = 10001
@@ -37,7 +37,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=["IRT4"],
         help="RadioMapSeer simulation(s) under gain/, e.g. IRT4 DPM (default IRT4); several are scored separately.",
     )
-    group.add_argument("--split", default="test", choices=SPLITS, help="Which split to read (default test).")
+    group.add_argument(
+        "--split",
+        default=None,
+        choices=SPLITS,
+        help="Which split to read; 'all': every map of a --data_dir folder (default: 'test' for RadioMapSeer as "
+        "distributed, maps 1-700, and for --dataset_name; 'all' for any other folder, e.g. make-raytraced's).",
+    )
     group.add_argument(
         "--split_scheme",
         default=None,
@@ -69,6 +75,8 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
             raise FileNotFoundError(f"--data_dir {args.data_dir} is not a folder")
         from radiodiff_vae.data import RadioMapSeer
 
+        if args.split is None:
+            args.split = default_folder_split(args.data_dir, args.simulation[0])
         options = {"split": args.split, "num_tx": args.num_tx, "resolution": args.resolution}
         if args.split_scheme is not None:
             options["split_scheme"] = args.split_scheme
@@ -77,6 +85,9 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     if args.dataset_name is not None:
         from radiodiff_vae.data import load_radio_dataset
 
+        args.split = args.split or "test"
+        if args.split == "all":
+            raise ValueError("--split all reads every map of a --data_dir folder; a --dataset_name has its own splits")
         if len(args.simulation) > 1:
             raise ValueError(f"--dataset_name reads one simulation at a time, got --simulation {args.simulation}")
         options = {"split": args.split, "resolution": args.resolution, "simulation": args.simulation[0]}
@@ -100,9 +111,21 @@ def dataset_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def default_folder_split(data_dir: str, simulation: str) -> str:
+    """``"test"`` for RadioMapSeer as distributed (maps 1-700), ``"all"`` for any other folder in its layout."""
+    from radiodiff_vae.data.layout import list_map_ids
+    from radiodiff_vae.data.radiomapseer import check_radiomapseer_folder
+    from radiodiff_vae.data.splits import is_radiomapseer_numbered
+
+    _, buildings_dir, _ = check_radiomapseer_folder(data_dir, simulation)
+    return "test" if is_radiomapseer_numbered(list_map_ids(buildings_dir)) else "all"
+
+
 def describe_data(args: argparse.Namespace) -> str:
     if args.data_dir is not None:
         scheme = f", {args.split_scheme} split" if args.split_scheme else ""
+        if args.split == "all":
+            return f"{args.data_dir} ({'+'.join(args.simulation)}, every map of the folder: --split all)"
         return f"RadioMapSeer {args.data_dir} ({'+'.join(args.simulation)}, {args.split}{scheme})"
     if args.dataset_name is not None:
         return f"dataset {args.dataset_name} ({args.split})"

@@ -21,7 +21,7 @@ from .layout import (
     list_map_tx,
     read_grey_png,
 )
-from .splits import SPLIT_SCHEMES, normalize_split, split_map_ids, warn_about_radiodiff_overlap
+from .splits import ALL_MAPS, SPLIT_SCHEMES, normalize_split, split_map_ids, warn_about_radiodiff_overlap
 
 PathLike = Union[str, os.PathLike]
 
@@ -61,7 +61,8 @@ class RadioMapSeer(Dataset):
         root (`str` or `os.PathLike`): the folder holding ``gain/``, ``png/buildings_complete/`` and ``png/antennas/``.
         simulation (`str`, defaults to ``"IRT4"``): the folder under ``gain/``: ``DPM``, ``IRT2``, ``IRT4``,
             ``carsDPM``, ``carsIRT2``, ``carsIRT4``, ``synthetic`` or any other present.
-        split (`str`, defaults to ``"train"``): ``"train"``, ``"val"`` (or ``"validation"``) or ``"test"``.
+        split (`str`, defaults to ``"train"``): ``"train"``, ``"val"`` (or ``"validation"``), ``"test"``, or ``"all"``:
+            every map of the folder (for folders that are not RadioMapSeer, e.g. from ``make-raytraced``).
         split_scheme (`str`, defaults to ``"radiodiff"``): ``"radiodiff"`` reproduces RadioDiff's split (and warns
             that its validation and test maps are not held out); ``"disjoint"`` is RadioUNet's split, no overlap.
         num_tx (`int`, *optional*): transmitters ``0 .. num_tx-1`` of every map, all required. None takes as many
@@ -89,7 +90,7 @@ class RadioMapSeer(Dataset):
     ):
         self.root = Path(root)
         self.simulation = simulation
-        self.split = normalize_split(split)
+        self.split = normalize_split(split, allow_all=True)
         if split_scheme not in SPLIT_SCHEMES:
             raise ValueError(f"split_scheme must be one of {SPLIT_SCHEMES}, got {split_scheme!r}")
         self.split_scheme = split_scheme
@@ -109,7 +110,7 @@ class RadioMapSeer(Dataset):
                 f"{buildings_dir} (ids {present_maps[0]}..{present_maps[-1]}); maps are assigned by their position in "
                 "the shuffled order of docs/data.md, so a small folder can leave a split empty"
             )
-        if split_scheme == "radiodiff" and warn_overlap:
+        if split_scheme == "radiodiff" and warn_overlap and self.split != ALL_MAPS:
             warn_about_radiodiff_overlap()
         self.items: List[Tuple[int, int]] = self._find_items(gain_dir, antennas_dir)
 

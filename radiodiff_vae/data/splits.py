@@ -27,15 +27,25 @@ SPLIT_SCHEMES: Tuple[str, ...] = ("radiodiff", "disjoint")
 # 🤗 datasets names the validation split "validation"; both spellings are accepted everywhere.
 SPLIT_ALIASES: Dict[str, str] = {"validation": "val"}
 ORIGINAL_NUM_MAPS = 700
+# Every map of a folder, whatever its number: for folders that are not RadioMapSeer (make-synthetic, make-raytraced).
+ALL_MAPS = "all"
 SHUFFLE_SEED = 42
 
 
-def normalize_split(split: str) -> str:
-    """``"validation"`` -> ``"val"``; raise a ValueError for anything that is not a split name."""
+def normalize_split(split: str, allow_all: bool = False) -> str:
+    """``"validation"`` -> ``"val"``; raise a ValueError for anything that is not a split name (``"all"`` is one
+    where ``allow_all``: every map of a folder)."""
     name = SPLIT_ALIASES.get(split, split)
-    if name not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} (or 'validation'), got {split!r}")
+    if name not in SPLITS and not (allow_all and name == ALL_MAPS):
+        expected = SPLITS + ((ALL_MAPS,) if allow_all else ())
+        raise ValueError(f"split must be one of {expected} (or 'validation'), got {split!r}")
     return name
+
+
+def is_radiomapseer_numbered(map_ids: Iterable[int]) -> bool:
+    """Whether a folder holds RadioMapSeer's maps as distributed, numbered 1 to 700: only then do RadioMapSeer's
+    splits (cut from its shuffled order of 700 maps) mean what the papers mean by them."""
+    return sorted({int(map_id) for map_id in map_ids}) == list(range(1, ORIGINAL_NUM_MAPS + 1))
 
 
 def _check_scheme(split_scheme: str) -> str:
@@ -68,7 +78,7 @@ def split_map_ids(map_ids: Iterable[int], split: str, split_scheme: str = "radio
 
     Args:
         map_ids (`Iterable[int]`): the ids present (1-based, RadioMapSeer's file numbers).
-        split (`str`): ``"train"``, ``"val"`` (or ``"validation"``) or ``"test"``.
+        split (`str`): ``"train"``, ``"val"`` (or ``"validation"``), ``"test"``, or ``"all"`` (every id, in order).
         split_scheme (`str`, defaults to ``"radiodiff"``): ``"radiodiff"`` or ``"disjoint"``.
 
     Returns:
@@ -79,6 +89,8 @@ def split_map_ids(map_ids: Iterable[int], split: str, split_scheme: str = "radio
         return []
     if ids[0] < 1:
         raise ValueError(f"map ids are 1-based (RadioMapSeer numbers its maps from 1), got {ids[0]}")
+    if normalize_split(split, allow_all=True) == ALL_MAPS:
+        return ids
     num_maps = max(ORIGINAL_NUM_MAPS, ids[-1])
     first, last = split_positions(num_maps, split, split_scheme)
     present = set(ids)
