@@ -205,7 +205,7 @@ def run_recipe(args: argparse.Namespace, out: Path) -> Dict[str, object]:
     }  # fmt: skip
     result["unseen_cities"] = evaluate(run, out / "eval_unseen", unseen_cities(args, resolution), out / "eval.log")
     if args.raytraced_dir:
-        data = ["--data_dir", args.raytraced_dir, "--resolution", str(resolution)] + (
+        data = ["--data_dir", args.raytraced_dir, "--simulation", "sionna", "--resolution", str(resolution)] + (
             ["--device", "cpu"] if args.dry_run else []
         )
         result["raytraced"] = evaluate(run, out / "eval_raytraced", data, out / "eval_raytraced.log")
