@@ -62,6 +62,13 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
         "--parts", nargs="+", default=None, help="Run only these parts (names as in summary.md); default: all."
     )
     parser.add_argument("--skip_compile", action="store_true", help="Leave out the --compile step (slow to compile).")
+    parser.add_argument(
+        "--time_budget",
+        type=float,
+        default=None,
+        help="Seconds for all parts: each part's limit is cut to what is left, and a part is skipped when under 20 s "
+        "are left (its row says so); the parts run in order of importance.",
+    )
     parser.add_argument("--dry_run", action="store_true", help="CPU, toy sizes: checks the plumbing, not the GPU.")
     args = parser.parse_args(input_args)
     if args.repeats < 1:
@@ -201,7 +208,15 @@ def main(input_args: Optional[List[str]] = None) -> int:
         "command": " ".join(sys.argv),
     }
     rows: List[Dict[str, object]] = []
+    start = time.perf_counter()
     for part in parts:
+        if args.time_budget is not None:
+            left = args.time_budget - (time.perf_counter() - start)
+            if left < 20:
+                rows.append({"part": part.name, "status": "skipped (time budget spent)", "seconds": 0.0})
+                write_summary(out, rows, header)
+                continue
+            part.timeout = min(part.timeout, left)
         print(f"[benchmark_gpu] {part.name} (limit {part.timeout:.0f} s)", flush=True)
         rows.append(run_part(part, out))
         print(f"[benchmark_gpu] {part.name}: {rows[-1]['status']} in {rows[-1]['seconds']} s", flush=True)
