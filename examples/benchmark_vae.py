@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from radiodiff_vae import PRESETS, RadioVAE
 from radiodiff_vae.atomic import atomic_write_json
-from radiodiff_vae.evaluation import downsample_factor_of
+from radiodiff_vae.baseline import downsample_factor_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_train_step import synchronize, time_step_samples  # noqa: E402  (this folder's script: the timer)

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from radiodiff_vae.atomic import atomic_write_json, make_files_shareable
-from radiodiff_vae.evaluation import baseline_for_model
+from radiodiff_vae.baseline import baseline_for_model
 from radiodiff_vae.errors import (
     USER_ERRORS,
     MapFileError,
@@ -505,63 +505,64 @@ class RunData:
 
 def build_datasets(args: argparse.Namespace) -> RunData:
     """The training maps, ``--num_validation_maps`` validation maps spread over the validation split (items are
-    ordered map by map, so the first N would be one or a few cities) and, for RadioMapSeer, as many test maps."""
-    from radiodiff_vae import data as radio_data
+    ordered map by map, so the first N would be one or a few cities) and, for RadioMapSeer, as many test maps. The
+    flags become a ``radiodiff_vae.data.sources.DataSource``, as ``radiodiff-vae evaluate``'s do."""
+    from dataclasses import replace
 
-    if args.data_dir is not None or args.dataset_name is not None:
-        common = dict(resolution=args.resolution, simulation=args.simulation, split_scheme=args.split_scheme)
-        if args.data_dir is not None:
-            common["num_tx"] = args.num_tx
-            train = radio_data.RadioMapSeer(args.data_dir, split="train", flip=args.random_flip, **common)
-            validation = radio_data.RadioMapSeer(args.data_dir, split="val", **common)
-            source = f"RadioMapSeer {args.data_dir} ({args.simulation}, split scheme {args.split_scheme})"
-            label = f"RadioMapSeer-{args.simulation}"
-        else:
-            train = radio_data.load_radio_dataset(args.dataset_name, split="train", flip=args.random_flip, **common)
-            validation = radio_data.load_radio_dataset(args.dataset_name, split=args.validation_split, **common)
-            source = f"dataset {args.dataset_name} (train / {args.validation_split})"
-            label = args.dataset_name
-        test = None
-        if isinstance(validation, radio_data.RadioMapSeer):
-            overlap = args.split_scheme == "radiodiff"  # the original code's split: validation lies inside train
-            kind = "validation maps that overlap the training maps" if overlap else "held-out validation maps"
-            kind += f" (split scheme {args.split_scheme})"
-            # Positions 601.. of the shuffled maps: in no training split of either scheme (RadioUNet's test split).
-            try:
-                test = radio_data.RadioMapSeer(
-                    validation.root, validation.simulation, "test", "disjoint", resolution=args.resolution,
-                    num_tx=validation.num_tx,
-                )  # fmt: skip
-            except ValueError as error:  # a partial folder can hold no test map: validate without them
-                logger.warning(f"no maps outside training to score at the end: {error}")
-        else:
-            kind = f"maps of the {args.validation_split!r} split"
-    else:
-        resolution = args.resolution or 64
-        train = radio_data.SyntheticRadioMaps(
-            args.synthetic_num_maps, args.synthetic_num_tx, seed=args.seed, resolution=resolution, show_progress=False,
-            num_workers=args.synthetic_num_workers,
-        )
+    from radiodiff_vae.data import RadioMapSeer
+    from radiodiff_vae.data.sources import DataSource
+
+    synthetic = args.data_dir is None and args.dataset_name is None
+    source = DataSource(
+        data_dir=args.data_dir, dataset_name=args.dataset_name, simulations=args.simulation,
+        split_scheme=args.split_scheme, num_tx=args.num_tx,
+        resolution=(args.resolution or 64) if synthetic else args.resolution,
+        synthetic_maps=args.synthetic_num_maps, synthetic_tx=args.synthetic_num_tx, seed=args.seed,
+        num_workers=args.synthetic_num_workers, show_progress=False,
+    )  # fmt: skip
+    train = source.open("train", flip=args.random_flip)
+    test = None
+    if synthetic:
         # Held out: cities numbered after the training ones, one transmitter each.
-        validation = radio_data.SyntheticRadioMaps(
-            args.num_validation_maps,
-            1,
-            seed=args.seed,
-            resolution=resolution,
-            first_map_id=args.synthetic_num_maps + 1,
-            show_progress=False,
-        )
-        source = f"synthetic maps ({args.synthetic_num_maps} cities x {args.synthetic_num_tx} transmitters)"
-        label, kind, test = "synthetic", "held-out validation maps (cities not in training)", None
+        validation = replace(
+            source, synthetic_maps=args.num_validation_maps, synthetic_tx=1, first_map_id=args.synthetic_num_maps + 1,
+            num_workers=0,
+        ).open()  # fmt: skip
+        description = f"synthetic maps ({args.synthetic_num_maps} cities x {args.synthetic_num_tx} transmitters)"
+        label, kind = "synthetic", "held-out validation maps (cities not in training)"
+    elif args.data_dir is not None:
+        validation = source.open("val")
+        description = f"RadioMapSeer {args.data_dir} ({args.simulation}, split scheme {args.split_scheme})"
+        label = f"RadioMapSeer-{args.simulation}"
+    else:
+        validation = source.open(args.validation_split)
+        description = f"dataset {args.dataset_name} (train / {args.validation_split})"
+        label = args.dataset_name
+    if isinstance(validation, RadioMapSeer):
+        overlap = args.split_scheme == "radiodiff"  # the original code's split: validation lies inside train
+        kind = "validation maps that overlap the training maps" if overlap else "held-out validation maps"
+        kind += f" (split scheme {args.split_scheme})"
+        # Positions 601.. of the shuffled maps: in no training split of either scheme (RadioUNet's test split).
+        try:
+            test = RadioMapSeer(
+                validation.root, validation.simulation, "test", "disjoint", resolution=args.resolution,
+                num_tx=validation.num_tx,
+            )  # fmt: skip
+        except (ValueError, FileNotFoundError) as error:
+            # A partial folder can hold no test map (ValueError), or test maps without their gain or transmitter
+            # files (FileNotFoundError): validate without them.
+            logger.warning(f"no maps outside training to score at the end: {error}")
+    elif not synthetic:
+        kind = f"maps of the {args.validation_split!r} split"
     if args.max_train_samples is not None and args.max_train_samples < len(train):
         train = torch.utils.data.Subset(train, range(args.max_train_samples))
     validation = spread_subset(validation, args.num_validation_maps)
     test = spread_subset(test, args.num_validation_maps) if test is not None and len(test) else None
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(
-            f"{source}: {len(train)} training and {len(validation)} validation maps; need at least one of each"
+            f"{description}: {len(train)} training and {len(validation)} validation maps; need at least one of each"
         )
-    return RunData(train, validation, source, label, kind, test)
+    return RunData(train, validation, description, label, kind, test)
 
 
 def collate_maps(items: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ResizeBaseline", "resize_baseline", "resize_reconstruct"]
+__all__ = ["ResizeBaseline", "baseline_for_model", "downsample_factor_of", "resize_baseline", "resize_reconstruct"]
 
 SQUARE_RULE = "square"
 PER_SIDE_RULE = "per-side"
@@ -84,3 +84,20 @@ def resize_reconstruct(maps: torch.Tensor, baseline: ResizeBaseline) -> torch.Te
     small = F.adaptive_avg_pool2d(full, (baseline.height, baseline.width))  # (B, C, height, width)
     restored = F.interpolate(small, size=full.shape[-2:], mode="bicubic", align_corners=False)  # (B, C, H, W)
     return restored.to(maps.dtype)
+
+
+def downsample_factor_of(vae: torch.nn.Module) -> int:
+    """Spatial factor between a map and its latent, for a ``RadioVAE`` or a ``diffusers.AutoencoderKL``."""
+    factor = getattr(vae, "downsample_factor", None)
+    if factor is None:
+        # AutoencoderKL downsamples once per level except the last.
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return int(factor)
+
+
+def baseline_for_model(vae: torch.nn.Module, height: int, width: int) -> ResizeBaseline:
+    """The resize baseline that stores as many values per ``height x width`` map as ``vae``'s latent
+    (``C x height / f x width / f``, ``f`` = :func:`downsample_factor_of`)."""
+    factor = downsample_factor_of(vae)
+    latent_shape = (int(vae.config.latent_channels), height // factor, width // factor)
+    return resize_baseline(latent_shape, height, width)

@@ -1,8 +1,9 @@
 """The evaluation job: a trained VAE and a dataset of radio maps -> metrics, a markdown table and a figure.
 
-``radiodiff-vae evaluate`` and the training script's validation both call :func:`evaluate_vae`; the CLI then writes
-the result with :func:`save_evaluation`. Maps are scored on the ``[0, 1]`` scale of the data (``(x + 1) / 2`` of
-the model's ``[-1, 1]``), the reconstruction clamped to that range, as radio-map papers do.
+``radiodiff-vae evaluate`` calls :func:`evaluate_vae` and then writes the result with :func:`save_evaluation`; it
+and the training script's validation (``training.validation``) score every batch with :func:`score_batch`. Maps are
+scored on the ``[0, 1]`` scale of the data (``data.conventions.model_to_unit`` of the model's ``[-1, 1]``), the
+reconstruction clamped to that range, as radio-map papers do.
 
 Example::
 
@@ -31,23 +32,23 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .atomic import atomic_open
-from .baseline import ResizeBaseline, resize_baseline, resize_reconstruct
-from .data.conventions import RADIOMAPSEER_DB_RANGE
+from .baseline import ResizeBaseline, baseline_for_model, downsample_factor_of, resize_reconstruct
+from .data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit, unit_to_db
 from .hub_id import local_path_or_hub_id
 from .metrics import compute_metrics, summarize_metrics
 from .models.checks import check_size_divisible
 
 __all__ = [
+    "BatchScores",
     "EvaluationResult",
     "ReferencePairs",
-    "baseline_for_model",
-    "downsample_factor_of",
     "evaluate_vae",
     "format_markdown_table",
     "load_vae",
     "plot_examples",
     "reconstruct",
     "save_evaluation",
+    "score_batch",
 ]
 
 # Files written by ``save_evaluation`` inside the output folder.
@@ -102,22 +103,6 @@ def load_vae(
             ) from error
     # The dtype was set by from_pretrained (diffusers keeps its float32-only modules there); only move here.
     return model.to(device).eval()
-
-
-def downsample_factor_of(vae: torch.nn.Module) -> int:
-    """Spatial factor between a map and its latent, for a ``RadioVAE`` or a ``diffusers.AutoencoderKL``."""
-    factor = getattr(vae, "downsample_factor", None)
-    if factor is None:
-        # AutoencoderKL downsamples once per level except the last.
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    return int(factor)
-
-
-def baseline_for_model(vae: torch.nn.Module, height: int, width: int) -> ResizeBaseline:
-    """The resize baseline that stores as many values per ``height x width`` map as ``vae``'s latent."""
-    factor = downsample_factor_of(vae)
-    latent_shape = (int(vae.config.latent_channels), height // factor, width // factor)
-    return resize_baseline(latent_shape, height, width)
 
 
 def _model_dtype(vae: torch.nn.Module) -> torch.dtype:
@@ -175,6 +160,74 @@ def reconstruct(
     """Encode and decode maps: (B, C, H, W) in [-1, 1] -> (B, C, H, W) float32 on the input's device."""
     latents = encode_latents(vae, pixel_values, sample_posterior, seeds)
     return vae.decode(latents).sample.to(pixel_values.device, torch.float32)
+
+
+@dataclass
+class BatchScores:
+    """What :func:`score_batch` measured on one batch of ``B`` maps.
+
+    Args:
+        reconstruction (`torch.Tensor` of shape `(B, C, H, W)`): the model's reconstruction on ``[0, 1]``, clamped.
+        target (`torch.Tensor` of shape `(B, C, H, W)`): what was scored against on ``[0, 1]``: the input, or the
+            reference when one was given.
+        model (`Dict[str, torch.Tensor]`): ``{metric: (B,)}`` of the reconstruction (``metrics.compute_metrics``).
+        baseline (`Dict[str, torch.Tensor]`): the same for the resize baseline with as many values as the latent.
+        noise_floor (`Dict[str, torch.Tensor]`): with a reference, the same for the input itself (the Monte Carlo
+            noise floor of two traces); empty otherwise.
+    """
+
+    reconstruction: torch.Tensor
+    target: torch.Tensor
+    model: Dict[str, torch.Tensor]
+    baseline: Dict[str, torch.Tensor]
+    noise_floor: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def score_batch(
+    vae: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    baseline: ResizeBaseline,
+    reference: Optional[torch.Tensor] = None,
+    mask: Optional[torch.Tensor] = None,
+    db_range: Optional[Tuple[float, float]] = None,
+    sample_posterior: bool = False,
+    seeds: Optional[Sequence[int]] = None,
+) -> BatchScores:
+    """Reconstruct one batch of maps and score it, with the resize baseline beside it: the scoring of both
+    :func:`evaluate_vae` and the training script's validation (``training.validation``).
+
+    Maps are scored on the data's ``[0, 1]`` scale (``data.conventions.model_to_unit`` of the model's ``[-1, 1]``),
+    every output clamped to that range, as radio-map papers do.
+
+    Args:
+        vae: a ``RadioVAE`` or ``diffusers.AutoencoderKL``, in the mode the caller wants (eval for scores).
+        pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): maps in ``[-1, 1]``, on any device.
+        baseline (`ResizeBaseline`): the resize baseline of this map size (``baseline.baseline_for_model``).
+        reference (`torch.Tensor` of shape `(B, C, H, W)`, *optional*): score against these maps instead of the
+            input (an independent trace of the same transmitters); the input is then scored too (``noise_floor``).
+        mask (`torch.Tensor` of shape `(B, 1, H, W)`, *optional*): True where pixels count.
+        db_range (`Tuple[float, float]`, *optional*): (dB at 0, dB at 1); adds ``rmse_db`` and ``mae_db``.
+        sample_posterior (`bool`, defaults to False): decode a posterior draw instead of the posterior mean.
+        seeds (`Sequence[int]`, *optional*): one seed per map, needed with ``sample_posterior``.
+
+    Returns:
+        :class:`BatchScores`, every tensor on the input's device.
+    """
+    pixel_values = pixel_values.float()
+    reconstruction = reconstruct(vae, pixel_values, sample_posterior, seeds)  # (B, C, H, W) in about [-1, 1]
+    target = model_to_unit((pixel_values if reference is None else reference.float()).clamp(-1, 1))
+
+    def score(output: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return compute_metrics(model_to_unit(output.clamp(-1, 1)), target, mask=mask, db_range=db_range)
+
+    return BatchScores(
+        reconstruction=model_to_unit(reconstruction.clamp(-1, 1)),
+        target=target,
+        model=score(reconstruction),
+        baseline=score(resize_reconstruct(pixel_values, baseline)),
+        noise_floor=score(pixel_values) if reference is not None else {},
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -325,17 +378,24 @@ def _evaluate(
         pixel_values = batch["pixel_values"].float()
         count = pixel_values.shape[0]
         batch_indices = indices[position : position + count]
-        reconstruction = reconstruct(vae, pixel_values, sample_posterior, [seed + i for i in batch_indices])
-        mask = (batch["buildings"] < 0.5) if non_building_only else None
         # Items of ReferencePairs carry an independent trace of the same map: outputs are scored against it, and
         # the input itself (the Monte Carlo noise floor) too.
-        target = (batch.get("reference", pixel_values).float().clamp(-1, 1) + 1) / 2
-        outputs = [(reconstruction, per_image), (resize_reconstruct(pixel_values, baseline), baseline_per_image)]
-        if "reference" in batch:
-            outputs.append((pixel_values, floor_per_image))
-        for output, scored in outputs:
-            scores = compute_metrics((output.clamp(-1, 1) + 1) / 2, target, mask=mask, db_range=db_range)
-            for name, values in scores.items():
+        scores = score_batch(
+            vae,
+            pixel_values,
+            baseline,
+            reference=batch.get("reference"),
+            mask=(batch["buildings"] < 0.5) if non_building_only else None,
+            db_range=db_range,
+            sample_posterior=sample_posterior,
+            seeds=[seed + i for i in batch_indices],
+        )
+        for found, scored in (
+            (scores.model, per_image),
+            (scores.baseline, baseline_per_image),
+            (scores.noise_floor, floor_per_image),
+        ):
+            for name, values in found.items():
                 scored.setdefault(name, []).append(values.double().cpu())
         names += _as_list(batch.get("name"), count, default="")
         simulations += _as_list(batch.get("simulation"), count, default="")
@@ -462,11 +522,13 @@ def format_markdown_table(result: EvaluationResult) -> str:
         lines += _baseline_table(result, baseline, metric_names)
     floor = result.metrics.get("noise_floor")
     if floor:
+        paired = settings.get("maps_with_reference")
+        on = f" on the {paired} of {settings['maps_in_data']} maps it holds" if paired is not None else ""
         lines += [
             "",
-            f"Scored against an independent trace ({settings.get('reference_simulation', 'reference')}): the input "
-            f"trace itself, the Monte Carlo noise floor, is at RMSE {_format_number(floor['rmse']['mean'])} (PSNR "
-            f"{floor['psnr']['mean']:.2f} dB); the reconstruction is at RMSE "
+            f"Scored against an independent trace ({settings.get('reference_simulation', 'reference')}){on}: the "
+            f"input trace itself, the Monte Carlo noise floor, is at RMSE {_format_number(floor['rmse']['mean'])} "
+            f"(PSNR {floor['psnr']['mean']:.2f} dB); the reconstruction is at RMSE "
             f"{_format_number(result.metrics['rmse']['mean'])} (PSNR {result.metrics['psnr']['mean']:.2f} dB).",
         ]
     return "\n".join(lines) + "\n"
@@ -524,7 +586,6 @@ def plot_examples(
     # Without a dB range the panels show the [0, 1] values themselves.
     db_min, db_max = db_range if db_range is not None else (0.0, 1.0)
     unit = "dB" if db_range is not None else "value"
-    span = db_max - db_min
     examples = _example_positions(result.per_image["psnr"])
     figure = Figure(figsize=(11.5, 3.4 * len(examples)), layout="constrained")
     axes = figure.subplots(len(examples), 3, squeeze=False)
@@ -533,8 +594,8 @@ def plot_examples(
         item = dataset[index]
         target = item["pixel_values"].float().unsqueeze(0)
         output = reconstruct(vae, target, sample_posterior, [seed + index])
-        target_db = ((target.clamp(-1, 1) + 1) / 2 * span + db_min)[0, 0].numpy()
-        output_db = ((output.clamp(-1, 1) + 1) / 2 * span + db_min)[0, 0].numpy()
+        target_db = unit_to_db(model_to_unit(target.clamp(-1, 1)), (db_min, db_max))[0, 0].numpy()
+        output_db = unit_to_db(model_to_unit(output.clamp(-1, 1)), (db_min, db_max))[0, 0].numpy()
         error_db = abs(output_db - target_db)
         if non_building_only:
             error_db[item["buildings"][0].numpy() >= 0.5] = float("nan")
@@ -623,30 +684,55 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def item_names(dataset: Dataset) -> List[str]:
+    """The ``"name"`` of every item of ``dataset``, from its ``names`` when it has them (``RadioMapSeer``: no image
+    read), else item by item."""
+    names = getattr(dataset, "names", None)
+    if names is not None:
+        return [str(name) for name in names]
+    return [str(dataset[index].get("name")) for index in range(len(dataset))]
+
+
 class ReferencePairs(Dataset):
-    """Items of ``dataset`` with ``"reference"`` added: the same map from ``reference`` (an independent trace).
+    """The items of ``dataset`` that ``reference`` also holds, with ``"reference"`` added: the same map from
+    ``reference`` (an independent trace).
 
     :func:`evaluate_vae` then scores the reconstruction of each item against its reference and reports the input's
     own score against it (``metrics["noise_floor"]``): a ray tracer's map carries Monte Carlo noise, and two traces
-    of one transmitter differ by that floor. Items are matched by position and must have the same ``"name"``.
+    of one transmitter differ by that floor. Items are matched by ``"name"``; a reference may hold a subset of the
+    maps (e.g. a second trace of some of the transmitters), and then only the maps both hold are items here.
 
     Args:
         dataset: yields ``"pixel_values"`` `(C, H, W)` (trace A) and ``"name"``.
-        reference: the same maps in the same order (trace B, e.g. ``gain/<simulation>_repeat1``).
+        reference: yields the same for trace B (e.g. ``gain/<simulation>_repeat1``); names must be unique.
+
+    Attributes:
+        num_data_maps (`int`): how many maps ``dataset`` holds, paired or not.
+
+    Raises:
+        ValueError: the reference names a map twice, or holds none of the data's maps.
     """
 
     def __init__(self, dataset: Dataset, reference: Dataset):
-        if len(dataset) != len(reference):
+        names, reference_names = item_names(dataset), item_names(reference)
+        position = {name: index for index, name in enumerate(reference_names)}
+        if len(position) != len(reference_names):
+            twice = sorted({name for name in reference_names if reference_names.count(name) > 1})
+            raise ValueError(f"the reference must name each map once, got {twice[:3]} more than once")
+        self.pairs = [(index, position[name]) for index, name in enumerate(names) if name in position]
+        if not self.pairs:
             raise ValueError(
-                f"the reference holds {len(reference)} maps but the data {len(dataset)}; they must be the same maps"
+                f"the reference holds none of the {len(names)} maps of the data (e.g. {names[:1]}; reference maps "
+                f"e.g. {reference_names[:1]}); they must be the same maps, named alike"
             )
-        self.dataset, self.reference = dataset, reference
+        self.dataset, self.reference, self.num_data_maps = dataset, reference, len(names)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.pairs)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        item, reference = dict(self.dataset[index]), self.reference[index]
+        data_index, reference_index = self.pairs[index]
+        item, reference = dict(self.dataset[data_index]), self.reference[reference_index]
         if item.get("name") != reference.get("name"):
             raise ValueError(f"item {index} is map {item.get('name')} but its reference is {reference.get('name')}")
         item["reference"] = reference["pixel_values"]

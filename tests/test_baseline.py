@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from radiodiff_vae import RadioVAE
-from radiodiff_vae.baseline import ResizeBaseline, resize_baseline, resize_reconstruct
+from radiodiff_vae.baseline import ResizeBaseline, baseline_for_model, resize_baseline, resize_reconstruct
 from radiodiff_vae.cli import main
-from radiodiff_vae.evaluation import baseline_for_model, evaluate_vae
+from radiodiff_vae.data.conventions import model_to_unit
+from radiodiff_vae.evaluation import evaluate_vae
 from radiodiff_vae.metrics import compute_metrics
 
 
@@ -72,7 +73,8 @@ def test_evaluation_scores_the_baseline_on_the_same_maps_and_pixels():
     mask = torch.stack([item["buildings"] for item in items]) < 0.5
     baseline = baseline_for_model(vae, 32, 32)
     assert (baseline.height, baseline.width) == (7, 7)  # latent (3, 4, 4): 48 values -> 49
-    expected = compute_metrics((resize_reconstruct(maps, baseline).clamp(-1, 1) + 1) / 2, (maps + 1) / 2, mask=mask)
+    resized = model_to_unit(resize_reconstruct(maps, baseline).clamp(-1, 1))
+    expected = compute_metrics(resized, model_to_unit(maps), mask=mask)
     torch.testing.assert_close(result.baseline_per_image["psnr"], expected["psnr"].double())
     block = result.metrics["baseline"]
     assert block["values_per_map"] == 49 and block["latent_values_per_map"] == 48

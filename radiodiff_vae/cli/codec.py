@@ -16,7 +16,7 @@ Latents are stored **scaled**, as a latent-diffusion model sees them (diffusers'
 
 ``decode`` undoes the scaling with the factors recorded in the file, so a file decodes the same whatever the model's
 config says now; it warns when the model's own factor differs. PNGs are 8-bit grey like RadioMapSeer's gain maps:
-``pixel = round(255 * value01)`` with ``value01 = (x + 1) / 2`` of the model's ``[-1, 1]``.
+``pixel = round(255 * value01)`` with ``value01 = model_to_unit(x) = (x + 1) / 2`` of the model's ``[-1, 1]``.
 """
 
 import argparse
@@ -29,13 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .evaluate import (
+from .arguments import (
+    DTYPES,
     add_data_arguments,
     add_device_arguments,
     add_model_argument,
     check_resolution_fits_model,
     dataset_from_args,
-    describe_data,
     resolve_device,
 )
 
@@ -88,10 +88,11 @@ class PngMapFolder:
         import numpy as np
         import torch
 
+        from radiodiff_vae.data.conventions import unit_to_model
         from radiodiff_vae.data.layout import read_grey_png
 
         grey = read_grey_png(self.files[index], gain=True).astype(np.float32)  # (H, W) in 0..255
-        pixel_values = torch.from_numpy(grey / 255.0 * 2.0 - 1.0).unsqueeze(0)  # (1, H, W) in [-1, 1]
+        pixel_values = torch.from_numpy(unit_to_model(grey / 255.0)).unsqueeze(0)  # (1, H, W) in [-1, 1]
         return {"pixel_values": pixel_values, "name": self.files[index].name, "simulation": ""}
 
 
@@ -99,7 +100,9 @@ def maps_to_uint8(maps: Any) -> Any:
     """Maps in [-1, 1] (N, 1, H, W) -> uint8 numpy (N, H, W), ``round(255 * (x + 1) / 2)``."""
     import torch
 
-    unit = (maps.float().clamp(-1, 1) + 1) / 2
+    from radiodiff_vae.data.conventions import model_to_unit
+
+    unit = model_to_unit(maps.float().clamp(-1, 1))
     return torch.round(unit * 255).to(torch.uint8)[:, 0].cpu().numpy()
 
 
@@ -126,7 +129,7 @@ def _latent_factors(vae: Any) -> Tuple[float, float]:
 
 
 def _model_summary(vae: Any) -> Dict[str, Any]:
-    from radiodiff_vae.evaluation import downsample_factor_of
+    from radiodiff_vae.baseline import downsample_factor_of
 
     config = vae.config
     return {
@@ -226,7 +229,6 @@ def run_encode(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from radiodiff_vae.cli.evaluate import DTYPES
     from radiodiff_vae.evaluation import check_maps_fit_model, encode_latents, load_vae
 
     if args.batch_size < 1:
@@ -249,7 +251,7 @@ def run_encode(args: argparse.Namespace) -> int:
         dataset, source = folder, f"PNG folder {args.input_dir}"
     else:
         check_resolution_fits_model(vae, args.resolution)
-        dataset, source = dataset_from_args(args), describe_data(args)
+        dataset, source = dataset_from_args(args)
     if len(dataset) == 0:
         raise ValueError(f"{source} holds no maps")
     channels, height, width = dataset[0]["pixel_values"].shape
@@ -303,7 +305,6 @@ def run_decode(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from radiodiff_vae.cli.evaluate import DTYPES
     from radiodiff_vae.atomic import current_umask
     from radiodiff_vae.evaluation import load_vae
 

@@ -13,7 +13,7 @@ folder appears complete or not at all. ``RadioVAE.from_autoencoder_kl(DIR)`` rea
 import argparse
 from typing import Any
 
-from .evaluate import add_model_argument
+from .arguments import add_model_argument
 
 
 def register(subparsers: Any) -> None:

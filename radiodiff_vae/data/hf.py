@@ -24,7 +24,7 @@ from ..hub_id import local_path_or_hub_id
 from .items import RadioMapItemBuilder, transmitter_pixel
 from .layout import GAIN_DIR, antenna_path, buildings_path, check_gain_mode, gain_path, grey_pixels
 from .radiomapseer import RadioMapSeer
-from .splits import SPLITS, normalize_split, warn_about_radiodiff_overlap
+from .splits import ALL_MAPS, SPLITS, normalize_split, warn_about_radiodiff_overlap
 
 PathLike = Union[str, os.PathLike]
 
@@ -197,7 +197,8 @@ def load_radio_dataset(
     Args:
         name_or_path (`str` or `os.PathLike`): see above.
         split (`str`, *optional*, defaults to ``"train"``): the split; ``"val"`` and ``"validation"`` both work.
-            None takes a dataset saved without splits whole.
+            None takes the source whole: a dataset saved without splits, or every map of a RadioMapSeer-layout
+            folder (as ``"all"``, which such folders also take); a dataset with splits then raises a ValueError.
         resolution (`int`, *optional*): output side in pixels.
         flip (`bool`, defaults to False): random horizontal flip.
         image_column (`str`, defaults to ``"image"``): the column of gain maps (🤗 datasets only).
@@ -212,9 +213,7 @@ def load_radio_dataset(
     datasets = _require_datasets()
     path = Path(name_or_path)
     if path.is_dir() and (path / GAIN_DIR).is_dir():
-        return RadioMapSeer(
-            path, simulation, split or "train", split_scheme, resolution=resolution, flip=flip
-        )
+        return RadioMapSeer(path, simulation, split or ALL_MAPS, split_scheme, resolution=resolution, flip=flip)
     if path.is_dir() and _is_saved_dataset(path):
         loaded = datasets.load_from_disk(str(path))
     else:

@@ -72,6 +72,10 @@ class RadioMapSeer(Dataset):
             report's input size.
         flip (`bool`, defaults to False): random horizontal flip of each item (gain, buildings and transmitter).
         warn_overlap (`bool`, defaults to True): warn about the ``radiodiff`` scheme's overlaps.
+        skip_missing (`bool`, defaults to False): take the (map, transmitter) pairs of the split whose gain and
+            transmitter files are present (transmitters below ``num_tx`` when given), instead of requiring every
+            transmitter of every map; maps with none are left out of ``self.map_ids``. For a folder that holds some
+            of the maps, e.g. a second trace of a subset of the transmitters (``evaluate --reference_simulation``).
 
     Items are dicts: ``"pixel_values"`` `(1, H, W)` in [-1, 1], ``"buildings"`` `(1, H, W)` in {0, 1},
     ``"transmitter"`` `(1, H, W)` (1 at the transmitter), ``"name"`` (``"<map>_<tx>"``), ``"simulation"``.
@@ -87,6 +91,7 @@ class RadioMapSeer(Dataset):
         resolution: Optional[int] = None,
         flip: bool = False,
         warn_overlap: bool = True,
+        skip_missing: bool = False,
     ):
         self.root = Path(root)
         self.simulation = simulation
@@ -97,6 +102,7 @@ class RadioMapSeer(Dataset):
         if num_tx is not None and num_tx < 1:
             raise ValueError(f"num_tx must be >= 1 or None (every transmitter found), got {num_tx}")
         self.num_tx = num_tx
+        self.skip_missing = skip_missing
         self.build_item = RadioMapItemBuilder(resolution=resolution, flip=flip)
 
         gain_dir, buildings_dir, antennas_dir = check_radiomapseer_folder(self.root, self.simulation)
@@ -117,6 +123,8 @@ class RadioMapSeer(Dataset):
     def _find_items(self, gain_dir: Path, antennas_dir: Path) -> List[Tuple[int, int]]:
         """Every (map, tx) of the split, after checking that its three files exist (two directory listings)."""
         gains, antennas = list_map_tx(gain_dir), list_map_tx(antennas_dir)
+        if self.skip_missing:
+            return self._find_present_items(gains, antennas)
         num_tx = self.num_tx
         if num_tx is None:
             # Every map of a RadioMapSeer simulation has the same transmitters (80, or 2 for IRT4): take as many as
@@ -146,6 +154,30 @@ class RadioMapSeer(Dataset):
             items.extend((map_id, tx) for tx in range(num_tx))
         self._check_sizes(items)
         return items
+
+    def _find_present_items(self, gains: Dict[int, List[int]], antennas: Dict[int, List[int]]) -> List[Tuple[int, int]]:
+        """Every (map, tx) of the split whose gain and transmitter files both exist (``skip_missing``)."""
+        limit = self.num_tx if self.num_tx is not None else float("inf")
+        items = [
+            (map_id, tx)
+            for map_id in self.map_ids
+            for tx in sorted(set(gains.get(map_id, [])) & set(antennas.get(map_id, [])))
+            if tx < limit
+        ]
+        if not items:
+            raise FileNotFoundError(
+                f"no gain map with its transmitter image for any of the {len(self.map_ids)} maps of split "
+                f"{self.split!r} in {self.root / GAIN_DIR / self.simulation}; expected {LAYOUT_DESCRIPTION}"
+            )
+        self.map_ids = sorted({map_id for map_id, _ in items})
+        self.num_tx = max(tx for _, tx in items) + 1
+        self._check_sizes(items)
+        return items
+
+    @property
+    def names(self) -> List[str]:
+        """The items' names, ``"<map>_<tx>"``, in order, without reading any image."""
+        return [f"{map_id}_{tx}" for map_id, tx in self.items]
 
     def _check_sizes(self, items: List[Tuple[int, int]]) -> None:
         """Reads every image header (no pixels: ~0.1 ms a file), so that a map of another size, a colour gain map or

@@ -22,7 +22,6 @@ drawn per pixel, differs between resolutions.
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import multiprocessing
 import os
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
+from ..atomic import atomic_write_json
 from .conventions import (
     RADIOMAPSEER_DB_RANGE,
     RADIOMAPSEER_FREQUENCY_HZ,
@@ -686,11 +685,6 @@ SIMULATION_NAME = SyntheticRadioMaps.simulation
 METADATA_FILE = "synthetic.json"
 
 
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
 def _remove_other_maps(out_dir: Path, map_ids: set, num_tx: int) -> None:
     """Delete the map files of a synthetic folder that are not maps ``map_ids`` x transmitters ``0..num_tx-1``."""
     for map_id in set(list_map_ids(out_dir / BUILDINGS_DIR)) - map_ids:
@@ -780,7 +774,7 @@ def write_synthetic_folder(
         # Files of an earlier, larger run would otherwise join this one's maps; they go only after every new file
         # is in place, so a failure above leaves the old folder readable.
         _remove_other_maps(out_dir, set(map_ids), num_tx)
-    _write_json_atomically(
+    atomic_write_json(
         out_dir / METADATA_FILE,
         {
             "generator": "radiodiff_vae.data.synthetic",

@@ -16,9 +16,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 
 from ..atomic import atomic_path
-from ..baseline import resize_reconstruct
-from ..evaluation import baseline_for_model
-from ..metrics import compute_metrics
+from ..baseline import baseline_for_model
+from ..evaluation import score_batch
 from .seeding import step_generator
 from .visualization import make_reconstruction_grid
 
@@ -80,20 +79,15 @@ def evaluate_reconstructions(
     try:
         for batch in _batches(dataset, range(len(dataset)), collate, batch_size):
             maps = batch["pixel_values"].to(device)  # (B, 1, H, W) in [-1, 1]
-            reconstruction = vae(maps, sample_posterior=False).sample  # (B, 1, H, W)
-            target = (maps.float() + 1) / 2
-            prediction = ((reconstruction.float() + 1) / 2).clamp(0, 1)
-            for name, values in compute_metrics(prediction, target).items():
+            scores = score_batch(vae, maps, baseline_for_model(vae, *maps.shape[-2:]))
+            for name, values in scores.model.items():
                 per_image.setdefault(name, []).append(values.float().cpu())
-            baseline = baseline_for_model(vae, *maps.shape[-2:])
-            resized = ((resize_reconstruct(maps.float(), baseline) + 1) / 2).clamp(0, 1)
-            for name, values in compute_metrics(resized, target).items():
-                if name in baseline_scores:
-                    baseline_scores[name].append(values.float().cpu())
+            for name in baseline_scores:
+                baseline_scores[name].append(scores.baseline[name].float().cpu())
             taken = sum(len(chunk) for chunk in grid_inputs)
             if taken < num_images:
-                grid_inputs.append(target[: num_images - taken].cpu())
-                grid_outputs.append(prediction[: num_images - taken].cpu())
+                grid_inputs.append(scores.target[: num_images - taken].cpu())  # (b, 1, H, W) in [0, 1]
+                grid_outputs.append(scores.reconstruction[: num_images - taken].cpu())
     finally:
         vae.train(was_training)
     metrics = {name: torch.cat(values).mean().item() for name, values in per_image.items()}
