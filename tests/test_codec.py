@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from radiodiff_vae import RadioVAE
 from radiodiff_vae.cli import main
 from radiodiff_vae.cli.codec import load_latents
+from radiodiff_vae.data.conventions import model_to_unit
 
 SIZE = 32
 SCALING_FACTOR = 0.5
@@ -71,7 +72,7 @@ def test_encode_decode_round_trip(model_dir, png_dir, tmp_path, capsys):
     os.umask(umask)
     assert output.stat().st_mode & 0o777 == 0o777 & ~umask  # the staging folder's 0700 is not kept
     assert latents_file.stat().st_mode & 0o777 == 0o666 & ~umask
-    expected_grey = torch.round((expected_maps.clamp(-1, 1) + 1) / 2 * 255).to(torch.uint8)[:, 0].numpy()
+    expected_grey = torch.round(model_to_unit(expected_maps.clamp(-1, 1)) * 255).to(torch.uint8)[:, 0].numpy()
     for name, grey in zip(names, expected_grey):
         decoded = _read_grey(output / name)
         assert decoded.shape == (SIZE, SIZE)
@@ -97,6 +98,19 @@ def test_encode_a_synthetic_dataset(model_dir, tmp_path):
         # held-out cities by default: numbered after any training run's
         assert json.loads(handle.metadata()["names"]) == ["synthetic_10001_0.png", "synthetic_10001_1.png"]
         assert handle.get_tensor("latents").shape == (2, 3, 4, 4)
+
+
+def test_encode_a_folder_that_is_not_radiomapseer_whole(model_dir, tmp_path):
+    """make-synthetic / make-raytraced folders: --split defaults to all, every map is encoded."""
+    from radiodiff_vae.data import write_synthetic_folder
+
+    folder = write_synthetic_folder(tmp_path / "maps", num_maps=3, num_tx=2, resolution=SIZE, show_progress=False)
+    latents_file = tmp_path / "folder.safetensors"
+    assert main(["encode", model_dir, "--output", str(latents_file), "--data_dir", str(folder), "--simulation",
+                 "synthetic", "--device", "cpu"]) == 0  # fmt: skip
+    latents, metadata = load_latents(str(latents_file))
+    assert latents.shape[0] == 6 and len(json.loads(metadata["names"])) == 6
+    assert "every map of the folder: --split all" in metadata["source"]
 
 
 def _last_error(capsys) -> str:

@@ -76,6 +76,13 @@ def test_radiomapseer_folder_loads_directly(folder):
     assert disjoint.split_scheme == "disjoint" and disjoint.build_item.flip
 
 
+def test_no_split_takes_a_folder_whole(folder):
+    """split=None takes the source whole, as documented: every map of a RadioMapSeer-layout folder."""
+    whole = load_radio_dataset(folder, split=None, simulation="synthetic")
+    assert isinstance(whole, RadioMapSeer) and whole.split == "all" and len(whole) == NUM_MAPS * NUM_TX
+    assert len(load_radio_dataset(folder, split="all", simulation="synthetic")) == NUM_MAPS * NUM_TX
+
+
 def test_bad_requests_name_what_is_wrong(saved, tmp_path):
     converted, path = saved
     with pytest.raises(ValueError, match="image_column 'gain' is not a column"):

@@ -182,3 +182,17 @@ def test_overwrite_replaces_an_earlier_synthetic_folder_and_protects_others(tmp_
             write_synthetic_folder(foreign, 1, 1, resolution=16, overwrite=overwrite, show_progress=False)
     assert (foreign / "png" / "buildings_complete" / "1.png").read_bytes() == before
     assert not (foreign / "gain").exists()
+
+
+def test_skip_missing_takes_the_transmitters_present(folder, tmp_path):
+    """A folder holding some transmitters of some maps (a second trace of a subset): what is there is read."""
+    partial = shutil.copytree(folder, tmp_path / "partial")
+    gain_path(partial, "synthetic", 2, 1).unlink()
+    for tx in range(NUM_TX):
+        gain_path(partial, "synthetic", 3, tx).unlink()
+    with pytest.raises(FileNotFoundError, match="missing gain map"):
+        _open(partial, "all")
+    present = _open(partial, "all", skip_missing=True)
+    assert len(present) == NUM_MAPS * NUM_TX - 3 and 3 not in present.map_ids and present.num_tx == NUM_TX
+    assert "2_0" in present.names and "2_1" not in present.names and present.names == [item["name"] for item in present]
+    assert len(_open(partial, "all", skip_missing=True, num_tx=1)) == NUM_MAPS - 1

@@ -10,7 +10,7 @@ from PIL import Image
 
 from radiodiff_vae import RadioVAE
 from radiodiff_vae.cli import main
-from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE
+from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit
 from radiodiff_vae.evaluation import (
     OUTPUT_FILES,
     evaluate_vae,
@@ -64,7 +64,7 @@ def test_scores_equal_metrics_of_the_reconstructions(vae):
     result = evaluate_vae(vae, items, batch_size=2, draw_figure=False, progress=False)
     inputs = torch.stack([item["pixel_values"] for item in items])
     expected = compute_metrics(
-        (reconstruct(vae, inputs).clamp(-1, 1) + 1) / 2, (inputs + 1) / 2, db_range=RADIOMAPSEER_DB_RANGE
+        model_to_unit(reconstruct(vae, inputs).clamp(-1, 1)), model_to_unit(inputs), db_range=RADIOMAPSEER_DB_RANGE
     )
     assert set(result.per_image) == {"psnr", "ssim", "nmse", "rmse", "mae", "rmse_db", "mae_db"}
     for name, values in expected.items():
@@ -88,7 +88,7 @@ def test_non_building_mask_and_subset(vae):
     chosen = [items[index] for index in result.indices]
     inputs = torch.stack([item["pixel_values"] for item in chosen])
     mask = torch.stack([item["buildings"] for item in chosen]) < 0.5
-    expected = compute_metrics((reconstruct(vae, inputs).clamp(-1, 1) + 1) / 2, (inputs + 1) / 2, mask=mask)
+    expected = compute_metrics(model_to_unit(reconstruct(vae, inputs).clamp(-1, 1)), model_to_unit(inputs), mask=mask)
     assert torch.allclose(result.per_image["rmse"], expected["rmse"].double(), rtol=1e-4)
     # The same seed picks the same subset.
     again = evaluate_vae(vae, items, num_samples=3, seed=1, draw_figure=False, progress=False)
@@ -282,3 +282,21 @@ def test_a_folder_that_is_not_radiomapseer_is_scored_whole(tmp_path):
     assert (out / "metrics.md").read_text().startswith("Reconstruction of 45 maps of ")
     names = (out / "per_image.csv").read_text().splitlines()[1:]
     assert len(names) == 45
+
+
+def test_training_validation_and_evaluate_score_alike(vae):
+    """One scoring core (evaluation.score_batch): a run's validation means equal `evaluate`'s on the same maps."""
+    from radiodiff_vae.training.validation import evaluate_reconstructions
+
+    items = _maps(3)
+    result = evaluate_vae(vae, items, batch_size=2, db_range=None, draw_figure=False, progress=False)
+
+    def collate(batch):
+        return {"pixel_values": torch.stack([item["pixel_values"] for item in batch])}
+
+    metrics, grid = evaluate_reconstructions(vae, items, collate, batch_size=3, device=torch.device("cpu"), num_images=2)
+    for name in ("psnr", "ssim", "nmse", "rmse", "mae"):
+        assert metrics[name] == pytest.approx(result.metrics[name]["mean"], rel=1e-5), name
+    assert metrics["baseline_psnr"] == pytest.approx(result.metrics["baseline"]["psnr"]["mean"], rel=1e-5)
+    assert metrics["psnr_gap_db"] == pytest.approx(result.metrics["baseline"]["psnr_gap_db"]["mean"], rel=1e-4)
+    assert grid is not None and grid.dtype.name == "uint8" and grid.shape[-1] == 3

@@ -8,6 +8,7 @@ they trace one real 32 x 32 tile of Munich (2 m cells, 64 m x 64 m) with two tra
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -144,13 +145,21 @@ def test_evaluate_scores_against_a_reference_trace_beside_the_noise_floor(model_
         model_dir, root, "synthetic", "synthetic_repeat1", tmp_path / "eval", "train"
     )
     assert metrics["noise_floor"]["rmse"]["max"] > 0.02 and metrics["noise_floor"]["rmse"]["min"] == 0
-    # Scoring against an unrelated reference is refused: the maps must pair by name.
+    # A reference that holds some of the transmitters: the maps both folders hold are scored, and the report says so.
     shutil.rmtree(root / "gain" / "synthetic_repeat1")
     shutil.copytree(root / "gain" / "synthetic", root / "gain" / "other")
     (root / "gain" / "other" / "3_1.png").unlink()
-    argv = ["evaluate", model_dir, "--output_dir", str(tmp_path / "bad"), "--data_dir", str(root), "--no_figure"]
-    assert main(argv + ["--simulation", "synthetic", "--reference_simulation", "other", "--split", "train"]) == 2
-    assert "missing gain map" in capsys.readouterr().err
+    argv = ["evaluate", model_dir, "--output_dir", str(tmp_path / "some"), "--data_dir", str(root), "--no_figure"]
+    assert main(argv + ["--simulation", "synthetic", "--reference_simulation", "other"]) == 0  # --split all
+    settings = json.loads((tmp_path / "some" / "metrics.json").read_text())["settings"]
+    assert (settings["num_images"], settings["maps_with_reference"], settings["maps_in_data"]) == (5, 5, 6)
+    assert "(other) on the 5 of 6 maps it holds" in (tmp_path / "some" / "metrics.md").read_text()
+    # A reference that holds none of them, and a missing simulation, are refused.
+    for name in os.listdir(root / "gain" / "other"):
+        os.replace(root / "gain" / "other" / name, root / "gain" / "other" / f"9{name}")
+    argv[3] = str(tmp_path / "bad")
+    assert main(argv + ["--simulation", "synthetic", "--reference_simulation", "other"]) == 2
+    assert "no gain map with its transmitter image for any of the 3 maps" in capsys.readouterr().err
     assert main(argv + ["--reference_simulation", "other"]) == 2  # the default simulation IRT4 is not there either
     assert main(["evaluate", model_dir, "--output_dir", str(tmp_path / "bad"), "--reference_simulation", "x"]) == 2
     assert "--reference_simulation needs --data_dir" in capsys.readouterr().err
@@ -162,13 +171,15 @@ def test_reference_pairs_match_maps_by_name():
     from radiodiff_vae.evaluation import ReferencePairs
 
     maps = [{"pixel_values": torch.full((1, 4, 4), value), "name": f"1_{tx}"} for tx, value in enumerate((0.5, -0.5))]
-    pairs = ReferencePairs(maps, maps[::-1][:1] + maps[1:])  # item 0 paired with 1_1: refused when read
-    assert pairs[1]["reference"].equal(maps[1]["pixel_values"])
-    assert pairs[1]["pixel_values"].equal(maps[1]["pixel_values"])
-    with pytest.raises(ValueError, match="item 0 is map 1_0 but its reference is 1_1"):
-        pairs[0]
-    with pytest.raises(ValueError, match="the reference holds 1 maps but the data 2"):
-        ReferencePairs(maps, maps[:1])
+    pairs = ReferencePairs(maps, maps[::-1])  # paired by name, whatever the order
+    assert len(pairs) == 2 and pairs.num_data_maps == 2
+    assert pairs[0]["reference"].equal(maps[0]["pixel_values"]) and pairs[1]["reference"].equal(maps[1]["pixel_values"])
+    subset = ReferencePairs(maps, maps[1:])  # the reference holds one of the two maps: that one is an item
+    assert len(subset) == 1 and subset.num_data_maps == 2 and subset[0]["name"] == "1_1"
+    with pytest.raises(ValueError, match="the reference holds none of the 2 maps"):
+        ReferencePairs(maps, [{"pixel_values": maps[0]["pixel_values"], "name": "2_0"}])
+    with pytest.raises(ValueError, match=r"name each map once, got \['1_1'\]"):
+        ReferencePairs(maps, maps[1:] + maps[1:])
 
 
 # ------------------------------------------------------------------------------------------------------------------
