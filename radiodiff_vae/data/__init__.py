@@ -1,4 +1,5 @@
-"""Radio-map data: RadioMapSeer, the built-in synthetic city generator, and 🤗 datasets.
+"""Radio-map data: RadioMapSeer, the built-in synthetic city generator, and 🤗 datasets (``DataSource`` opens any of
+the three from command-line flags).
 
 Every dataset yields dicts with ``"pixel_values"`` `(1, H, W)` in [-1, 1] (the gain map), ``"buildings"``
 `(1, H, W)` in [0, 1] (1 = building), ``"transmitter"`` `(1, H, W)` in [0, 1] (1 at the transmitter), ``"name"``
@@ -21,6 +22,7 @@ _EXPORTS = {
     "generate_radio_maps": "radiodiff_vae.data.synthetic",
     "write_synthetic_folder": "radiodiff_vae.data.synthetic",
     "RadioMapSeer": "radiodiff_vae.data.radiomapseer",
+    "DataSource": "radiodiff_vae.data.sources",
     "SPLIT_SCHEMES": "radiodiff_vae.data.splits",
     "split_map_ids": "radiodiff_vae.data.splits",
     "HFRadioMaps": "radiodiff_vae.data.hf",
@@ -45,5 +47,6 @@ if TYPE_CHECKING:
     )
     from .hf import HFRadioMaps, load_radio_dataset, radiomapseer_to_hf
     from .radiomapseer import RadioMapSeer
+    from .sources import DataSource
     from .splits import SPLIT_SCHEMES, split_map_ids
     from .synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps, write_synthetic_folder
