@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from radiodiff_vae.data import RADIOMAPSEER_DB_RANGE, SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps
+from radiodiff_vae.data.conventions import model_to_unit
 from radiodiff_vae.data.synthetic import path_gain_db, pixel_centres, shadowing_field
 
 WAVELENGTH_M = 299_792_458.0 / 5.9e9
@@ -102,8 +103,8 @@ def test_synthetic_dataset_items():
     assert item["name"] == "2_1" and item["simulation"] == "synthetic"
     assert item["pixel_values"].shape == item["buildings"].shape == item["transmitter"].shape == (1, 32, 32)
     assert item["pixel_values"].min() >= -1.0 and item["pixel_values"].max() <= 1.0
-    # 8-bit grey values, as in RadioMapSeer's files: (pixel + 1) / 2 * 255 is an integer.
-    grey = (item["pixel_values"] + 1.0) / 2.0 * 255.0
+    # 8-bit grey values, as in RadioMapSeer's files: model_to_unit(pixel) * 255 is an integer.
+    grey = model_to_unit(item["pixel_values"]) * 255.0
     assert torch.allclose(grey, grey.round(), atol=1e-3)
     assert set(item["buildings"].unique().tolist()) <= {0.0, 1.0}
     assert torch.all(item["pixel_values"][item["buildings"] > 0] == -1.0)

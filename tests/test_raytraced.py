@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from radiodiff_vae.cli import main
+from radiodiff_vae.data.conventions import model_to_unit, unit_to_db
 from radiodiff_vae.data.layout import read_grey_png
 from radiodiff_vae.data.raytraced import INSTALL_HINT, SCENES, path_gain_to_grey
 
@@ -229,7 +230,7 @@ def test_traced_folder_reads_like_radiomapseer(traced):
         assert item["pixel_values"].shape == (1, SIZE, SIZE) and item["name"] == f"{MAP_ID}_{tx}"
         row, col = transmitter["pixel"]
         assert item["transmitter"][0, row, col] == 1 and not buildings[row, col]  # outdoors
-        gain_db = -147 + 100 * (item["pixel_values"][0].numpy() + 1) / 2
+        gain_db = unit_to_db(model_to_unit(item["pixel_values"][0].numpy()))
         assert np.all(gain_db[buildings] == -147)  # buildings at 0, as in RadioMapSeer
         # Under the transmitter the line of sight dominates: free space over the 8.5 m between the 10 m antenna
         # and the 1.5 m plane is -66.4 dB at 5.9 GHz; the ground reflection and the 2 m cell move it a few dB.
