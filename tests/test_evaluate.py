@@ -294,7 +294,7 @@ def test_training_validation_and_evaluate_score_alike(vae):
     def collate(batch):
         return {"pixel_values": torch.stack([item["pixel_values"] for item in batch])}
 
-    metrics, grid = evaluate_reconstructions(vae, items, collate, batch_size=3, device=torch.device("cpu"), num_images=2)
+    metrics, grid = evaluate_reconstructions(vae, items, collate, 3, torch.device("cpu"), num_images=2)
     for name in ("psnr", "ssim", "nmse", "rmse", "mae"):
         assert metrics[name] == pytest.approx(result.metrics[name]["mean"], rel=1e-5), name
     assert metrics["baseline_psnr"] == pytest.approx(result.metrics["baseline"]["psnr"]["mean"], rel=1e-5)
