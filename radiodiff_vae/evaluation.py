@@ -493,10 +493,10 @@ def format_markdown_table(result: EvaluationResult) -> str:
     """Markdown tables of the summaries: one row per metric overall, then the means per simulation."""
     metric_names = [name for name in result.per_image if name in _TABLE_LABELS]
     settings = result.metrics["settings"]
+    data = f" of {settings['data']}" if settings.get("data") else ""  # the folder, its split, ...
+    how = "posterior sample" if settings["sample_posterior"] else "posterior mean"
     lines = [
-        f"Reconstruction of {settings['num_images']} maps"
-        + (f" of {settings['data']}" if settings.get("data") else "")
-        + f" ({settings['pixels']} pixels, {'posterior sample' if settings['sample_posterior'] else 'posterior mean'}).",
+        f"Reconstruction of {settings['num_images']} maps{data} ({settings['pixels']} pixels, {how}).",
         "",
         "| metric | mean | std | p5 | median | p95 | min | max |",
         "|---|---|---|---|---|---|---|---|",
