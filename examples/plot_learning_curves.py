@@ -1,7 +1,9 @@
 """Draw validation PSNR against steps for training runs, each with its resize baseline (docs/training.md's figure).
 
 Reads the TensorBoard logs that ``examples/train_vae.py`` writes (``validation/psnr`` and
-``validation/baseline_psnr``, the resize baseline with as many values as the latent, on the same maps).
+``validation/baseline_psnr``, the resize baseline with as many values as the latent, on the same maps), or the
+script's console log (a ``.log`` file: its ``step N, ... baseline_psnr B, ... psnr P`` validation lines), which is
+all that came back of the GPU runs in docs/results/.
 
 Usage::
 
@@ -10,6 +12,7 @@ Usage::
 """
 
 import argparse
+import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -28,14 +31,14 @@ def parse_args(input_args=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--run", nargs=2, action="append", required=True, metavar=("OUTPUT_DIR", "LABEL"),
-        help="A training run's --output_dir and its label in the legend (repeat for several runs).",
+        help="A training run's --output_dir (or its console .log) and its label in the legend (repeat for several).",
     )  # fmt: skip
     parser.add_argument("--out", default="docs/images/learning_curves.png", help="PNG to write.")
     args = parser.parse_args(input_args)
     if not args.out.lower().endswith(".png"):
         parser.error(f"--out must name a .png file, got {args.out}")
     for folder, _ in args.run:
-        if not (Path(folder) / "logs").is_dir():
+        if not (Path(folder) / "logs").is_dir() and not (folder.endswith(".log") and Path(folder).is_file()):
             parser.error(f"--run {folder}: expected a training output folder with logs/, found none")
     return args
 
@@ -56,11 +59,21 @@ def read_scalars(output_dir: str, wall_time: bool = False) -> Dict[str, List[Tup
     return {tag: [points[step] for step in sorted(points)] for tag, points in scalars.items()}
 
 
+def read_console_log(path: str) -> Dict[str, List[Tuple]]:
+    """The validation PSNR and baseline of a train_vae.py console log, as :func:`read_scalars` gives them."""
+    pattern = re.compile(r"\] step (\d+), \d+ [^:]*: baseline_psnr ([\d.]+),.*? psnr ([\d.]+),")
+    points = [match.groups() for match in pattern.finditer(Path(path).read_text(encoding="utf-8", errors="replace"))]
+    return {
+        MODEL_TAG: [(int(step), float(psnr)) for step, _, psnr in points],
+        BASELINE_TAG: [(int(step), float(baseline)) for step, baseline, _ in points],
+    }
+
+
 def main(input_args=None) -> None:
     args = parse_args(input_args)
     figure, axis = plt.subplots(figsize=(7.5, 4.2), constrained_layout=True)
     for index, (folder, label) in enumerate(args.run):
-        scalars = read_scalars(folder)
+        scalars = read_console_log(folder) if folder.endswith(".log") else read_scalars(folder)
         if MODEL_TAG not in scalars or BASELINE_TAG not in scalars:
             raise SystemExit(f"--run {folder}: its logs hold no {MODEL_TAG} / {BASELINE_TAG} (run without validation?)")
         color = f"C{index}"

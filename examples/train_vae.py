@@ -57,7 +57,7 @@ from radiodiff_vae.errors import (
 )
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
-from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype
+from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype, group_norm_keeps_channels_last
 from radiodiff_vae.models.checks import check_size_divisible
 from radiodiff_vae.training import (
     SCHEDULER_NAMES,
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         training,
         "--channels_last",
         "Autoencoder, LPIPS and discriminator in channels-last memory layout (no NCHW <-> NHWC transposes around "
-        "cuDNN's convolutions); auto: on with CUDA (docs/benchmarks.md), off on a CPU.",
+        "cuDNN's convolutions); auto: on with CUDA when torch's GroupNorm keeps channels-last there (not in torch "
+        "2.11: its copies cost more than channels-last saves, docs/benchmarks.md), off on a CPU.",
     )
     add_auto_switch(
         training,
@@ -889,7 +890,9 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
         vae.enable_gradient_checkpointing(full_resolution_only=args.gradient_checkpointing_scope == "full_resolution")
         loss_fn.enable_gradient_checkpointing()
     on_cuda = accelerator.device.type == "cuda"
-    channels_last = args.channels_last == "on" or (args.channels_last == "auto" and on_cuda)
+    channels_last = args.channels_last == "on" or (
+        args.channels_last == "auto" and on_cuda and group_norm_keeps_channels_last(accelerator.device)
+    )
     if channels_last:
         vae.to(memory_format=torch.channels_last)
         loss_fn.to(memory_format=torch.channels_last)

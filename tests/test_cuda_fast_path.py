@@ -164,3 +164,18 @@ def test_autocast_group_norm_normalises_in_bf16_with_the_same_parameters():
     torch.testing.assert_close(y.float(), expected, rtol=2e-2, atol=2e-2)
     y.float().sum().backward()
     assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32 and x.grad is not None
+
+
+def test_channels_last_auto_follows_whether_group_norm_keeps_the_layout(monkeypatch):
+    from radiodiff_vae.models import normalization
+
+    # torch's CPU GroupNorm has a channels-last kernel; its CUDA GroupNorm (torch 2.11) copies to NCHW
+    assert normalization.group_norm_keeps_channels_last(torch.device("cpu"))
+    calls = []
+
+    def probe(device):
+        calls.append(device)
+        return False
+
+    monkeypatch.setattr(train_vae, "group_norm_keeps_channels_last", probe)
+    assert not train_vae.group_norm_keeps_channels_last(torch.device("cpu")) and calls

@@ -38,3 +38,16 @@ def group_norm_in_autocast_dtype(module: nn.Module) -> int:
             child.__class__ = AutocastGroupNorm
             converted += 1
     return converted
+
+
+def group_norm_keeps_channels_last(device: torch.device) -> bool:
+    """Whether this torch's GroupNorm gives a channels-last output for a channels-last input on ``device``.
+
+    Where it does not (CUDA up to at least torch 2.11), each GroupNorm of a channels-last autoencoder copies its
+    input to NCHW and the next convolution copies it back: on an H200 those copies took 38% of the bf16 training
+    step (docs/benchmarks.md), more than channels-last saves around cuDNN's convolutions.
+    """
+    norm = nn.GroupNorm(2, 4).to(device)
+    probe = torch.zeros(1, 4, 2, 2, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return norm(probe).is_contiguous(memory_format=torch.channels_last)
