@@ -27,6 +27,7 @@ Bad flags, configuration files, data folders and checkpoints are refused before 
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -72,6 +73,7 @@ from radiodiff_vae.training import (
     build_lr_scheduler,
     checkpointing,
     compile_for_training,
+    debug,
     measure_scaling_factor,
     parse_args_with_config,
     peak_memory_mib,
@@ -292,20 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--hub_model_id", type=str, default=None, help="Repository id, e.g. user/radiodiff-vae.")
     hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
 
-    debug = parser.add_argument_group("debugging (used by the tests)")
-    debug.add_argument(
-        "--debug_trace",
-        action="store_true",
-        help="Each process writes output_dir/debug/rank-<i>.json: the map names it trained on and a hash of its "
-        "final weights.",
-    )
-    debug.add_argument(
-        "--debug_nonfinite_steps",
-        type=int,
-        nargs="*",
-        default=[],
-        help="Make the loss NaN at these optimizer steps (exercises the non-finite guard).",
-    )
     return parser
 
 
@@ -423,9 +411,6 @@ def validate_args(args: argparse.Namespace) -> None:
         )
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. user/radiodiff-vae)")
-    for step in args.debug_nonfinite_steps:
-        if step < 0:
-            raise ValueError(f"--debug_nonfinite_steps takes optimizer steps >= 0, got {step}")
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -755,7 +740,8 @@ def step_records(result, max_grad_norm: float) -> Dict[str, torch.Tensor]:
 
 
 def write_debug_trace(output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard):
-    """output_dir/debug/rank-<i>.json (--debug_trace): the maps this process trained on and digests of its weights."""
+    """output_dir/debug/rank-<i>.json (radiodiff_vae.training.debug): the maps this process trained on and digests of
+    its weights."""
     atomic_write_json(
         os.path.join(output_dir, "debug", f"rank-{accelerator.process_index}.json"),
         {
@@ -811,7 +797,7 @@ def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, glob
     save_model_card(
         args.output_dir,
         raw_vae,
-        training_args={key: value for key, value in vars(args).items() if not key.startswith("debug_")},
+        training_args=vars(args),
         metrics={key: value for key, value in final_metrics.items() if key not in BASELINE_KEYS},
         baseline={
             "method": baseline.describe(),
@@ -835,6 +821,7 @@ def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, glob
 
 def main(input_args: Optional[Sequence[str]] = None) -> int:
     args = parse_args(input_args)
+    tracing, diverging_steps = debug.trace_requested(), debug.nonfinite_steps()  # the tests' hooks
 
     # ---- accelerator, logging, seed
     logging_dir = os.path.join(args.output_dir, args.logging_dir)
@@ -1006,10 +993,11 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
             resuming = epoch == global_step // steps_per_epoch and batches_done
             loader = accelerator.skip_first_batches(train_dataloader, batches_done) if resuming else train_dataloader
             for batch in loader:
-                if args.debug_trace:
+                if tracing:
                     names_seen.extend(batch["name"])
-                poison = global_step in args.debug_nonfinite_steps
-                result = train_step(batch["pixel_values"], global_step, poison=poison)  # (B, 1, H, W) in [-1, 1]
+                diverge = global_step in diverging_steps  # the tests' way to exercise the non-finite guard
+                with debug.nonfinite_generator_objective(loss_fn) if diverge else contextlib.nullcontext():
+                    result = train_step(batch["pixel_values"], global_step)  # (B, 1, H, W) in [-1, 1]
                 window.add_micro_batch(result.logs, result.finite)
                 if not result.sync:
                     continue
@@ -1078,7 +1066,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
 
     # ---- the end: (EMA) weights, scaling factor, final validation, model card, upload
     accelerator.wait_for_everyone()
-    if args.debug_trace:
+    if tracing:
         write_debug_trace(args.output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard)
     if accelerator.is_main_process:
         if ema is not None:

@@ -109,7 +109,7 @@ CASES = {
     ),
     "config_wrong_type": (
         lambda tmp: (tmp / "c.yaml").write_text("train_batch_size: eight\n") and ["--config", "c.yaml"],
-        "key 'train_batch_size': cannot read 'eight' as int",
+        "key 'train_batch_size': invalid int value: 'eight'",
     ),
     "data_dir_empty": (lambda tmp: (tmp / "data").mkdir() or ["--data_dir", "data"], "no simulation folder data/gain/IRT4"),
     "data_dir_of_pngs": (lambda tmp: _png_folder(tmp / "data") or ["--data_dir", "data"], "no simulation folder"),

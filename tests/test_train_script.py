@@ -20,7 +20,7 @@ from conftest import load_example, reset_accelerate_state
 from safetensors.torch import load_file
 
 from hub_server import HubServer
-from radiodiff_vae.training import checkpointing
+from radiodiff_vae.training import checkpointing, debug
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "examples" / "train_vae.py"
@@ -34,7 +34,7 @@ TINY_RUN = [
     "--num_validation_maps", "2", "--num_validation_images", "2", "--scaling_factor_maps", "4",
     "--train_batch_size", "2", "--gradient_accumulation_steps", "2", "--perceptual_weight", "0",
     "--disc_start", "2", "--disc_base_channels", "16", "--learning_rate", "1e-3", "--lr_end", "1e-4",
-    "--logging_steps", "2", "--report_to", "tensorboard", "--seed", "3", "--debug_trace",
+    "--logging_steps", "2", "--report_to", "tensorboard", "--seed", "3",
 ]  # fmt: skip
 
 
@@ -42,6 +42,12 @@ train_vae = load_example("train_vae.py", "train_vae_under_test")
 
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+
+@pytest.fixture(autouse=True)
+def trace_every_run(monkeypatch):
+    """Every run writes output_dir/debug/rank-<i>.json (radiodiff_vae.training.debug)."""
+    monkeypatch.setenv(debug.TRACE_VARIABLE, "1")
 
 
 def _trace(output_dir: Path, rank: int = 0) -> dict:
@@ -141,10 +147,12 @@ def full_run(tmp_path_factory):
         patch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
         patch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the test Hub has LFS, not Xet
         patch.setenv("HF_HOME", str(output_dir.parent / "hf_home"))
+        patch.setenv(debug.TRACE_VARIABLE, "1")
+        patch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1")
         code = train_vae.main(
             TINY_RUN
             + ["--output_dir", str(output_dir), "--max_train_steps", "6", "--checkpointing_steps", "3"]
-            + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5", "--debug_nonfinite_steps", "1"]
+            + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5"]
             + ["--push_to_hub", "--hub_model_id", "test-user/tiny-radio-vae"]
         )
         repo = hub.repos[("model", "test-user/tiny-radio-vae")]
@@ -170,7 +178,7 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     assert config["scaling_factor"] != 1.0 and 0.01 < config["scaling_factor"] < 100  # measured 1/std
 
     card = (output_dir / "README.md").read_text()
-    assert "| psnr |" in card and "| ssim |" in card and "sample.png" in card and "debug_trace" not in card
+    assert "| psnr |" in card and "| ssim |" in card and "sample.png" in card and "RADIODIFF_VAE" not in card
     # 32x32 maps, latent 3x4x4 = 48 values: the card sets the model beside a 7x7 thumbnail
     assert "| metric | value | resize baseline | unit |" in card and "area-resize to 7x7" in card
 
@@ -205,16 +213,17 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug"))]
 
 
-def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):
+def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path, monkeypatch):
     """Steps 0-2 (phase 1, then the discriminator joins at 2) come from the full run's checkpoint-3; steps 3-5 are
     trained again and must give bitwise the same weights, EMA, logvar and data order."""
     full_dir, code, _ = full_run
     assert code == 0
     shutil.copytree(full_dir / "checkpoint-3", tmp_path / "checkpoint-3")
+    monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1")
     code = train_vae.main(
         TINY_RUN
         + ["--output_dir", str(tmp_path), "--max_train_steps", "6", "--checkpointing_steps", "3"]
-        + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5", "--debug_nonfinite_steps", "1"]
+        + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5"]
         + ["--resume_from_checkpoint", "latest"]
     )
     assert code == 0
@@ -238,10 +247,11 @@ def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):
     assert full_config["scaling_factor"] == resumed_config["scaling_factor"]
 
 
-def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, caplog):
+def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, caplog, monkeypatch):
     arguments = TINY_RUN + ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "1"]
     arguments += ["--validation_steps", "100", "--report_to", "none"]
-    code = train_vae.main(arguments + ["--debug_nonfinite_steps", "1", "2", "--max_nonfinite_steps", "2"])
+    monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1,2")
+    code = train_vae.main(arguments + ["--max_nonfinite_steps", "2"])
     assert code == 3
     assert "2 consecutive optimizer steps with a non-finite loss" in caplog.text
     assert [step for step, _ in checkpointing.list_checkpoints(str(tmp_path))] == [1, 2]
@@ -252,6 +262,7 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 
     # The run continues from there once the cause is gone.
     reset_accelerate_state()
+    monkeypatch.delenv(debug.NONFINITE_STEPS_VARIABLE)
     assert train_vae.main(arguments + ["--resume_from_checkpoint", "latest"]) == 0
     # step 2 was not checkpointed: the resumed run counts the skipped step 1 only
     assert _trace(tmp_path)["global_step"] == 4 and _trace(tmp_path)["nonfinite_steps_skipped"] == 1
@@ -319,10 +330,11 @@ def _free_port() -> int:
 
 def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     environment = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    environment[debug.NONFINITE_STEPS_VARIABLE] = "1"  # a skipped step must not desync DDP
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(_free_port()), str(SCRIPT)] + TINY_RUN  # fmt: skip
     command += ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "2"]
-    command += ["--validation_steps", "2", "--debug_nonfinite_steps", "1"]  # a skipped step must not desync DDP
+    command += ["--validation_steps", "2"]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -370,3 +382,13 @@ def test_overlapping_validation_is_called_so_and_maps_outside_training_are_score
         (_, norm), = scalars[f"train/grad_norm_{group}"]
         assert step == 1 and ratio == pytest.approx(norm)  # max_grad_norm 1
     assert "train/clip_ratio_discriminator" not in scalars  # phase 1: the discriminator has no gradient
+
+
+def test_the_test_hooks_are_not_flags_and_refuse_bad_values(tmp_path, monkeypatch):
+    help_text = train_vae.build_parser().format_help()
+    assert "--debug" not in help_text and "nonfinite_steps" not in help_text.replace("max_nonfinite_steps", "")
+    monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1,x")
+    with pytest.raises(ValueError, match="RADIODIFF_VAE_NONFINITE_STEPS takes optimizer steps >= 0"):
+        debug.nonfinite_steps()
+    monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, " 3, 5 ")
+    assert debug.nonfinite_steps() == {3, 5}

@@ -97,11 +97,8 @@ class VAEGANStep:
         self.micro_step = 0
         self._window_bad = torch.zeros((), device=accelerator.device)
 
-    def __call__(self, maps: torch.Tensor, global_step: int, poison: bool = False) -> StepOutput:
-        """Trains on one micro-batch ``maps`` `(B, C, H, W)` in [-1, 1] at optimizer step ``global_step``.
-
-        ``poison`` makes the loss NaN (the tests' way to exercise the non-finite guard).
-        """
+    def __call__(self, maps: torch.Tensor, global_step: int) -> StepOutput:
+        """Trains on one micro-batch ``maps`` `(B, C, H, W)` in [-1, 1] at optimizer step ``global_step``."""
         accelerator = self.accelerator
         adversarial = self.loss_fn.disc_factor(global_step) > 0
         if self.channels_last:
@@ -121,9 +118,6 @@ class VAEGANStep:
                     )
                     objective = objective + disc_loss
                     logs.update(disc_logs)
-            if poison:
-                objective = objective * float("nan")
-                logs["total"] = logs["total"] * float("nan")
             finite = torch.isfinite(logs["total"]) & torch.isfinite(logs.get("disc_loss", logs["total"]))
             self._window_bad = self._window_bad + (~finite).float()
             # Every process runs the backward, finite or not, so DDP's reductions stay matched; a non-finite
