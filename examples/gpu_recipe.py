@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -62,7 +62,12 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--precision_resolution", type=int, default=128, help="Precision: map size.")
     parser.add_argument("--raytraced_dir", default=None, help="A make-raytraced folder to score the recipe on.")
     parser.add_argument("--eval_maps", type=int, default=512, help="Unseen synthetic cities to score.")
-    parser.add_argument("--concurrent", action="store_true", help="Compare/precision: run the trainings at once.")
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="Compare/precision: run the trainings at once (they share the GPU: on the H200 five at once, beside "
+        "their data generation, ran about three times slower than their step times promised).",
+    )
     parser.add_argument("--dry_run", action="store_true", help="CPU, toy sizes: checks the plumbing.")
     args = parser.parse_args(input_args)
     for name in ("train_seconds", "step_seconds", "compare_seconds"):
@@ -75,27 +80,26 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------------------------------------
 # running the package's commands
-def train(output_dir: Path, arguments: List[str], log: Path, wait: bool = True):
-    """``train_vae.py --config radiodiff_vae_gpu.yaml`` with ``arguments`` winning; returns the Popen if not waiting."""
+def train(output_dir: Path, arguments: List[str], log: Path, wait: bool = True) -> Tuple[subprocess.Popen, Path]:
+    """Starts ``train_vae.py --config radiodiff_vae_gpu.yaml`` with ``arguments`` winning, its output in ``log``;
+    waits for it (``finish``) unless ``wait`` is False. Returns the process and its log."""
     command = [sys.executable, str(HERE / "train_vae.py"), "--config", str(RECIPE_CONFIG)]
     command += ["--output_dir", str(output_dir), *arguments]
-    handle = open(log, "w", encoding="utf-8")
-    handle.write("# " + " ".join(command) + "\n")
-    handle.flush()
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-    process.log_handle = handle
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("# " + " ".join(command) + "\n")
+    with open(log, "a", encoding="utf-8") as handle:  # the child keeps its own copy of the descriptor
+        run = (subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT), log)
     if wait:
-        finish(process)
-    return process
+        finish(run)
+    return run
 
 
-def finish(process) -> float:
-    """Waits for a training process; raises if it failed. Returns nothing useful but its exit, checked."""
+def finish(run: Tuple[subprocess.Popen, Path]) -> None:
+    """Waits for a training process started by ``train``; raises a RuntimeError naming its log if it failed."""
+    process, log = run
     code = process.wait()
-    process.log_handle.close()
     if code != 0:
-        raise RuntimeError(f"{' '.join(process.args[:3])} ... exited {code}; see {process.log_handle.name}")
-    return code
+        raise RuntimeError(f"train_vae.py exited {code}; see {log}")
 
 
 def evaluate(model: Path, output_dir: Path, data: List[str], log: Path) -> Dict[str, object]:
