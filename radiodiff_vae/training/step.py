@@ -55,7 +55,8 @@ class VAEGANStep:
         seed (`int`, defaults to 0): seed of the posterior noise, drawn per (step, micro-batch, process).
         channels_last (`bool`, defaults to `False`): convert each micro-batch to channels-last once, for models
             already converted with ``.to(memory_format=torch.channels_last)`` (cuDNN then needs no NCHW <-> NHWC
-            transposes around its convolutions).
+            transposes around its convolutions). It pays only where GroupNorm keeps the layout
+            (``models.normalization.group_norm_keeps_channels_last``; not CUDA in torch 2.11).
 
     The loss runs under ``accelerator.autocast()``: with bf16/fp16 mixed precision LPIPS and the discriminator's
     logits of the generator objective are computed in that precision like the autoencoder; the loss terms are
