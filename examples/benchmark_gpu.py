@@ -107,9 +107,20 @@ def plan(args: argparse.Namespace) -> List[Part]:
              [*layouts["latent8"], *common, *bf16, "--phases", "1"], 60),
     ]  # fmt: skip
     if args.radiodiff_dir is not None:
-        original = ["--radiodiff_dir", args.radiodiff_dir, "--device", device, "--repeats", "1" if args.dry_run else "3"]
+        original = [
+            "--radiodiff_dir",
+            args.radiodiff_dir,
+            "--device",
+            device,
+            "--repeats",
+            "1" if args.dry_run else "3",
+        ]
         original += ["--resolution", "32", "--batch", "2"] if args.dry_run else ["--resolution", "320", "--batch", "8"]
-        original += ["--block_out_channels", "32", "64", "128"] if args.dry_run else ["--block_out_channels", "128", "256", "512"]
+        original += (
+            ["--block_out_channels", "32", "64", "128"]
+            if args.dry_run
+            else ["--block_out_channels", "128", "256", "512"]
+        )
         parts.append(Part("original_fp32", "benchmark_original_step.py", original, 120, writes_json=False))
     inference = ["--device", device, "--batch_sizes", *(["2"] if args.dry_run else ["8", "32"])]
     inference += ["--presets", "radiodiff-vae", "radiodiff-ldm-f4", "--train_batch_sizes"]  # inference only
@@ -123,8 +134,7 @@ def plan(args: argparse.Namespace) -> List[Part]:
         Part("step_fp32", "benchmark_train_step.py", [*report, *common, "--precision", "fp32"], 90),
     ]  # fmt: skip
     if not args.skip_compile and not args.dry_run:
-        parts.append(Part("step_bf16_compile", "benchmark_train_step.py",
-                          [*report, *common, *bf16, "--compile"], 240))
+        parts.append(Part("step_bf16_compile", "benchmark_train_step.py", [*report, *common, *bf16, "--compile"], 240))
     if args.parts:
         unknown = sorted(set(args.parts) - {part.name for part in parts})
         if unknown:
@@ -144,7 +154,9 @@ def run_part(part: Part, out: Path) -> Dict[str, object]:
         log.write("# " + " ".join(command) + "\n")
         log.flush()
         try:
-            completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=part.timeout, cwd=HERE.parent)
+            completed = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, timeout=part.timeout, cwd=HERE.parent
+            )
             status = "ok" if completed.returncode == 0 else f"failed (exit {completed.returncode})"
         except subprocess.TimeoutExpired:
             status = f"timed out after {part.timeout:.0f} s"

@@ -89,7 +89,7 @@ import tempfile
 import types
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 

@@ -45,6 +45,8 @@ LAYOUTS = [
     ("4x, 3 channels (radiodiff-ldm-f4)", ["--preset", "radiodiff-ldm-f4"], "step_ldm_f4_bf16"),
     ("8x, 8 channels", ["--preset", "radiodiff-vae", "--latent_channels", "8"], "step_latent8_bf16"),
 ]
+# What each part prints of its results (the rest is in summary.json).
+SUMMARY_KEYS = ("error", "unseen_cities", "raytraced", "rows", "part_seconds")
 # Validation, logging and EMA cost on top of the optimizer steps' own time.
 OVERHEAD = 1.12
 
@@ -164,7 +166,9 @@ def gap_curve(run: Path) -> List[tuple]:
     scalars = read_scalars(str(run), wall_time=True)
     start = min(point[2] for points in scalars.values() for point in points)
     baseline = {step: value for step, value, _ in scalars[BASELINE_TAG]}
-    return [(step, wall - start, value - baseline[step]) for step, value, wall in scalars[MODEL_TAG] if step in baseline]
+    return [
+        (step, wall - start, value - baseline[step]) for step, value, wall in scalars[MODEL_TAG] if step in baseline
+    ]
 
 
 def draw_curves(curves: Dict[str, List[tuple]], path: Path, title: str) -> None:
@@ -231,8 +235,8 @@ def rewrite_card(run: Path, result: Dict[str, object]) -> None:
         f"Trained with `examples/train_vae.py --config examples/configs/radiodiff_vae_gpu.yaml` for {result['steps']} "
         f"steps ({result['train_command_seconds']:.0f} s for the whole command). On {unseen['maps']} unseen synthetic "
         f"cities: {unseen['psnr']:.2f} dB PSNR against {unseen['baseline_psnr']:.2f} dB for the resize baseline "
-        f"({unseen['baseline']}), a gap of {unseen['psnr_gap_db']:+.2f} dB, better on {unseen['maps_where_model_wins']} "
-        f"of {unseen['maps']} maps."
+        f"({unseen['baseline']}), a gap of {unseen['psnr_gap_db']:+.2f} dB, better on "
+        f"{unseen['maps_where_model_wins']} of {unseen['maps']} maps."
     ]
     if "raytraced" in result:
         traced = result["raytraced"]
@@ -294,7 +298,9 @@ def run_precision(args: argparse.Namespace, out: Path) -> Dict[str, object]:
         if args.concurrent:
             finish(process)
     curves = {("fp32" if p == "no" else p): gap_curve(run) for p, run in runs.items()}
-    draw_curves(curves, out / "precision_curves.png", f"bf16 against fp32, same {steps} steps at {resolution}x{resolution}")
+    draw_curves(
+        curves, out / "precision_curves.png", f"bf16 against fp32, same {steps} steps at {resolution}x{resolution}"
+    )
     sys.path.insert(0, str(HERE))
     from plot_learning_curves import read_scalars
 
@@ -320,7 +326,8 @@ def main(input_args: Optional[List[str]] = None) -> int:
             failed = True
         summary[name]["part_seconds"] = round(time.perf_counter() - start, 1)
         summary_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")  # after every part
-        print(f"[gpu_recipe] {name}: {json.dumps({k: v for k, v in summary[name].items() if k in ('error', 'unseen_cities', 'raytraced', 'rows', 'part_seconds')})[:2000]}", flush=True)
+        shown = {key: value for key, value in summary[name].items() if key in SUMMARY_KEYS}
+        print(f"[gpu_recipe] {name}: {json.dumps(shown)[:2000]}", flush=True)
     return 1 if failed else 0
 
 

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latent_channels",
         type=int,
         default=None,
-        help="Channels of the latent instead of the preset's 3 (the report's section 7.2 suggests 4-8 for more detail).",
+        help="Channels of the latent instead of the preset's 3 (the report's section 7.2 suggests 4-8, more detail).",
     )
     model.add_argument(
         "--pretrained_model_name_or_path",

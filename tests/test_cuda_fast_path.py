@@ -37,9 +37,11 @@ def _one_step(monkeypatch, home, *, channels_last=False, mixed_precision="no", g
     optimizers.append(torch.optim.SGD(loss_fn.discriminator.parameters(), lr=0.0))
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda _: 1.0) for o in optimizers]
     prepared = accelerator.prepare(vae, loss_fn.discriminator, *optimizers, *schedulers)
-    step = VAEGANStep(accelerator, *prepared[:2], loss_fn, *prepared[2:], NonFiniteGuard(10), channels_last=channels_last)
+    step = VAEGANStep(
+        accelerator, *prepared[:2], loss_fn, *prepared[2:], NonFiniteGuard(10), channels_last=channels_last
+    )
     grads = {}
-    hook = lambda name: (lambda grad: grads.__setitem__(name, grad.detach().clone()))  # noqa: E731
+    hook = lambda name: lambda grad: grads.__setitem__(name, grad.detach().clone())  # noqa: E731
     for name, parameter in [*vae.named_parameters(), ("logvar", loss_fn.logvar)]:
         parameter.register_hook(hook(name))
     for name, parameter in loss_fn.discriminator.named_parameters():

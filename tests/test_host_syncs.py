@@ -22,9 +22,7 @@ class HostSyncCounter(TorchDispatchMode):
         self.count = 0
 
     def _is_step_counter(self, tensor: torch.Tensor) -> bool:
-        return any(
-            tensor is state.get("step") for optimizer in self.optimizers for state in optimizer.state.values()
-        )
+        return any(tensor is state.get("step") for optimizer in self.optimizers for state in optimizer.state.values())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default and not self._is_step_counter(args[0]):
@@ -72,7 +70,11 @@ def test_value_checks_stay_on_for_users_calls():
     vae = RadioVAE.from_preset("tiny", sample_size=32)
     maps = torch.zeros(1, 1, 32, 32)
     maps[0, 0, 3, 4] = float("nan")
-    for call in (lambda: vae.encode(maps), lambda: vae(maps), lambda: vae.decode(torch.full((1, 3, 4, 4), float("inf")))):
+    for call in (
+        lambda: vae.encode(maps),
+        lambda: vae(maps),
+        lambda: vae.decode(torch.full((1, 3, 4, 4), float("inf"))),
+    ):
         with pytest.raises(ValueError, match="non-finite"):
             call()
     with torch.no_grad():
