@@ -28,7 +28,6 @@ Bad flags, configuration files, data folders and checkpoints are refused before 
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -616,15 +615,6 @@ def tracker_config(args: argparse.Namespace) -> Dict[str, Any]:
     return config
 
 
-def weights_digest(named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
-    """SHA-256 of named tensors (e.g. ``module.state_dict().items()``): equal digests mean bitwise-equal weights."""
-    digest = hashlib.sha256()
-    for name, tensor in named_tensors:
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def save_final_model(vae: RadioVAE, output_dir: str) -> None:
     """``save_pretrained`` (safetensors) into ``output_dir``: written to a temporary folder, then each file moved in
     with ``os.replace``, so a reader never sees a half-written file."""
@@ -737,27 +727,6 @@ def step_records(result, max_grad_norm: float) -> Dict[str, torch.Tensor]:
     if max_grad_norm > 0:
         records.update({f"clip_ratio_{name}": norm / max_grad_norm for name, norm in result.grad_norms.items()})
     return records
-
-
-def write_debug_trace(output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard):
-    """output_dir/debug/rank-<i>.json (radiodiff_vae.training.debug): the maps this process trained on and digests of
-    its weights."""
-    atomic_write_json(
-        os.path.join(output_dir, "debug", f"rank-{accelerator.process_index}.json"),
-        {
-            "process_index": accelerator.process_index,
-            "num_processes": accelerator.num_processes,
-            "names": names_seen,
-            "global_step": global_step,
-            "vae_sha256": weights_digest(raw_vae.state_dict().items()),
-            # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
-            "discriminator_parameters_sha256": weights_digest(
-                accelerator.unwrap_model(discriminator).named_parameters()
-            ),
-            "logvar": loss_fn.logvar.item(),
-            "nonfinite_steps_skipped": guard.total,
-        },
-    )
 
 
 def save_final_outputs(args, accelerator, raw_vae, data, collate, validate, global_step, hub_repo_id) -> None:
@@ -1067,7 +1036,7 @@ def main(input_args: Optional[Sequence[str]] = None) -> int:
     # ---- the end: (EMA) weights, scaling factor, final validation, model card, upload
     accelerator.wait_for_everyone()
     if tracing:
-        write_debug_trace(args.output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard)
+        debug.write_trace(args.output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen, global_step, guard)
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(raw_vae.parameters())

@@ -9,8 +9,13 @@
 """
 
 import contextlib
+import hashlib
 import os
-from typing import Iterator, Set
+from typing import Iterable, Iterator, List, Set, Tuple
+
+import torch
+
+from ..atomic import atomic_write_json
 
 
 TRACE_VARIABLE = "RADIODIFF_VAE_DEBUG_TRACE"
@@ -53,3 +58,32 @@ def nonfinite_generator_objective(loss_fn) -> Iterator[None]:
         yield
     finally:
         del loss_fn.generator_objective  # the class's method again
+
+
+def weights_digest(named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 of named tensors (e.g. ``module.state_dict().items()``): equal digests mean bitwise-equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in named_tensors:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_trace(output_dir, accelerator, raw_vae, discriminator, loss_fn, names_seen: List[str], global_step, guard):
+    """``output_dir/debug/rank-<i>.json``: the maps this process trained on and digests of its final weights."""
+    atomic_write_json(
+        os.path.join(output_dir, "debug", f"rank-{accelerator.process_index}.json"),
+        {
+            "process_index": accelerator.process_index,
+            "num_processes": accelerator.num_processes,
+            "names": names_seen,
+            "global_step": global_step,
+            "vae_sha256": weights_digest(raw_vae.state_dict().items()),
+            # Parameters only: BatchNorm running statistics are per process between DDP's buffer broadcasts.
+            "discriminator_parameters_sha256": weights_digest(
+                accelerator.unwrap_model(discriminator).named_parameters()
+            ),
+            "logvar": loss_fn.logvar.item(),
+            "nonfinite_steps_skipped": guard.total,
+        },
+    )
