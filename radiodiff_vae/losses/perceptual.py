@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 LPIPS_VERSION = "0.1"
 # torchvision's VGG16_Weights.IMAGENET1K_V1, the trunk the `lpips` heads were calibrated on.
@@ -186,8 +187,7 @@ class PerceptualLoss(nn.Module):
         # lpips.LPIPS.forward (version 0.1, lpips=True, spatial=False) written out: the VGG16 trunk runs under the
         # caller's autocast (bf16/fp16 on a GPU), the unit normalisation, squared differences and linear heads in
         # fp32; with gradient checkpointing the reconstruction's features are recomputed slice by slice.
-        from lpips import normalize_tensor
-        from torch.utils.checkpoint import checkpoint
+        from lpips import normalize_tensor  # lpips is imported where the network is built, not at import time
 
         channels_last = torch.channels_last
         inputs = inputs.expand(-1, 3, -1, -1).contiguous(memory_format=channels_last)  # (B, 3, H, W)
