@@ -678,7 +678,7 @@ def build_loss(args: argparse.Namespace, vae: RadioVAE) -> RadioVAELoss:
         disc_use_actnorm=args.disc_use_actnorm,
     )
     if args.load_training_state:
-        from radiodiff_vae.original_checkpoint import load_training_state
+        from radiodiff_vae.conversion.original import load_training_state
 
         load_training_state(loss_fn, args.pretrained_model_name_or_path)
         logger.info(f"loaded the discriminator and logvar of {args.pretrained_model_name_or_path}")

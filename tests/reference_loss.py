@@ -3,7 +3,7 @@
 ``generator_loss`` is the package's generator objective before issue 13: the total loss as one tensor, whose
 adaptive weight backpropagates the nll and the GAN loss to the decoder's last layer through LPIPS and the
 discriminator, and whose backward runs both again. The tests compare the objective's values and gradients with
-it, and ``examples/benchmark_train_step.py`` times it as the ``previous`` formulation.
+it, and ``benchmarks/benchmark_train_step.py`` times it as the ``previous`` formulation.
 """
 
 from typing import Dict, Optional, Tuple, Union

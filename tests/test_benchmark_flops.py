@@ -1,4 +1,4 @@
-"""examples/benchmark_vae.py's FLOP count: fused attention on the CPU is counted, and the peak is the better kernel."""
+"""benchmarks/benchmark_vae.py's FLOP count: fused attention on the CPU is counted, and the peak is the better kernel."""
 
 import importlib.util
 from pathlib import Path
@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from radiodiff_vae import RadioVAE
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "benchmark_vae.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_vae.py"
 _spec = importlib.util.spec_from_file_location("benchmark_vae_under_test", SCRIPT)
 benchmark_vae = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(benchmark_vae)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from radiodiff_vae import NLayerDiscriminator, RadioVAE, RadioVAELoss
 from radiodiff_vae.cli import main as cli_main
-from radiodiff_vae.original_checkpoint import (
+from radiodiff_vae.conversion.original import (
     CONVERTED_SCALING_FACTOR,
     convert_original_checkpoint,
     load_original_checkpoint,

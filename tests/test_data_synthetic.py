@@ -9,7 +9,7 @@ import torch
 
 from radiodiff_vae.data import RADIOMAPSEER_DB_RANGE, SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps
 from radiodiff_vae.data.conventions import model_to_unit
-from radiodiff_vae.data.synthetic import path_gain_db, pixel_centres, shadowing_field
+from radiodiff_vae.data.simulation.synthetic import path_gain_db, pixel_centres, shadowing_field
 
 WAVELENGTH_M = 299_792_458.0 / 5.9e9
 
@@ -144,7 +144,7 @@ def test_bad_configuration_is_rejected_with_the_field_name():
 def test_cities_vary_in_building_size_and_orientation():
     from scipy import ndimage
 
-    from radiodiff_vae.data.synthetic import rasterize_buildings, sample_city_layouts
+    from radiodiff_vae.data.simulation.synthetic import rasterize_buildings, sample_city_layouts
 
     config = SyntheticCityConfig()
     layout = sample_city_layouts(range(1, 7), seed=0, config=config)

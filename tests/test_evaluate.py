@@ -222,7 +222,7 @@ def test_cli_model_with_other_channel_count(tmp_path, capsys):
 def test_cli_evaluate_a_radiomapseer_folder_per_simulation(model_dir, tmp_path):
     import shutil
 
-    from radiodiff_vae.data.synthetic import write_synthetic_folder
+    from radiodiff_vae.data.simulation.synthetic import write_synthetic_folder
 
     # Maps 1-3 in RadioMapSeer's layout; the disjoint split puts map 2 (2 transmitters) in test. A copy of the gain
     # folder stands in for a second simulation.

@@ -6,12 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _run(script: str, *arguments: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(EXAMPLES / script), *arguments, "--dry_run"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=EXAMPLES.parent)
+    command = [sys.executable, str(BENCHMARKS / script), *arguments, "--dry_run"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=BENCHMARKS.parent)
 
 
 def test_benchmark_gpu_dry_run_measures_every_part(tmp_path):

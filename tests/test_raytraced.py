@@ -1,4 +1,4 @@
-"""`radiodiff-vae make-raytraced` (radiodiff_vae.data.raytraced): Sionna RT maps of a real city in RadioMapSeer's
+"""`radiodiff-vae make-raytraced` (radiodiff_vae.data.simulation.raytraced): Sionna RT maps of a real city in RadioMapSeer's
 layout, read back by the loader, trained on and evaluated.
 
 The first tests run in the core install (no Sionna). The others need the ``raytrace`` extra and skip without it;
@@ -18,7 +18,7 @@ import pytest
 from radiodiff_vae.cli import main
 from radiodiff_vae.data.conventions import model_to_unit, unit_to_db
 from radiodiff_vae.data.layout import read_grey_png
-from radiodiff_vae.data.raytraced import INSTALL_HINT, SCENES, path_gain_to_grey
+from radiodiff_vae.data.simulation.raytraced import INSTALL_HINT, SCENES, path_gain_to_grey
 
 # Map 5 (below) lies in two splits of RadioDiff's scheme, which the loader says each time it opens the folder.
 pytestmark = pytest.mark.filterwarnings("ignore:split_scheme='radiodiff' reproduces")
@@ -69,7 +69,7 @@ def test_bad_flags_stop_in_one_line_before_any_trace(tmp_path, capsys, flag, val
 
 
 def test_a_folder_of_other_radio_maps_is_never_written_into(tmp_path, capsys):
-    from radiodiff_vae.data.synthetic import write_synthetic_folder
+    from radiodiff_vae.data.simulation.synthetic import write_synthetic_folder
 
     root = write_synthetic_folder(tmp_path / "rms", num_maps=1, num_tx=1, resolution=SIZE, show_progress=False)
     before = sorted(path.name for path in root.rglob("*"))
@@ -134,7 +134,7 @@ def test_evaluate_scores_against_a_reference_trace_beside_the_noise_floor(model_
     import shutil
 
     from radiodiff_vae.data.layout import write_grey_png
-    from radiodiff_vae.data.synthetic import write_synthetic_folder
+    from radiodiff_vae.data.simulation.synthetic import write_synthetic_folder
 
     # A synthetic folder stands in for two traces: "repeat1" is the same maps with noise added to one of them.
     root = write_synthetic_folder(tmp_path / "rms", num_maps=3, num_tx=2, resolution=SIZE, show_progress=False)

@@ -174,11 +174,11 @@ def test_checkpointed_lpips_trunk_gives_the_same_distance_and_gradient(torch_hom
 
 
 def test_benchmark_counts_fewer_flops_than_the_previous_and_the_original_step(capsys, monkeypatch):
-    """examples/benchmark_train_step.py on a small network: in phase 2 the package's step saves the second LPIPS and
+    """benchmarks/benchmark_train_step.py on a small network: in phase 2 the package's step saves the second LPIPS and
     discriminator backwards of the previous step, and both beat the original trainer's computation."""
     import importlib.util
 
-    script = Path(__file__).resolve().parents[1] / "examples" / "benchmark_train_step.py"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_train_step.py"
     spec = importlib.util.spec_from_file_location("benchmark_train_step_under_test", script)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)

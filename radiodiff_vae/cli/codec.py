@@ -46,56 +46,6 @@ PNG_MODE = "L"  # 8-bit grey, RadioMapSeer's gain maps
 
 # ----------------------------------------------------------------------------------------------------------------
 # reading and writing maps
-def list_png_maps(folder: str) -> List[Path]:
-    """The ``*.png`` files of ``folder`` (not recursive), sorted by name."""
-    path = Path(folder)
-    if not path.exists():
-        raise FileNotFoundError(f"--input_dir {folder} does not exist")
-    if not path.is_dir():
-        raise NotADirectoryError(f"--input_dir {folder} is not a folder")
-    files = sorted(entry for entry in path.iterdir() if entry.suffix.lower() == ".png" and entry.is_file())
-    if not files:
-        raise ValueError(f"--input_dir {folder} holds no .png files")
-    return files
-
-
-class PngMapFolder:
-    """A folder of 8-bit grey PNG maps as a map-style dataset of ``{"pixel_values": (1, H, W) in [-1, 1], "name"}``.
-
-    Every file's header is checked when the folder is opened (mode ``L``, one common size), so a bad file stops the
-    job before any model work.
-    """
-
-    def __init__(self, folder: str) -> None:
-        from radiodiff_vae.data.layout import image_size
-
-        self.files = list_png_maps(folder)
-        self.size: Optional[Tuple[int, int]] = None
-        for file in self.files:
-            size = image_size(file, gain=True)  # the gain-map rule of the datasets: mode L, refused otherwise
-            if self.size is None:
-                self.size = size
-            elif size != self.size:
-                raise ValueError(
-                    f"{file} is {size[0]}x{size[1]} pixels but {self.files[0].name} is {self.size[0]}x{self.size[1]}; "
-                    "all maps of a folder must have one size"
-                )
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        import numpy as np
-        import torch
-
-        from radiodiff_vae.data.conventions import unit_to_model
-        from radiodiff_vae.data.layout import read_grey_png
-
-        grey = read_grey_png(self.files[index], gain=True).astype(np.float32)  # (H, W) in 0..255
-        pixel_values = torch.from_numpy(unit_to_model(grey / 255.0)).unsqueeze(0)  # (1, H, W) in [-1, 1]
-        return {"pixel_values": pixel_values, "name": self.files[index].name, "simulation": ""}
-
-
 def maps_to_uint8(maps: Any) -> Any:
     """Maps in [-1, 1] (N, 1, H, W) -> uint8 numpy (N, H, W), ``round(255 * (x + 1) / 2)``."""
     import torch
@@ -245,6 +195,8 @@ def run_encode(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
 
     # Cheap checks first: a PNG folder's headers, then the model, then (possibly slow) dataset construction.
+    from radiodiff_vae.data.png_folder import PngMapFolder
+
     folder = PngMapFolder(args.input_dir) if args.input_dir is not None else None
     vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
     if folder is not None:

@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from radiodiff_vae.original_checkpoint import convert_original_checkpoint, describe
+    from radiodiff_vae.conversion.original import convert_original_checkpoint, describe
 
     if args.sample_size < 1:
         raise ValueError(f"--sample_size must be a positive number of pixels, got {args.sample_size}")

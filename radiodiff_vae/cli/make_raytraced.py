@@ -59,7 +59,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from radiodiff_vae.data.raytraced import (
+    from radiodiff_vae.data.simulation.raytraced import (
         DEFAULT_SIMULATION,
         RaytraceConfig,
         RaytracingUnavailableError,

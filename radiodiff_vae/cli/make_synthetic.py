@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.first_map_id < 1:
         raise ValueError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
 
-    from radiodiff_vae.data.synthetic import SyntheticCityConfig, write_synthetic_folder
+    from radiodiff_vae.data.simulation.synthetic import SyntheticCityConfig, write_synthetic_folder
 
     overrides = {}
     if args.wall_loss_db is not None:

@@ -17,11 +17,12 @@ _EXPORTS = {
     "unit_to_db": "radiodiff_vae.data.conventions",
     "unit_to_model": "radiodiff_vae.data.conventions",
     "model_to_unit": "radiodiff_vae.data.conventions",
-    "SyntheticCityConfig": "radiodiff_vae.data.synthetic",
-    "SyntheticRadioMaps": "radiodiff_vae.data.synthetic",
-    "generate_radio_maps": "radiodiff_vae.data.synthetic",
-    "write_synthetic_folder": "radiodiff_vae.data.synthetic",
+    "SyntheticCityConfig": "radiodiff_vae.data.simulation.synthetic",
+    "SyntheticRadioMaps": "radiodiff_vae.data.simulation.synthetic",
+    "generate_radio_maps": "radiodiff_vae.data.simulation.synthetic",
+    "write_synthetic_folder": "radiodiff_vae.data.simulation.synthetic",
     "RadioMapSeer": "radiodiff_vae.data.radiomapseer",
+    "PngMapFolder": "radiodiff_vae.data.png_folder",
     "DataSource": "radiodiff_vae.data.sources",
     "SPLIT_SCHEMES": "radiodiff_vae.data.splits",
     "split_map_ids": "radiodiff_vae.data.splits",
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
         unit_to_model,
     )
     from .hf import HFRadioMaps, load_radio_dataset, radiomapseer_to_hf
+    from .png_folder import PngMapFolder
     from .radiomapseer import RadioMapSeer
     from .sources import DataSource
     from .splits import SPLIT_SCHEMES, split_map_ids
-    from .synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps, write_synthetic_folder
+    from .simulation.synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps, write_synthetic_folder

@@ -145,7 +145,7 @@ class DataSource:
                 self.dataset_name, split=split, resolution=self.resolution, flip=flip, simulation=self.simulations[0],
                 **scheme,
             )  # fmt: skip
-        from .synthetic import SyntheticRadioMaps
+        from .simulation.synthetic import SyntheticRadioMaps
 
         return SyntheticRadioMaps(
             self.synthetic_maps, self.synthetic_tx, seed=self.seed, resolution=self.resolution,

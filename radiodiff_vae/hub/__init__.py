@@ -1,5 +1,5 @@
 """Sharing RadioVAE models: the model card and the Hub upload. (Original RadioDiff checkpoints convert with
-:mod:`radiodiff_vae.original_checkpoint`.)
+:mod:`radiodiff_vae.conversion.original`.)
 
 Names are imported lazily so that ``import radiodiff_vae.hub`` does not pull torch models in before they are used.
 """

@@ -9,7 +9,7 @@ One configurable class covers both architectures of ``docs/architecture.md``:
   of ``diffusers.AutoencoderKL`` built with the same numbers.
 
 The checks of configs, inputs and saved folders live in :mod:`.checks`, the config mapping to and from
-``AutoencoderKL`` in :mod:`.autoencoder_kl_mapping`.
+``AutoencoderKL`` in :mod:`radiodiff_vae.conversion.autoencoder_kl`.
 """
 
 import inspect
@@ -28,7 +28,7 @@ from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub_id import local_path_or_hub_id
-from .autoencoder_kl_mapping import (
+from ..conversion.autoencoder_kl import (
     CONFIG_LOCATION_KEYS,
     autoencoder_kl_config,
     placed_like,

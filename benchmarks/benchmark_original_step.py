@@ -44,19 +44,19 @@ each); 2 optimizer steps; 2 + 1 + 8 ``.item()``-like host transfers. ``accelerat
 sample are left out. The model is in ``train()`` mode, as after the trainer's first checkpoint (step 5000): the
 dropout in LPIPS' linear heads is then active, as it is in the original for every later step.
 
-This package's step (``radiodiff_vae.training.VAEGANStep``, built by ``examples/benchmark_train_step.py``'s helpers):
+This package's step (``radiodiff_vae.training.VAEGANStep``, built by ``benchmarks/benchmark_train_step.py``'s helpers):
 phase 1: 1 autoencoder forward + backward, 1 LPIPS forward (2 VGG16 trunk passes) + backward, no discriminator and
 no adaptive weight; phase 2: + 3 discriminator forwards (reconstructions with detached parameters, maps, detached
 reconstructions) and 3 backwards of a batch (1 input-gradient only, 2 with parameter gradients), the adaptive
 weight as two weight-gradient convolutions at the decoder's last layer. One host sync per optimizer step. Its
-optimizers are those of examples/benchmark_train_step.py's ``build`` (Adam, lr 1e-5, ``logvar`` trained), the
+optimizers are those of benchmarks/benchmark_train_step.py's ``build`` (Adam, lr 1e-5, ``logvar`` trained), the
 original's are AdamW (weight decay 0.01) without ``logvar``: a difference of a few element-wise passes over the
 parameters, kept as each side has it.
 
 Both networks get the same weights: the original AutoencoderKL is built with the matching config (ch = the first
 of ``--block_out_channels``, ch_mult their ratios, 2 res blocks, z_channels = embed_dim = 3, no attention but the
 mid blocks'), its parameter count is checked against ``RadioVAE.from_preset('radiodiff-ldm-f4', ...)``'s, its
-weights are converted into the RadioVAE (radiodiff_vae.original_checkpoint) and the reconstructions of the
+weights are converted into the RadioVAE (radiodiff_vae.conversion.original) and the reconstructions of the
 posterior mode are compared; the original discriminator's weights are loaded into the package's.
 
 Files: the LPIPS heads of the original are ``taming/modules/autoencoder/lpips/vgg.pth`` in the checkout (the
@@ -64,14 +64,14 @@ original resolves that path relative to the working directory; this script chang
 while it builds the model; it never downloads). The VGG16 trunk is ``vgg16-397923af.pth`` under
 ``torch.hub.get_dir()/checkpoints``; if that file is missing, both LPIPS are built on random VGG16 trunks
 (same FLOPs and time): the original's through a features-only stand-in for ``torchvision.models.vgg16``, the
-package's as examples/benchmark_train_step.py does it. Stubbed imports: ``einops``, only if it is not installed
+package's as benchmarks/benchmark_train_step.py does it. Stubbed imports: ``einops``, only if it is not installed
 and only while the original modules import (the original uses it in ``LinearAttention``, which this config
 does not build; the stub raises if called).
 
 Usage::
 
     git --git-dir=<mirror of UNIC-Lab/RadioDiff> archive HEAD | tar -x -C /work/radiodiff_orig
-    OMP_NUM_THREADS=1 python examples/benchmark_original_step.py --radiodiff_dir /work/radiodiff_orig \\
+    OMP_NUM_THREADS=1 python benchmarks/benchmark_original_step.py --radiodiff_dir /work/radiodiff_orig \\
         --resolution 64 --batch 4 --repeats 5 --threads 1
 """
 
@@ -97,7 +97,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_train_step as package_bench  # noqa: E402  (this folder's script: build, runner, timing helpers)
 
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path  # noqa: E402
-from radiodiff_vae.original_checkpoint import convert_vae_state_dict  # noqa: E402
+from radiodiff_vae.conversion.original import convert_vae_state_dict  # noqa: E402
 
 PRESET = "radiodiff-ldm-f4"
 # configs/first_radio.yaml of the original (the radio VAE run)
@@ -129,7 +129,7 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
         "on; phase 1 (before disc_start) and phase 2 (after). Steps are timed in rounds (original, package, "
         "EMA update; every other round in reverse order); the table gives the medians, their ratio, and the median "
         "and quartiles of the per-round ratios. See the module docstring for what each step does.",
-        epilog="Example: OMP_NUM_THREADS=1 python examples/benchmark_original_step.py --radiodiff_dir "
+        epilog="Example: OMP_NUM_THREADS=1 python benchmarks/benchmark_original_step.py --radiodiff_dir "
         "/work/radiodiff_orig --resolution 64 --batch 4 --repeats 5 --threads 1",
     )
     parser.add_argument(

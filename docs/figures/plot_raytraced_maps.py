@@ -6,7 +6,7 @@ one map traced twice with different seeds and their difference (the Monte Carlo 
 
 Usage::
 
-    python examples/plot_raytraced_maps.py --out docs/images/raytraced_maps.png --scenes munich florence --maps 2 \\
+    python docs/figures/plot_raytraced_maps.py --out docs/images/raytraced_maps.png --scenes munich florence --maps 2 \\
         --rays 1e7 --work_dir raytraced_figure --repeat_out docs/images/raytraced_repeat.png
 """
 
@@ -30,14 +30,14 @@ from radiodiff_vae.data.layout import (  # noqa: E402
     list_map_ids,
     read_grey_png,
 )
-from radiodiff_vae.data.raytraced import (  # noqa: E402
+from radiodiff_vae.data.simulation.raytraced import (  # noqa: E402
     DEFAULT_SIMULATION,
     SCENES,
     RaytraceConfig,
     repeat_simulation,
     write_raytraced_folder,
 )
-from radiodiff_vae.data.synthetic import generate_radio_maps  # noqa: E402
+from radiodiff_vae.data.simulation.synthetic import generate_radio_maps  # noqa: E402
 
 
 def parse_args(input_args=None) -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python examples/plot_synthetic_maps.py --out docs/images/synthetic_maps.png --maps 4 --seed 0
+    python docs/figures/plot_synthetic_maps.py --out docs/images/synthetic_maps.png --maps 4 --seed 0
 """
 
 import argparse
@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE, unit_to_db  # noqa: E402
 from radiodiff_vae.atomic import atomic_path  # noqa: E402
-from radiodiff_vae.data.synthetic import generate_radio_maps  # noqa: E402
+from radiodiff_vae.data.simulation.synthetic import generate_radio_maps  # noqa: E402
 
 
 def parse_args(input_args=None) -> argparse.Namespace:

@@ -36,15 +36,15 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_json
-from .conventions import (
+from ...atomic import atomic_write_json
+from ..conventions import (
     RADIOMAPSEER_DB_RANGE,
     RADIOMAPSEER_FREQUENCY_HZ,
     RADIOMAPSEER_NATIVE_SIZE,
     db_to_unit,
 )
-from .items import RadioMapItemBuilder
-from .layout import (
+from ..items import RadioMapItemBuilder
+from ..layout import (
     ANTENNAS_DIR,
     BUILDINGS_DIR,
     GAIN_DIR,
@@ -489,7 +489,7 @@ def _single_torch_thread() -> Iterator[None]:
     """Run torch ops on one thread, then restore the previous count.
 
     The generator's tensors are small (one map at a time); on 2 shared CPU cores under load, torch's second
-    thread spun waiting for a core and made generation 5-10 times slower (examples/benchmark_data.py).
+    thread spun waiting for a core and made generation 5-10 times slower (benchmarks/benchmark_data.py).
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -777,7 +777,7 @@ def write_synthetic_folder(
     atomic_write_json(
         out_dir / METADATA_FILE,
         {
-            "generator": "radiodiff_vae.data.synthetic",
+            "generator": "radiodiff_vae.data.simulation.synthetic",
             "layout": LAYOUT_DESCRIPTION,
             "simulation": SIMULATION_NAME,
             "seed": int(seed),

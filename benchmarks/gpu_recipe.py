@@ -20,9 +20,9 @@ is how the tests run it. Without ``--step_json`` the step counts come from ``--s
 
 Usage::
 
-    python examples/gpu_recipe.py --parts recipe --output_dir gpu-recipe --step_json gpu-check/step_bf16.json \\
+    python benchmarks/gpu_recipe.py --parts recipe --output_dir gpu-recipe --step_json gpu-check/step_bf16.json \\
         --train_seconds 240 --raytraced_dir raytraced_eval
-    python examples/gpu_recipe.py --parts compare precision --output_dir gpu-recipe --bench_dir gpu-check
+    python benchmarks/gpu_recipe.py --parts compare precision --output_dir gpu-recipe --bench_dir gpu-check
 """
 
 import argparse
@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RECIPE_CONFIG = HERE / "configs" / "radiodiff_vae_gpu.yaml"
+RECIPE_CONFIG = ROOT / "examples" / "configs" / "radiodiff_vae_gpu.yaml"
 # Cities for scoring: another seed than training's (42 in the config), so no city is shared with training.
 EVALUATION_SEED = 2027
 # The comparison's layouts: (label, train_vae.py flags, benchmark_gpu.py part with its step time)
@@ -85,7 +85,7 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
 def train(output_dir: Path, arguments: List[str], log: Path, wait: bool = True) -> Tuple[subprocess.Popen, Path]:
     """Starts ``train_vae.py --config radiodiff_vae_gpu.yaml`` with ``arguments`` winning, its output in ``log``;
     waits for it (``finish``) unless ``wait`` is False. Returns the process and its log."""
-    command = [sys.executable, str(HERE / "train_vae.py"), "--config", str(RECIPE_CONFIG)]
+    command = [sys.executable, str(ROOT / "examples" / "train_vae.py"), "--config", str(RECIPE_CONFIG)]
     command += ["--output_dir", str(output_dir), *arguments]
     with open(log, "w", encoding="utf-8") as handle:
         handle.write("# " + " ".join(command) + "\n")

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python examples/benchmark_data.py                      # 256 x 256 and 64 x 64, 1 and 4 transmitters per map
-    python examples/benchmark_data.py --threads 1 --maps 64 --resolutions 256 --output_json bench.json
+    python benchmarks/benchmark_data.py                      # 256 x 256 and 64 x 64, 1 and 4 transmitters per map
+    python benchmarks/benchmark_data.py --threads 1 --maps 64 --resolutions 256 --output_json bench.json
 
 A "map" is one radio map (one transmitter in one city). With one transmitter per city every map pays for a new
 city; with several, the city (layout, rasterisation) is shared and only the propagation is paid per map. The
@@ -22,7 +22,7 @@ from typing import Dict, List
 import torch
 
 from radiodiff_vae.data import RadioMapSeer, write_synthetic_folder
-from radiodiff_vae.data.synthetic import generate_radio_maps
+from radiodiff_vae.data.simulation.synthetic import generate_radio_maps
 
 
 def parse_args(input_args=None) -> argparse.Namespace:

@@ -19,14 +19,14 @@ saved to a temporary TORCH_HOME (same FLOPs and time as the real weights).
 Usage::
 
     # the issue-13 network: radiodiff-ldm-f4 layout at 32/64/128 channels, 64x64 maps, batch 4, LPIPS on
-    python examples/benchmark_train_step.py --preset radiodiff-ldm-f4 --block_out_channels 32 64 128 \\
+    python benchmarks/benchmark_train_step.py --preset radiodiff-ldm-f4 --block_out_channels 32 64 128 \\
         --resolution 64 --batch_size 4 --repeats 5
     # the report's preset at its size on a GPU: bf16, channels-last, CUDA-synchronised times and peak memory per phase
-    python examples/benchmark_train_step.py --device cuda --precision bf16 --channels_last --preset radiodiff-vae \
+    python benchmarks/benchmark_train_step.py --device cuda --precision bf16 --channels_last --preset radiodiff-vae \
         --resolution 320 --batch_size 8 --formulations package --repeats 10 --output_json step.json
     # memory per map of the report's preset at 320x320, phase 1, with and without gradient checkpointing
-    python examples/benchmark_train_step.py --preset radiodiff-vae --resolution 320 --batch_size 1 --memory
-    python examples/benchmark_train_step.py --preset radiodiff-vae --resolution 320 --batch_size 1 --memory \\
+    python benchmarks/benchmark_train_step.py --preset radiodiff-vae --resolution 320 --batch_size 1 --memory
+    python benchmarks/benchmark_train_step.py --preset radiodiff-vae --resolution 320 --batch_size 1 --memory \\
         --gradient_checkpointing
 """
 

@@ -7,7 +7,7 @@ all that came back of the GPU runs in docs/results/.
 
 Usage::
 
-    python examples/plot_learning_curves.py --run outputs/quickstart "quick start" \\
+    python docs/figures/plot_learning_curves.py --run outputs/quickstart "quick start" \\
         --run outputs/small_cpu "small_cpu.yaml" --out docs/images/learning_curves.png
 """
 

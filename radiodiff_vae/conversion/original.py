@@ -41,7 +41,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .atomic import atomic_directory, check_directory_target
+from ..atomic import atomic_directory, check_directory_target
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def build_converted_vae(
 
     Returns ``(model, name_map)``. Names and shapes are checked before any tensor is converted.
     """
-    from .models.autoencoder_radio import RadioVAE
+    from ..models.autoencoder_radio import RadioVAE
 
     # Built on the meta device: no random initialisation of ~55M parameters that the checkpoint replaces anyway.
     with torch.device("meta"):
@@ -430,7 +430,7 @@ def build_converted_vae(
 
 def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
     """An ``NLayerDiscriminator`` with the original discriminator's weights; its layout is read from the tensors."""
-    from .models.discriminator import NLayerDiscriminator
+    from ..models.discriminator import NLayerDiscriminator
 
     first = state_dict.get("main.0.weight")
     if first is None or first.ndim != 4:
@@ -565,7 +565,7 @@ def _write_folder(result: ConversionResult, output_dir: Path, source_name: str, 
     umask gives (as every other command's output)."""
     from safetensors.torch import save_file
 
-    from .hub.model_card import save_model_card
+    from ..hub.model_card import save_model_card
 
     with atomic_directory(output_dir, overwrite=overwrite) as staging:
         result.model.save_pretrained(staging, safe_serialization=True)

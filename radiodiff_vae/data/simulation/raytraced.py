@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_json
-from .conventions import RADIOMAPSEER_DB_RANGE, RADIOMAPSEER_FREQUENCY_HZ, RADIOMAPSEER_NATIVE_SIZE, db_to_unit
-from .layout import (
+from ...atomic import atomic_write_json
+from ..conventions import RADIOMAPSEER_DB_RANGE, RADIOMAPSEER_FREQUENCY_HZ, RADIOMAPSEER_NATIVE_SIZE, db_to_unit
+from ..layout import (
     ANTENNAS_DIR,
     BUILDINGS_DIR,
     GAIN_DIR,
@@ -59,7 +59,7 @@ SCENES: Tuple[str, ...] = ("munich", "etoile", "florence")
 
 METADATA_FILE = "meta.json"
 DEFAULT_SIMULATION = "sionna"
-GENERATOR_NAME = "radiodiff_vae.data.raytraced"
+GENERATOR_NAME = "radiodiff_vae.data.simulation.raytraced"
 
 # A cell is a building when the highest surface above it is more than this far above the ground (kerbs, low walls
 # and the ground's own triangles stay streets).

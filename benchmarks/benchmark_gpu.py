@@ -22,8 +22,8 @@ sizes (the ``tiny`` preset, 32x32 maps, batch 2), which is how the tests run it.
 
 Usage::
 
-    python examples/benchmark_gpu.py --output_dir gpu-check --radiodiff_dir /path/to/RadioDiff
-    python examples/benchmark_gpu.py --output_dir /tmp/dry --dry_run
+    python benchmarks/benchmark_gpu.py --output_dir gpu-check --radiodiff_dir /path/to/RadioDiff
+    python benchmarks/benchmark_gpu.py --output_dir /tmp/dry --dry_run
 """
 
 import argparse

@@ -17,11 +17,11 @@ The reference is ``diffusers.AutoencoderKL`` built with the ``radiodiff-ldm-f4``
 Usage::
 
     # CPU, a few minutes
-    python examples/benchmark_vae.py --presets tiny radiodiff-vae --batch_sizes 1 4 --resolution 320 --steps 3
+    python benchmarks/benchmark_vae.py --presets tiny radiodiff-vae --batch_sizes 1 4 --resolution 320 --steps 3
     # FLOPs and parameters only (no timing)
-    python examples/benchmark_vae.py --flops_only
+    python benchmarks/benchmark_vae.py --flops_only
     # a GPU: bf16, channels-last, optionally torch.compile
-    python examples/benchmark_vae.py --device cuda --dtype bf16 --channels_last --batch_sizes 1 8 32 --compile
+    python benchmarks/benchmark_vae.py --device cuda --dtype bf16 --channels_last --batch_sizes 1 8 32 --compile
 
 The output is a markdown table (machine, command and matmul peak in its header), ready for docs/benchmarks.md;
 ``--output_json`` also writes the raw numbers.
@@ -412,7 +412,7 @@ def format_report(
 ) -> str:
     peak_flops = reference_peak(matmul_flops, conv_flops)
     settings = f"{args.dtype}{', channels-last' if args.channels_last else ''}{', torch.compile' if args.compile else ''}"
-    command = "python examples/benchmark_vae.py " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    command = "python benchmarks/benchmark_vae.py " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
     lines = [
         f"Machine: {describe_machine(device)}. {settings}, {args.resolution}×{args.resolution} maps, median of "
         f"{args.steps} timed rounds over all models (alternating order) after {args.warmup} warm-up. Best of before "
