@@ -6,7 +6,7 @@ Three formulations of the same loss on the same network and maps, timed interlea
 * ``package``: :class:`radiodiff_vae.training.VAEGANStep`, what ``examples/train_vae.py`` runs: one autoencoder
   forward, the LPIPS and GAN backwards once each, the adaptive weight from them, one backward.
 * ``previous``: this package's step before issue 13: the loss differentiated directly (``generator_loss`` of
-  ``tests/reference_loss.py``, the package's API then: the adaptive weight backpropagates the nll and the GAN loss to
+  ``radiodiff_vae.losses.reference``, the package's API then: the adaptive weight backpropagates the nll and the GAN loss to
   the decoder's last layer, through LPIPS and the discriminator) and one backward of the sum, which runs both again.
 * ``original``: what the original RadioDiff trainer computes per step, rebuilt from this package's modules: two
   passes (autoencoder, then discriminator), each with its own autoencoder forward; the discriminator and the adaptive
@@ -49,11 +49,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from radiodiff_vae import PRESETS, RadioVAE, RadioVAELoss
 from radiodiff_vae.losses.adversarial import generator_gan_loss
 from radiodiff_vae.losses.perceptual import vgg16_trunk_path
+from radiodiff_vae.losses.reference import adaptive_weight_through_losses, generator_loss  # the loss before issue 13
 from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype
 from radiodiff_vae.training import compile_for_training
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-from reference_loss import adaptive_weight_through_losses, generator_loss  # noqa: E402  (the loss before issue 13)
 
 ORIGINAL_TRAINER_GFLOP = 134.2  # issue 13: the original trainer's step on the issue's network
 FORMULATIONS = ("package", "previous", "original")

@@ -12,7 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, Sequence, Union
+
+from .errors import NotAFolderError, OutputExistsError
 
 PathLike = Union[str, os.PathLike]
 
@@ -85,36 +87,64 @@ def check_directory_target(path: PathLike, overwrite: bool = False, what: str = 
     ``overwrite``. ``what`` (e.g. ``"--output_dir"``) names it in the message.
 
     Raises:
-        NotADirectoryError: ``path`` is a file.
-        FileExistsError: ``path`` is a non-empty folder and ``overwrite`` is False.
+        NotAFolderError: ``path`` is a file.
+        OutputExistsError: ``path`` is a non-empty folder and ``overwrite`` is False.
     """
     path = Path(path)
     name = f"{what} {path}" if what else str(path)
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{name} exists and is a file; expected a folder to write or none.")
+        raise NotAFolderError(f"{name} exists and is a file; expected a folder to write or none.")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{name} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+        raise OutputExistsError(f"{name} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
     return path
 
 
 @contextlib.contextmanager
-def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yields an empty staging folder beside ``path``; when the block succeeds the folder becomes ``path`` in one
-    rename, so a reader sees no folder or a complete one, its entries with the permissions the umask gives. An
-    existing non-empty ``path`` raises FileExistsError before the block runs (and one that appears while it runs,
-    after it), unless ``overwrite``: then it is removed just before the rename."""
-    path = check_directory_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+def _staging_folder(parent: Path, name: str) -> Iterator[Path]:
+    """An empty hidden folder in ``parent`` (the target's filesystem, so ``os.replace`` from it is atomic), removed
+    with whatever is left in it when the block ends."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
     try:
         yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(
+    path: PathLike, overwrite: bool = False, merge: bool = False, last: Sequence[str] = ()
+) -> Iterator[Path]:
+    """Yields an empty staging folder beside ``path``; when the block succeeds its content becomes ``path``, with
+    the permissions the umask gives. When the block fails nothing of it reaches ``path``.
+
+    Args:
+        path: the folder to write.
+        overwrite (`bool`, defaults to False): replace an existing non-empty ``path``. Without it, such a ``path``
+            raises OutputExistsError (a FileExistsError) before the block runs (and one that appears while it runs,
+            after it).
+        merge (`bool`, defaults to False): write the staged files into ``path`` (created if missing), which keeps its
+            other entries: each file replaces its namesake with one ``os.replace``, so a reader sees the old or the
+            new file, never half of one (a model written into a training run's output folder beside its
+            checkpoints). Without ``merge`` the staging folder becomes ``path`` in one rename: a reader sees no
+            folder or a complete one.
+        last (`Sequence[str]`): with ``merge``, names moved after every other file, in this order (``config.json``
+            after the weights: a config next to old weights would describe the wrong file for a moment).
+    """
+    path = Path(path) if merge else check_directory_target(path, overwrite)
+    # merging stages inside the folder itself: its parent need not be writable
+    with _staging_folder(path, "staging") if merge else _staging_folder(path.parent, path.name) as staging:
+        yield staging
         make_files_shareable(staging)  # mkdtemp and safetensors create owner-only entries
+        if merge:
+            path.mkdir(parents=True, exist_ok=True)
+            names = sorted(os.listdir(staging), key=lambda name: list(last).index(name) + 1 if name in last else 0)
+            for name in names:
+                os.replace(staging / name, path / name)
+            return
         os.chmod(staging, 0o777 & ~current_umask())
         if path.is_dir() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"{path} appeared while it was being written; nothing was replaced.")
+            raise OutputExistsError(f"{path} appeared while it was being written; nothing was replaced.")
         if path.exists():
             shutil.rmtree(path)
         os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

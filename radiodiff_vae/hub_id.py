@@ -1,7 +1,6 @@
 """Hub ids: the one rule for names that are a local folder or a Hugging Face Hub id, used wherever a model or data
-set is loaded by name (``RadioVAE.from_pretrained`` and ``from_autoencoder_kl``, ``load_radio_dataset``,
-``evaluation.load_vae``) and by the upload (``hub.push_to_hub``). Imports nothing of the package, so that every layer
-can use it.
+set is loaded by name (``RadioVAE.from_pretrained`` and ``from_autoencoder_kl``, ``load_radio_dataset``) and by the
+upload (``RadioVAE.push_to_hub``). Imports nothing of the package, so that every layer can use it.
 
 A Hub id is what ``huggingface_hub.utils.validate_repo_id`` accepts: ``"name"`` or ``"user/name"`` of letters,
 digits, ``-``, ``_`` and ``.``. A name that exists on disk is a local path; any other name that is no Hub id

@@ -1,6 +1,7 @@
 """The resize baseline (radiodiff_vae.baseline) and its place in the evaluation: same values, same maps, same pixels."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -103,3 +104,97 @@ def test_cli_evaluate_writes_the_baseline(tmp_path, capsys):
     header = (out / "per_image.csv").read_text().splitlines()[0].split(",")
     assert "baseline_psnr" in header and "baseline_ssim" in header
     assert "resize 7x7" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the log-distance fit (construction's classic baseline)
+def _law_maps(a: float, b: float, positions, size: int = 32, seed: int = 0):
+    """Maps whose gain is exactly ``a + b log10 d`` dB (d in pixels, at least 1) outside random buildings, 0 (the
+    -147 dB floor) on them, as RadioMapSeer stores them: (pixel_values, buildings, transmitter), each (B, 1, H, W)."""
+    from radiodiff_vae.baseline import log10_distance
+    from radiodiff_vae.data.conventions import db_to_unit, unit_to_model
+
+    transmitter = torch.zeros(len(positions), 1, size, size)
+    for index, (row, col) in enumerate(positions):
+        transmitter[index, 0, row, col] = 1.0
+    gain_db = a + b * log10_distance(transmitter)
+    generator = torch.Generator().manual_seed(seed)
+    buildings = ((torch.rand(transmitter.shape, generator=generator) < 0.25) & (transmitter == 0)).float()
+    unit = torch.where(buildings > 0.5, torch.zeros_like(gain_db), db_to_unit(gain_db)).float()
+    return unit_to_model(unit), buildings, transmitter
+
+
+def test_log_distance_fit_recovers_the_law_exactly():
+    from radiodiff_vae.baseline import LogDistanceNormalEquations
+
+    a, b = -55.0, -31.5  # stays inside (-147, -47) dB over a 32 x 32 map: nothing clipped
+    positions = [(3, 4), (16, 20), (31, 0), (10, 30), (0, 0)]
+    pixel_values, buildings, transmitter = _law_maps(a, b, positions)
+    equations = LogDistanceNormalEquations()
+    for start in range(0, 5, 2):  # streamed over batches of 2, 2, 1
+        equations.update(pixel_values[start : start + 2], buildings[start : start + 2], transmitter[start : start + 2])
+    fit = equations.solve()
+    assert fit.a == pytest.approx(a, abs=1e-4) and fit.b == pytest.approx(b, abs=1e-4)
+    assert fit.rmse_db < 1e-3 and fit.building_unit == 0.0
+    assert fit.num_maps == 5 and fit.num_pixels == int((buildings < 0.5).sum())
+    assert (fit.height, fit.width) == (32, 32)
+    # the prediction is the maps themselves: the law outside buildings, 0 on them
+    torch.testing.assert_close(fit.predict(buildings, transmitter), model_to_unit(pixel_values), atol=2e-6, rtol=0)
+
+
+def test_streamed_fit_equals_one_batch_and_survives_json():
+    from radiodiff_vae.baseline import LogDistanceFit, LogDistanceNormalEquations
+
+    generator = torch.Generator().manual_seed(3)
+    pixel_values = torch.rand(6, 1, 16, 16, generator=generator) * 2 - 1
+    buildings = (torch.rand(6, 1, 16, 16, generator=generator) < 0.3).float()
+    transmitter = torch.zeros(6, 1, 16, 16)
+    transmitter[torch.arange(6), 0, torch.arange(6) * 2, 15 - torch.arange(6)] = 1.0
+    whole, streamed = LogDistanceNormalEquations(), LogDistanceNormalEquations()
+    whole.update(pixel_values, buildings, transmitter)
+    for index in range(6):
+        streamed.update(pixel_values[index : index + 1], buildings[index : index + 1], transmitter[index : index + 1])
+    first, second = whole.solve(), streamed.solve()
+    assert first.a == pytest.approx(second.a, rel=1e-12) and first.b == pytest.approx(second.b, rel=1e-12)
+    # building pixels are predicted as what the training maps hold there (their mean)
+    expected_building = float(model_to_unit(pixel_values)[buildings > 0.5].double().mean())
+    assert first.building_unit == pytest.approx(expected_building, rel=1e-9)
+    assert LogDistanceFit.from_dict(json.loads(json.dumps(first.to_dict()))) == first
+    with pytest.raises(ValueError, match=r"missing \['b'"):
+        LogDistanceFit.from_dict({k: v for k, v in first.to_dict().items() if k != "b"})
+    with pytest.raises(ValueError, match=r"unknown \['c'\]"):
+        LogDistanceFit.from_dict({**first.to_dict(), "c": 1})
+
+
+def test_log_distance_fit_measures_distance_in_the_fits_pixels():
+    from radiodiff_vae.baseline import LogDistanceFit
+
+    fit = LogDistanceFit(a=-60.0, b=-20.0, building_unit=0.0, height=32, width=32)
+    transmitter = torch.zeros(1, 1, 16, 16)
+    transmitter[0, 0, 2, 3] = 1.0
+    gain_db = fit.predict_db(transmitter)  # (1, 1, 16, 16): one pixel here is two of the fit's
+    assert gain_db[0, 0, 2, 3].item() == pytest.approx(-60.0)  # the transmitter's pixel: d clamped at 1
+    assert gain_db[0, 0, 2, 8].item() == pytest.approx(-60.0 - 20.0 * math.log10(10.0))  # 5 px here = 10 px there
+    buildings = torch.zeros(1, 1, 16, 16)
+    buildings[0, 0, 10:, 10:] = 1.0
+    unit = fit.predict(buildings, transmitter)
+    assert unit.shape == (1, 1, 16, 16) and unit.dtype == torch.float32
+    assert unit[0, 0, 10:, 10:].eq(0).all() and unit[0, 0, 2, 3].item() == pytest.approx(0.87)  # (-60 + 147) / 100
+
+
+def test_log_distance_fit_refuses_what_determines_no_line():
+    from radiodiff_vae.baseline import LogDistanceFit, LogDistanceNormalEquations
+    from radiodiff_vae.errors import DataError
+
+    equations = LogDistanceNormalEquations()
+    transmitter = torch.zeros(1, 1, 8, 8)
+    transmitter[0, 0, 4, 4] = 1.0
+    equations.update(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), transmitter)  # all buildings
+    with pytest.raises(DataError, match="two distances at least, got 0 pixels from 1 maps"):
+        equations.solve()
+    with pytest.raises(DataError, match="no transmitter"):
+        equations.update(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
+    with pytest.raises(DataError, match="one size"):
+        equations.update(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4), transmitter[..., :4, :4])
+    with pytest.raises(DataError, match="empty dataset"):
+        LogDistanceFit.from_dataset([])

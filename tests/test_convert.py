@@ -1,4 +1,5 @@
-"""Conversion of original RadioDiff checkpoints: formats, names, shapes, outputs against the original architecture.
+"""Conversion of original RadioDiff checkpoints: formats, names, shapes, outputs against the original architecture;
+and the way back, ``export-original``: the original's key set, the bit-exact round trip, refusals in one line.
 
 ``OriginalAutoencoderKL`` below re-implements the first stage of the original code (CompVis latent diffusion, as
 configured by RadioDiff: ch 128, ch_mult (1, 2, 4), 2 resnets per level, no attention except the mid blocks, z 3,
@@ -10,21 +11,29 @@ import os
 import re
 import stat
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 from safetensors.torch import load_file, save_file
+
+from process_runner import ProcessRunner
 
 from radiodiff_vae import NLayerDiscriminator, RadioVAE, RadioVAELoss
 from radiodiff_vae.cli import main as cli_main
 from radiodiff_vae.conversion.original import (
     CONVERTED_SCALING_FACTOR,
     convert_original_checkpoint,
+    export_original_checkpoint,
     load_original_checkpoint,
     load_training_state,
+    to_original_state_dict,
 )
+from radiodiff_vae.errors import ModelFileError
+from test_reliability_train import OFFLINE, assert_one_line_error, snapshot
 
 CH, CH_MULT, NUM_RES_BLOCKS, Z_CHANNELS = 128, (1, 2, 4), 2, 3
 
@@ -93,23 +102,23 @@ def _mid(channels: int) -> nn.Module:
 
 
 class Encoder(nn.Module):
-    def __init__(self):
+    def __init__(self, ch=CH, ch_mult=CH_MULT, num_res_blocks=NUM_RES_BLOCKS, z_channels=Z_CHANNELS, in_channels=1):
         super().__init__()
-        self.conv_in = nn.Conv2d(1, CH, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        block_in = CH
-        for level, mult in enumerate(CH_MULT):
+        block_in = ch
+        for level, mult in enumerate(ch_mult):
             down = nn.Module()
             down.block = nn.ModuleList()
-            for _ in range(NUM_RES_BLOCKS):
-                down.block.append(ResnetBlock(block_in, CH * mult))
-                block_in = CH * mult
+            for _ in range(num_res_blocks):
+                down.block.append(ResnetBlock(block_in, ch * mult))
+                block_in = ch * mult
             down.attn = nn.ModuleList()
-            if level != len(CH_MULT) - 1:
+            if level != len(ch_mult) - 1:
                 down.downsample = Downsample(block_in)
             self.down.append(down)
         self.mid = _mid(block_in)
-        self.norm_out, self.conv_out = _norm(block_in), nn.Conv2d(block_in, 2 * Z_CHANNELS, 3, padding=1)
+        self.norm_out, self.conv_out = _norm(block_in), nn.Conv2d(block_in, 2 * z_channels, 3, padding=1)
 
     def forward(self, x):
         h = self.conv_in(x)
@@ -123,28 +132,28 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self):
+    def __init__(self, ch=CH, ch_mult=CH_MULT, num_res_blocks=NUM_RES_BLOCKS, z_channels=Z_CHANNELS, out_ch=1):
         super().__init__()
-        block_in = CH * CH_MULT[-1]
-        self.conv_in = nn.Conv2d(Z_CHANNELS, block_in, 3, padding=1)
+        block_in = ch * ch_mult[-1]
+        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
         self.mid = _mid(block_in)
         self.up = nn.ModuleList()
-        for level in reversed(range(len(CH_MULT))):
+        for level in reversed(range(len(ch_mult))):
             up = nn.Module()
             up.block = nn.ModuleList()
-            for _ in range(NUM_RES_BLOCKS + 1):
-                up.block.append(ResnetBlock(block_in, CH * CH_MULT[level]))
-                block_in = CH * CH_MULT[level]
+            for _ in range(num_res_blocks + 1):
+                up.block.append(ResnetBlock(block_in, ch * ch_mult[level]))
+                block_in = ch * ch_mult[level]
             up.attn = nn.ModuleList()
             if level != 0:
                 up.upsample = Upsample(block_in)
             self.up.insert(0, up)  # up[0] is the highest resolution, as in the original
-        self.norm_out, self.conv_out = _norm(block_in), nn.Conv2d(block_in, 1, 3, padding=1)
+        self.norm_out, self.conv_out = _norm(block_in), nn.Conv2d(block_in, out_ch, 3, padding=1)
 
     def forward(self, z):
         h = self.conv_in(z)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        for level in reversed(range(len(CH_MULT))):
+        for level in reversed(range(len(self.up))):
             for block in self.up[level].block:
                 h = block(h)
             if level != 0:
@@ -153,11 +162,15 @@ class Decoder(nn.Module):
 
 
 class OriginalAutoencoderKL(nn.Module):
-    def __init__(self):
+    """``AutoencoderKL(ddconfig, lossconfig, embed_dim)`` of the original code, its network only (the ``loss*``
+    modules that the original object also holds are left out); keyword arguments as in a ddconfig."""
+
+    def __init__(self, embed_dim=Z_CHANNELS, z_channels=Z_CHANNELS, in_channels=1, out_ch=1, **ddconfig):
         super().__init__()
-        self.encoder, self.decoder = Encoder(), Decoder()
-        self.quant_conv = nn.Conv2d(2 * Z_CHANNELS, 2 * Z_CHANNELS, 1)
-        self.post_quant_conv = nn.Conv2d(Z_CHANNELS, Z_CHANNELS, 1)
+        self.encoder = Encoder(z_channels=z_channels, in_channels=in_channels, **ddconfig)
+        self.decoder = Decoder(z_channels=z_channels, out_ch=out_ch, **ddconfig)
+        self.quant_conv = nn.Conv2d(2 * z_channels, 2 * embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
 
     def encode_moments(self, x):
         return self.quant_conv(self.encoder(x))  # (B, 2 z, H/4, W/4): mean and log-variance
@@ -435,3 +448,234 @@ def test_cli_convert_original(trainer_file, tmp_path, capsys):
     assert cli_main(["convert-original", str(tmp_path / "missing.ckpt"), "--output_dir", str(tmp_path / "x")]) == 2
     assert "missing.ckpt" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
+
+
+# ------------------------------------------------------------------------------------------------- export-original
+# The network of the original first stage as RadioDiff configures it (ch 128, ch_mult (1, 2, 4), 2 resnets, z 3, 1
+# channel in and out), counted from its Encoder / Decoder (denoising_diffusion_pytorch/encoder_decoder.py): a resnet
+# has 8 tensors (+2 for nin_shortcut when its channels change), the mid block 26 (two resnets, GroupNorm and four
+# 1x1 convs), each downsample / upsample conv 2. 204 in all.
+ORIGINAL_KEY_COUNTS = {
+    "encoder.conv_in.": 2, "encoder.down.0.": 18, "encoder.down.1.": 20, "encoder.down.2.": 18, "encoder.mid.": 26,
+    "encoder.norm_out.": 2, "encoder.conv_out.": 2,
+    "decoder.conv_in.": 2, "decoder.mid.": 26, "decoder.up.0.": 26, "decoder.up.1.": 28, "decoder.up.2.": 26,
+    "decoder.norm_out.": 2, "decoder.conv_out.": 2,
+    "quant_conv.": 2, "post_quant_conv.": 2,
+}  # fmt: skip
+ORIGINAL_SHAPES = {
+    "encoder.conv_in.weight": (128, 1, 3, 3),
+    "encoder.down.0.block.1.norm2.weight": (128,),
+    "encoder.down.1.block.0.nin_shortcut.weight": (256, 128, 1, 1),
+    "encoder.down.1.downsample.conv.weight": (256, 256, 3, 3),
+    "encoder.mid.attn_1.q.weight": (512, 512, 1, 1),  # 1x1 convs, not linear layers
+    "encoder.mid.attn_1.proj_out.weight": (512, 512, 1, 1),
+    "encoder.conv_out.weight": (6, 512, 3, 3),
+    "decoder.conv_in.weight": (512, 3, 3, 3),
+    "decoder.mid.attn_1.v.bias": (512,),
+    "decoder.up.2.block.0.conv1.weight": (512, 512, 3, 3),
+    "decoder.up.2.upsample.conv.weight": (512, 512, 3, 3),  # NearestConvUpsample2D's conv, unchanged
+    "decoder.up.1.block.0.nin_shortcut.weight": (256, 512, 1, 1),
+    "decoder.up.0.block.2.conv2.weight": (128, 128, 3, 3),
+    "decoder.conv_out.weight": (1, 128, 3, 3),
+    "quant_conv.weight": (6, 6, 1, 1),
+    "post_quant_conv.weight": (3, 3, 1, 1),
+}
+# A small layout the original can build: ch 32, ch_mult (1, 1, 2), 1 resnet (2 in the decoder), z 4, 2 channels in.
+SMALL = dict(block_out_channels=(32, 32, 64), layers_per_block=1, decoder_layers_per_block=2, latent_channels=4,
+             in_channels=2, sample_size=32, scaling_factor=0.625)  # fmt: skip
+SMALL_DDCONFIG = {
+    "double_z": True, "z_channels": 4, "resolution": [32, 32], "in_channels": 2, "out_ch": 1, "ch": 32,
+    "ch_mult": [1, 1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+}  # fmt: skip
+LOSS_PREFIXES = ("loss.", "loss_pinn.", "loss_pinn_dpm2irt4.")
+
+
+def _small_vae():
+    torch.manual_seed(3)
+    vae = RadioVAE.from_preset("radiodiff-ldm-f4", **SMALL)
+    with torch.no_grad():
+        for tensor in vae.parameters():  # away from the initialisation, so that every tensor differs from the rest
+            tensor.add_(torch.randn_like(tensor) * 0.1)
+    return vae
+
+
+def test_exported_keys_are_the_original_networks():
+    with torch.device("meta"):  # the full preset without initialising 55M parameters: names and shapes only
+        vae = RadioVAE.from_preset("radiodiff-ldm-f4")
+        reference = OriginalAutoencoderKL()
+    state, first_stage = to_original_state_dict(vae)
+    assert len(state) == 204 == sum(ORIGINAL_KEY_COUNTS.values())
+    counts = {prefix: sum(key.startswith(prefix) for key in state) for prefix in ORIGINAL_KEY_COUNTS}
+    assert counts == ORIGINAL_KEY_COUNTS
+    assert {key: tuple(state[key].shape) for key in ORIGINAL_SHAPES} == ORIGINAL_SHAPES
+    assert not any(key.startswith(LOSS_PREFIXES) for key in state)
+    # the re-implementation of the original: same names, same order, same shapes
+    assert [(key, tuple(value.shape)) for key, value in state.items()] == [
+        (key, tuple(value.shape)) for key, value in reference.state_dict().items()
+    ]
+    assert first_stage == {
+        "embed_dim": 3,
+        "ddconfig": {
+            "double_z": True, "z_channels": 3, "resolution": [320, 320], "in_channels": 1, "out_ch": 1, "ch": 128,
+            "ch_mult": [1, 2, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
+        },
+    }  # fmt: skip
+
+
+def test_export_then_convert_is_bit_exact(tmp_path, capsys):
+    vae = _small_vae()
+    vae.save_pretrained(tmp_path / "vae")
+    output = tmp_path / "export" / "vae-first-stage.pt"
+    assert cli_main(["export-original", str(tmp_path / "vae"), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Wrote {output}: 152 tensors" in printed and "without an 'ema' entry" in printed
+
+    checkpoint = torch.load(output, map_location="cpu", weights_only=True)
+    assert list(checkpoint) == ["model"]  # no 'ema' for RadioDiff's init_from_ckpt to prefer
+    state = checkpoint["model"]
+    # Exactly the tensors of the original network with this ddconfig, strictly loadable into it ...
+    reference = OriginalAutoencoderKL(
+        embed_dim=4, z_channels=4, in_channels=2, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1
+    )
+    assert [(key, value.shape) for key, value in state.items()] == [
+        (key, value.shape) for key, value in reference.state_dict().items()
+    ]
+    assert all(value.dtype == torch.float32 and value.is_contiguous() for value in state.values())
+    reference.load_state_dict(state, strict=True)
+    # ... where it computes what the RadioVAE computes.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 2, 16, 16, generator=generator) * 2 - 1
+    z = torch.randn(2, 4, 4, 4, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(z).sample, reference.decode(z), rtol=0, atol=1e-5)
+        mean = reference.encode_moments(x).chunk(2, dim=1)[0]
+        torch.testing.assert_close(vae.encode(x).latent_dist.mean, mean, rtol=0, atol=1e-5)
+
+    # The config entries beside it build that network.
+    config = yaml.safe_load((tmp_path / "export" / "vae-first-stage.yaml").read_text(encoding="utf-8"))["model"]
+    assert config["first_stage"]["ddconfig"] == SMALL_DDCONFIG and config["first_stage"]["embed_dim"] == 4
+    assert config["first_stage"]["lossconfig"] == {
+        "disc_start": 50001, "kl_weight": 1e-6, "disc_weight": 0.5, "disc_in_channels": 1
+    }  # fmt: skip
+    assert config["first_stage"]["ckpt_path"] == str(output)
+    assert (config["scale_factor"], config["scale_by_std"], config["default_scale"]) == (0.625, True, True)
+
+    # convert-original gives the same model back, bit for bit.
+    back = tmp_path / "back"
+    argv = ["convert-original", str(output), "--output_dir", str(back), "--sample_size", "32"]
+    assert cli_main(argv + ["--scaling_factor", "0.625"]) == 0
+    converted = RadioVAE.from_pretrained(back)
+    saved = RadioVAE.from_pretrained(tmp_path / "vae").config  # as the JSON config holds it (lists, not tuples)
+    assert {key: converted.config[key] for key in SMALL} == {key: saved[key] for key in SMALL}
+    ours, theirs = vae.state_dict(), converted.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key, value in ours.items():
+        assert theirs[key].dtype == value.dtype and torch.equal(theirs[key], value), key
+    assert sorted(path.name for path in back.iterdir()) == [
+        "README.md", "config.json", "diffusion_pytorch_model.safetensors"
+    ]  # fmt: skip
+
+
+def test_original_checkpoint_round_trip_keeps_the_training_state(original_state, trainer_file, tmp_path, capsys):
+    """original -> convert-original -> export-original gives the original's network and loss tensors back."""
+    folder = tmp_path / "converted"
+    convert_original_checkpoint(trainer_file, output_dir=folder)  # with discriminator.safetensors, logvar.safetensors
+    output = tmp_path / "model-50-again.pt"
+    assert cli_main(["export-original", str(folder), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "204 tensors of the original RadioDiff AutoencoderKL's network and 23 of its loss" in printed
+    checkpoint = torch.load(output, map_location="cpu", weights_only=True)
+    assert list(checkpoint) == ["model"]
+    state = checkpoint["model"]
+    kept = [key for key in original_state if not key.startswith(LOSS_PREFIXES)] + ["loss.logvar"] + [
+        key for key in original_state if key.startswith("loss.discriminator.")
+    ]
+    assert sorted(state) == sorted(kept) and len(state) == 204 + 1 + 22
+    for key, value in state.items():
+        original = original_state[key]
+        assert value.dtype == original.dtype and torch.equal(value, original.reshape(value.shape)), key
+    # the discriminator's config reaches the YAML: the original loss builds the same discriminator from it
+    config = yaml.safe_load(output.with_suffix(".yaml").read_text(encoding="utf-8"))
+    lossconfig = config["model"]["first_stage"]["lossconfig"]
+    assert (lossconfig["disc_in_channels"], lossconfig["disc_num_layers"], lossconfig["use_actnorm"]) == (1, 3, False)
+
+    # --no_training_state: the network alone; an existing file is replaced only with --overwrite
+    argv = ["export-original", str(folder), "--output", str(output), "--no_training_state"]
+    assert cli_main(argv) == 2
+    assert "exists" in capsys.readouterr().err
+    assert cli_main(argv + ["--overwrite"]) == 0
+    state = torch.load(output, map_location="cpu", weights_only=True)["model"]
+    assert len(state) == 204 and not any(key.startswith(LOSS_PREFIXES) for key in state)
+
+
+def test_export_refuses_what_the_original_cannot_build():
+    with torch.device("meta"):
+        cases = {
+            "radiodiff-vae": RadioVAE.from_preset("radiodiff-vae"),
+            "channels": RadioVAE.from_preset("radiodiff-ldm-f4", block_out_channels=(64, 96, 128)),
+            "groups": RadioVAE.from_preset("radiodiff-ldm-f4", block_out_channels=(32, 64, 128), norm_num_groups=16),
+            "no_attention": RadioVAE.from_preset("radiodiff-ldm-f4", mid_block_add_attention=False),
+            "decoder_resnets": RadioVAE.from_preset("radiodiff-ldm-f4", decoder_layers_per_block=2),
+        }
+    expected = {
+        "radiodiff-vae": [
+            "upsample_type='conv_transpose' (expected 'nearest'", "upsample_position='first' (expected 'last'",
+            "num_downsamples=3 (expected 2", "mid_block_add_attention=False (expected True",
+            "decoder_layers_per_block=2 (expected 3",
+        ],
+        "channels": ["block_out_channels=[64, 96, 128] (expected multiples of the first entry"],
+        "groups": ["norm_num_groups=16 (expected 32"],
+        "no_attention": ["mid_block_add_attention=False (expected True"],
+        "decoder_resnets": ["decoder_layers_per_block=2 (expected 3"],
+    }  # fmt: skip
+    for name, model in cases.items():
+        with pytest.raises(ModelFileError) as caught:
+            to_original_state_dict(model)
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith("The original RadioDiff AutoencoderKL cannot build")
+        for words in expected[name]:
+            assert words in message, (name, message)
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    output = tmp_path / "vae.pt"
+
+    def broken_save(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="No space left"):
+        export_original_checkpoint(_small_vae(), output)
+    assert list(tmp_path.iterdir()) == []  # no checkpoint, no half-written temporary file, no YAML
+    output.write_bytes(b"an earlier export")
+    with pytest.raises(OSError, match="No space left"):
+        export_original_checkpoint(_small_vae(), output, overwrite=True)
+    assert output.read_bytes() == b"an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["vae.pt"]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return ProcessRunner()
+
+
+@pytest.mark.parametrize(
+    "case, output, words",
+    [
+        ("report_preset", "out.pt", "upsample_type='conv_transpose' (expected 'nearest'"),
+        ("tiny", "out.pt", "norm_num_groups=8 (expected 32"),
+        ("existing_output", "kept.pt", "--output kept.pt exists; pass --overwrite"),
+        ("safetensors", "out.safetensors", "expected a .pt/.ckpt/.pth file"),
+    ],
+)
+def test_cli_refusal_is_one_line_and_writes_nothing(runner, tmp_path, case, output, words):
+    preset = {"report_preset": "radiodiff-vae", "tiny": "tiny"}.get(case, "radiodiff-ldm-f4")
+    overrides = {} if preset == "tiny" else {"block_out_channels": (32, 32, 64)}
+    RadioVAE.from_preset(preset, sample_size=32, **overrides).save_pretrained(tmp_path / "model")
+    (tmp_path / "kept.pt").write_bytes(b"the user's original checkpoint")
+    before = snapshot(tmp_path)
+    finished = runner.cli(["export-original", "model", "--output", output], tmp_path, environment=OFFLINE)
+    line = assert_one_line_error(finished, words, prefix="radiodiff-vae export-original: error: ")
+    if case in ("report_preset", "tiny"):
+        assert "The original RadioDiff AutoencoderKL cannot build this RadioVAE" in line
+    assert snapshot(tmp_path) == before  # nothing written, nothing replaced, no temporary file

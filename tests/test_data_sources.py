@@ -4,9 +4,9 @@ import logging
 import warnings
 
 import pytest
-from conftest import load_example
 
 from radiodiff_vae.data import RadioMapSeer, SyntheticRadioMaps, write_synthetic_folder
+from radiodiff_vae.data.batches import build_datasets
 from radiodiff_vae.data.layout import gain_path
 from radiodiff_vae.data.sources import DataSource
 from radiodiff_vae.data.splits import is_radiomapseer_numbered
@@ -50,26 +50,17 @@ def test_synthetic_maps_and_bad_values():
         DataSource(dataset_name="user/maps").open("all")
 
 
-def test_training_validates_without_test_maps_whose_gain_files_are_missing(
-    folder, tmp_path, caplog, fresh_accelerate_state
-):
+def test_training_validates_without_test_maps_whose_gain_files_are_missing(folder, tmp_path, caplog):
     """A partial RadioMapSeer folder: a test map lacks a gain file, the run validates without test maps."""
     import shutil
-
-    from accelerate import PartialState
 
     partial = shutil.copytree(folder, tmp_path / "partial")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         test_map = RadioMapSeer(partial, "synthetic", "test", "disjoint").map_ids[0]
     gain_path(partial, "synthetic", test_map, 1).unlink()
-    train_vae = load_example("train_vae.py", "train_vae_for_sources")
-    args = train_vae.parse_args(
-        ["--output_dir", str(tmp_path / "out"), "--data_dir", str(partial), "--simulation", "synthetic",
-         "--split_scheme", "disjoint", "--num_validation_maps", "2"]
-    )  # fmt: skip
-    PartialState()  # the script's logger is accelerate's
+    source = DataSource(data_dir=str(partial), simulations="synthetic", split_scheme="disjoint")
     with caplog.at_level(logging.WARNING):
-        run_data = train_vae.build_datasets(args)
+        run_data = build_datasets(source, num_validation_maps=2)
     assert run_data.test is None and len(run_data.validation) == 2
     assert f"missing gain map {gain_path(partial, 'synthetic', test_map, 1)}" in caplog.text

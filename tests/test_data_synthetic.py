@@ -160,6 +160,7 @@ def test_cities_vary_in_building_size_and_orientation():
     assert np.all((angles >= 0) & (angles < 90)) and np.ptp(angles) > 20  # street grids at different orientations
 
 
+@pytest.mark.slow  # worker processes
 def test_generation_in_worker_processes_gives_the_same_maps():
     from radiodiff_vae.data import SyntheticRadioMaps
 

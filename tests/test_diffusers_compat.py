@@ -1,9 +1,12 @@
 """RadioVAE as a drop-in for diffusers: AutoencoderKL export and import, the config keys pipelines read, a real
-pipeline around it (run, save, load), and the layering rule that keeps models/ free of hub/."""
+pipeline around it (run, save, load), the errors and warnings code written for AutoencoderKL sees, and the layering
+rule (no import cycle in the package)."""
 
 import ast
 import copy
+import inspect
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -229,21 +232,80 @@ def test_radio_vae_inside_a_diffusers_pipeline_runs_saves_and_loads(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def test_models_never_import_hub():
-    """hub/ builds on models/ (cards read the presets, conversion builds models); an import the other way, even one
-    deferred into a method, would be a cycle."""
-    offenders = []
-    for path in sorted((PACKAGE / "models").glob("*.py")):
+# drop-in details: what code written against AutoencoderKL sees
+def test_a_folder_with_only_an_fp16_variant_fails_as_for_autoencoder_kl(tmp_path):
+    """Loaded without variant=, both classes raise diffusers' EnvironmentError with diffusers' wording."""
+    small_f4().save_pretrained(tmp_path / "radio", variant="fp16")
+    small_f4().to_autoencoder_kl().save_pretrained(tmp_path / "kl", variant="fp16")
+    messages = {}
+    for name, model_class in (("radio", RadioVAE), ("kl", AutoencoderKL)):
+        with pytest.raises(EnvironmentError) as caught:
+            model_class.from_pretrained(tmp_path / name)
+        assert type(caught.value) is OSError  # diffusers' own type, not a subclass of this package
+        messages[name] = str(caught.value).replace(str(tmp_path / name), "FOLDER")
+    expected = "Error no file named diffusion_pytorch_model.bin found in directory FOLDER."
+    assert messages["radio"] == messages["kl"] == expected
+    loaded = RadioVAE.from_pretrained(tmp_path / "radio", variant="fp16").state_dict()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in small_f4().state_dict().items())
+
+
+def test_out_of_range_warning_points_at_the_callers_line():
+    vae = small_f4()
+    pixels = torch.randint(0, 256, (1, 1, SIZE, SIZE)).float()  # 0..255, not [-1, 1]
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        vae.encode(pixels)
+        encode_line = inspect.currentframe().f_lineno - 1
+        vae(pixels)
+        forward_line = inspect.currentframe().f_lineno - 1
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, encode_line), (__file__, forward_line)]
+    assert "it expects [-1, 1]" in str(caught[0].message)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _package_imports() -> dict:
+    """``{module: modules of the package it imports}``, counting imports deferred into functions and the modules
+    that lazy exports name (``"radiodiff_vae.models.autoencoder_radio"``)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for module, path in modules.items():
+        package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+        imported = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
-                module = ("." * node.level) + (node.module or "")
-                names = [alias.name for alias in node.names]
-                if module in ("..hub", "radiodiff_vae.hub") or module.startswith(("..hub.", "radiodiff_vae.hub.")):
-                    offenders.append(f"{path.name}:{node.lineno} from {module}")
-                elif module in ("..", "radiodiff_vae") and "hub" in names:
-                    offenders.append(f"{path.name}:{node.lineno} from {module} import hub")
+                base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".")
+                if not node.level:
+                    base = node.module or ""
+                imported |= {base} | {f"{base}.{alias.name}" for alias in node.names}
             elif isinstance(node, ast.Import):
-                offenders += [f"{path.name}:{node.lineno}" for alias in node.names if alias.name.startswith("radiodiff_vae.hub")]
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("radiodiff_vae.hub"):
-                offenders.append(f"{path.name}:{node.lineno} {node.value!r}")  # importlib.import_module("...")
-    assert offenders == []
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value:
+                imported.add(node.value)  # a lazy export; the bare "radiodiff_vae" is a resource package, not one
+        graph[module] = sorted(name for name in imported if name in modules and name != module)
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    """Every layer imports only below it. models/ may render its card (hub.model_card, for push_to_hub) because
+    the card reads the presets from models/presets.py, which imports nothing of the package."""
+    graph = _package_imports()
+    assert "radiodiff_vae.hub.model_card" in graph["radiodiff_vae.models.autoencoder_radio"]
+    assert graph["radiodiff_vae.models.presets"] == []
+    cycles, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for imported in graph[module]:
+            if state.get(imported) == "open":
+                cycles.append(path[path.index(imported) :] + [imported])
+            elif imported not in state:
+                visit(imported, path + [imported])
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []

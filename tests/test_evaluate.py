@@ -11,12 +11,18 @@ from PIL import Image
 from radiodiff_vae import RadioVAE
 from radiodiff_vae.cli import main
 from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit
+from radiodiff_vae.errors import DataError, InvalidArgumentError, OutputExistsError
 from radiodiff_vae.evaluation import (
     OUTPUT_FILES,
+    EvaluationResult,
+    ExampleMaps,
+    MapScores,
     evaluate_vae,
-    load_vae,
+    plot_examples,
     reconstruct,
     save_evaluation,
+    score_maps,
+    summarize_per_simulation,
 )
 from radiodiff_vae.metrics import compute_metrics
 
@@ -134,7 +140,7 @@ def test_save_writes_every_file_and_refuses_to_clobber(vae, tmp_path):
     assert rows[0].startswith("index,name,simulation,psnr") and len(rows) == 4
     with Image.open(tmp_path / "out" / "examples.png") as figure:
         assert figure.format == "PNG" and figure.width > 500
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         save_evaluation(result, tmp_path / "out")
 
 
@@ -156,23 +162,25 @@ def test_failed_save_leaves_earlier_results_whole(vae, tmp_path, monkeypatch):
 
 def test_evaluate_rejects_data_the_model_cannot_take(vae):
     two_channel = [{"pixel_values": torch.zeros(2, SIZE, SIZE)}]
-    with pytest.raises(ValueError, match="1-channel maps but the dataset has 2-channel"):
+    with pytest.raises(InvalidArgumentError, match="1-channel maps but the dataset has 2-channel"):
         evaluate_vae(vae, two_channel, progress=False)
-    with pytest.raises(ValueError, match="is 36x36, not divisible by the model's downsampling factor 8"):
+    with pytest.raises(InvalidArgumentError, match="is 36x36, not divisible by the model's downsampling factor 8"):
         evaluate_vae(vae, [{"pixel_values": torch.zeros(1, 36, 36)}], progress=False)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="empty"):
         evaluate_vae(vae, [], progress=False)
-    with pytest.raises(ValueError, match="buildings"):
+    with pytest.raises(DataError, match="buildings"):
         evaluate_vae(vae, [{"pixel_values": torch.zeros(1, SIZE, SIZE)}], non_building_only=True, progress=False)
 
 
-def test_load_vae_finds_a_checkpoint_subfolder(model_dir, tmp_path, vae):
+def test_cli_model_argument_finds_a_checkpoint_subfolder(model_dir, tmp_path, vae):
+    from radiodiff_vae.cli.arguments import load_model
+
     checkpoint = tmp_path / "checkpoint-100"
     RadioVAE.from_pretrained(model_dir).save_pretrained(checkpoint / "vae")
-    loaded = load_vae(checkpoint, dtype=torch.bfloat16)
-    assert not loaded.training and next(loaded.parameters()).dtype == torch.bfloat16
+    loaded = load_model(str(checkpoint), dtype=torch.bfloat16)
+    assert not loaded.training and loaded.dtype == torch.bfloat16
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_vae(tmp_path / "missing")
+        load_model(str(tmp_path / "missing"))
 
 
 def test_cli_evaluate_on_synthetic_maps(model_dir, tmp_path, capsys):
@@ -249,9 +257,7 @@ def test_cli_evaluate_a_hub_model(vae, tmp_path, monkeypatch, capsys, hub_endpoi
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    from radiodiff_vae.hub import push_to_hub
-
-    push_to_hub(vae, "test-user/tiny-vae", token=False)
+    vae.push_to_hub("test-user/tiny-vae", token=False)
     argv = ["evaluate", "test-user/tiny-vae", "--output_dir", str(tmp_path / "eval"), "--no_figure"]
     argv += ["--synthetic_maps", "1", "--synthetic_tx", "2", "--resolution", str(SIZE)]
     assert main(argv) == 0
@@ -259,7 +265,8 @@ def test_cli_evaluate_a_hub_model(vae, tmp_path, monkeypatch, capsys, hub_endpoi
     assert metrics["settings"]["model"] == "test-user/tiny-vae" and metrics["psnr"]["count"] == 2
     assert main(["evaluate", "test-user/missing", "--output_dir", str(tmp_path / "eval2")]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("radiodiff-vae evaluate: error: model 'test-user/missing' is neither a local folder")
+    # diffusers' own words, on one line
+    assert error.startswith("radiodiff-vae evaluate: error: test-user/missing is not a local folder and is not a valid")
 
 
 def test_a_folder_that_is_not_radiomapseer_is_scored_whole(tmp_path):
@@ -300,3 +307,56 @@ def test_training_validation_and_evaluate_score_alike(vae):
     assert metrics["baseline_psnr"] == pytest.approx(result.metrics["baseline"]["psnr"]["mean"], rel=1e-5)
     assert metrics["psnr_gap_db"] == pytest.approx(result.metrics["baseline"]["psnr_gap_db"]["mean"], rel=1e-4)
     assert grid is not None and grid.dtype.name == "uint8" and grid.shape[-1] == 3
+
+
+def test_scoring_and_reporting_of_predicted_maps_without_a_vae(tmp_path):
+    """What a construction evaluation reuses: per-map scores of any prediction against the truth, gathered over
+    batches and methods, and the four files written from them."""
+    items = _maps(5)
+    truth = model_to_unit(torch.stack([item["pixel_values"] for item in items]))  # (5, 1, H, W) in [0, 1]
+    predicted = truth + 0.05 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(0))
+    flat = truth.mean(dim=(2, 3), keepdim=True).expand_as(truth)  # a trivial baseline: each map's mean
+    scores = MapScores()
+    for start in (0, 3):  # two batches
+        batch = {key: [item[key] for item in items[start : start + 3]] for key in ("name", "simulation")}
+        chunk = slice(start, start + 3)
+        scores.add_maps(batch, list(range(start, min(start + 3, 5))))
+        scores.add("pipeline", score_maps(predicted[chunk], truth[chunk], db_range=RADIOMAPSEER_DB_RANGE))
+        scores.add("mean", score_maps(flat[chunk], truth[chunk]))
+    assert scores.methods == ["pipeline", "mean"] and scores.indices == [0, 1, 2, 3, 4]
+    pipeline = scores.per_image("pipeline")
+    expected = compute_metrics(predicted.clamp(0, 1), truth, db_range=RADIOMAPSEER_DB_RANGE)  # clamped first
+    for name, values in expected.items():
+        torch.testing.assert_close(pipeline[name], values.double())
+    assert (pipeline["psnr"] > scores.per_image("mean")["psnr"]).all()
+
+    per_simulation = summarize_per_simulation(pipeline, scores.simulations)
+    assert {name: summary["psnr"]["count"] for name, summary in per_simulation.items()} == {"DPM": 2, "IRT4": 3}
+    result = EvaluationResult(
+        metrics={"pipeline": {name: float(values.mean()) for name, values in pipeline.items()}},
+        per_image=pipeline,
+        names=scores.names,
+        simulations=scores.simulations,
+        indices=scores.indices,
+        table="| method | PSNR |\n",
+        compared_per_image={"mean": scores.per_image("mean")},
+    )
+    def load_example(index: int) -> ExampleMaps:
+        return ExampleMaps(truth[index, 0].numpy(), predicted[index, 0].numpy())
+
+    result.figure = plot_examples(result, load_example, labels=("truth", "constructed"))
+    titles = [axis.get_title() for axis in result.figure.axes[:9]]  # 3 rows x 3 panels, then their colour bars
+    best = int(pipeline["psnr"].argmax())
+    assert titles[0] == f"best: {scores.names[best]} ({scores.simulations[best]}) truth"
+    assert [title.split(":")[0] for title in titles[::3]] == ["best", "median", "worst"]
+    assert titles[1].startswith(f"constructed, PSNR {pipeline['psnr'][best]:.2f} dB")
+    written = save_evaluation(result, tmp_path)
+    assert sorted(written) == sorted(OUTPUT_FILES)
+    rows = (tmp_path / "per_image.csv").read_text().splitlines()
+    assert rows[0] == ",".join(
+        ["index", "name", "simulation", *pipeline, *(f"mean_{name}" for name in scores.per_image("mean"))]
+    )
+    assert len(rows) == 6 and rows[1].startswith("0,1_0,IRT4,")
+    assert json.loads((tmp_path / "metrics.json").read_text())["pipeline"]["psnr"] == pytest.approx(
+        pipeline["psnr"].mean().item()
+    )

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file
 
 from radiodiff_vae import RadioVAE
-from radiodiff_vae.hub import ensure_hub_repo, push_to_hub, render_model_card, save_model_card
+from radiodiff_vae.hub import render_model_card, save_model_card
 from radiodiff_vae.hub.model_card import template_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,24 +169,28 @@ def _assert_bitwise_equal(loaded: dict, expected: dict) -> None:
         assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
 
 
+@pytest.mark.slow  # a second interpreter
 def test_push_download_and_offline_reload(hub, hub_endpoint, tmp_path):
     vae = _tiny_vae(1)
     figure = _sample_png(tmp_path / "sample.png")
     first_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
 
-    first = push_to_hub(
-        vae, REPO_ID, training_args={"learning_rate": 5e-6}, metrics={"psnr": 30.5}, sample_image=figure, token=False
+    first = vae.push_to_hub(
+        REPO_ID, training_args={"learning_rate": 5e-6}, metrics={"psnr": 30.5}, sample_image=figure, token=False
     )
     with torch.no_grad():
         vae.decoder.conv_out.bias.add_(1.0)  # a second, different commit on main
     second_weights = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
-    # The second push uploads a folder as the training script does: its own card kept, checkpoints left out.
+    # The second push uploads a folder as the training script does (huggingface_hub's upload_folder): its own card,
+    # checkpoints left out.
     folder = tmp_path / "trained"
     vae.save_pretrained(folder)
     save_model_card(folder, vae, metrics={"psnr": 31.0}, repo_id=REPO_ID)
     (folder / "checkpoint-1").mkdir()
     (folder / "checkpoint-1" / "optimizer.bin").write_bytes(b"\0" * 8)
-    second = push_to_hub(folder, REPO_ID, commit_message="bias + 1", ignore_patterns=["checkpoint-*/**"], token=False)
+    second = HfApi(token=False).upload_folder(
+        repo_id=REPO_ID, folder_path=folder, commit_message="bias + 1", ignore_patterns=["checkpoint-*/**"]
+    )
 
     # What the Hub holds: one commit per push with config, weights, card and figure; weights and figure in LFS.
     repo = hub.repos[("model", REPO_ID)]
@@ -253,25 +257,23 @@ def test_hub_rejects_a_card_with_a_malformed_model_index(hub, hub_endpoint, tmp_
         "---\nmodel-index:\n- name: tiny\n  results:\n  - task: {type: image-to-image}\n"
         "    metrics: [{type: psnr, value: 30.0}]\n---\n# tiny\n"
     )
-    repo_id = ensure_hub_repo("test-user/bad-card", token=False)
+    api = HfApi(token=False)
+    repo_id = api.create_repo("test-user/bad-card", exist_ok=True).repo_id
     head = hub.repos[("model", repo_id)].branches["main"]
     with pytest.raises(ValueError, match="Invalid metadata in README.md"):
-        push_to_hub(folder, repo_id, token=False)
+        api.upload_folder(repo_id=repo_id, folder_path=folder)
     assert hub.repos[("model", repo_id)].branches["main"] == head  # nothing committed
 
 
-def test_push_checks_input_before_any_request(hub, tmp_path):
+def test_push_checks_input_before_any_request(hub, hub_endpoint, tmp_path):
     served_before = len(hub.requests)
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        missing = tmp_path / "missing.png"
-        push_to_hub(_tiny_vae(0), "test-user/other", sample_image=missing, endpoint=hub.url, token=False)
+        _tiny_vae(0).push_to_hub("test-user/other", sample_image=tmp_path / "missing.png", token=False)
+    with pytest.raises(ValueError, match="metrics\\['psnr'\\] must be a number"):
+        _tiny_vae(0).push_to_hub("test-user/other", metrics={"psnr": "high"}, token=False)
     for bad in ("a/b/c", "user/my model", "user/name.git", 7):  # huggingface_hub's validate_repo_id decides
         with pytest.raises(ValueError, match=f"repo_id must be 'user/name' .*, got {bad!r}: Repo"):
-            push_to_hub(_tiny_vae(0), bad, endpoint=hub.url, token=False)
-    with pytest.raises(ValueError, match="expects a RadioVAE"):
-        push_to_hub(object(), "test-user/other", endpoint=hub.url, token=False)
-    with pytest.raises(FileNotFoundError, match="must hold config.json and diffusion_pytorch_model.safetensors"):
-        push_to_hub(tmp_path, "test-user/other", endpoint=hub.url, token=False)
+            _tiny_vae(0).push_to_hub(bad, token=False)
     assert hub.requests[served_before:] == []
     assert ("model", "test-user/other") not in hub.repos
 

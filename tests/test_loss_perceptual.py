@@ -9,6 +9,7 @@ import os
 import urllib.error
 from pathlib import Path
 
+import huggingface_hub.constants
 import lpips
 import pytest
 import torch
@@ -52,7 +53,7 @@ def offline(monkeypatch):
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     return attempts
 
 
@@ -67,7 +68,7 @@ def criterion(torch_home) -> RadioVAELoss:
 
 def test_missing_trunk_fails_at_construction_with_a_useful_message(tmp_path, monkeypatch, offline):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1 when it was imported
     expected_path = tmp_path / "hub" / "checkpoints" / TRUNK_NAME
     assert vgg16_trunk_path() == expected_path
     with pytest.raises(FileNotFoundError) as error:

@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import Attention
 
 from radiodiff_vae import PRESETS, RadioVAE
+from radiodiff_vae.errors import InvalidArgumentError
 
 
 def tiny(**overrides) -> RadioVAE:
@@ -48,6 +49,7 @@ def test_quick_start_preset_is_tiny_narrower_with_two_downsamplings():
         assert model(torch.zeros(2, 1, 64, 64)).sample.shape == (2, 1, 64, 64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, latent_size, factor", [("radiodiff-vae", 40, 8), ("radiodiff-ldm-f4", 80, 4)]
 )
@@ -60,6 +62,7 @@ def test_full_presets_at_report_size(preset, latent_size, factor):
         assert model.decode(posterior.mean).sample.shape == (1, 1, 320, 320)
 
 
+@pytest.mark.slow
 def test_default_constructor_is_the_report_preset():
     default, preset = dict(RadioVAE().config), dict(RadioVAE.from_preset("radiodiff-vae").config)
     default.pop("_use_default_values"), preset.pop("_use_default_values")
@@ -262,45 +265,36 @@ def test_save_and_load_are_bit_identical(tmp_path):
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())
 
 
-def test_missing_or_corrupt_files_are_named(tmp_path):
-    tiny().save_pretrained(tmp_path)
-    weights = tmp_path / "diffusion_pytorch_model.safetensors"
-    data = weights.read_bytes()
-    weights.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="diffusion_pytorch_model.safetensors"):
-        RadioVAE.from_pretrained(tmp_path)
-    weights.unlink()
-    with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors"):
-        RadioVAE.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="config.json"):
-        RadioVAE.from_pretrained(tmp_path)
-    (tmp_path / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        RadioVAE.from_pretrained(tmp_path)
-
-
 def test_weights_of_another_architecture_do_not_load(tmp_path):
     tiny().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["block_out_channels"] = [16, 32, 64]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises((ValueError, RuntimeError, OSError)):
+    with pytest.raises(ValueError, match="decoder.conv_in.bias expected shape"):  # diffusers' own check
         RadioVAE.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"block_out_channels": ()}, "RadioVAE config block_out_channels=(): expected a non-empty list"),
-        ({"scaling_factor": float("inf")}, "RadioVAE config scaling_factor=inf: expected a positive finite number"),
+        ({"block_out_channels": ()}, "num_downsamples must be between 0 and len(block_out_channels)=0, got 3"),
         ({"num_downsamples": 4}, "num_downsamples must be between 0 and len(block_out_channels)=3, got 4"),
+        ({"upsample_type": "bilinear"}, "upsample_type must be one of ('conv_transpose', 'nearest'), got 'bilinear'"),
+        ({"upsample_position": "middle"}, "upsample_position must be one of ('first', 'last'), got 'middle'"),
+        ({"norm_num_groups": 7}, "divisible by norm_num_groups=7, got [32, 64, 128]"),
         ({"sample_size": 60}, "RadioVAE config sample_size is 60, not divisible by the model's downsampling factor 8"),
     ],
 )
-def test_bad_configs_name_the_key(overrides, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_architectures_that_build_no_network_name_the_key(overrides, message):
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
         RadioVAE.from_preset("tiny", **overrides)
+
+
+def test_unknown_preset_or_key_is_named():
+    with pytest.raises(ValueError, match="Unknown RadioVAE preset 'huge'"):
+        RadioVAE.from_preset("huge")
+    with pytest.raises(ValueError, match=r"Unknown RadioVAE config key\(s\) \['blocks_out'\]"):
+        RadioVAE.from_preset("tiny", blocks_out=(1,))
 
 
 @pytest.mark.parametrize(
@@ -316,27 +310,12 @@ def test_bad_configs_name_the_key(overrides, message):
     ],
 )
 def test_bad_maps_are_rejected(bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidArgumentError, match=message):
         tiny().encode(bad)
 
 
 def test_bad_latents_are_rejected():
-    with pytest.raises(ValueError, match="3 channel"):
+    with pytest.raises(InvalidArgumentError, match="3 channel"):
         tiny().decode(torch.zeros(1, 4, 4, 4))
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(InvalidArgumentError, match="non-finite"):
         tiny().decode(torch.full((1, 3, 4, 4), float("inf")))
-
-
-def test_bad_construction_is_rejected():
-    with pytest.raises(ValueError, match="Unknown RadioVAE preset 'huge'"):
-        RadioVAE.from_preset("huge")
-    with pytest.raises(ValueError, match="blocks_out"):
-        RadioVAE.from_preset("tiny", blocks_out=(1,))
-    with pytest.raises(ValueError, match="num_downsamples"):
-        RadioVAE.from_preset("tiny", num_downsamples=4)
-    with pytest.raises(ValueError, match="upsample_type"):
-        RadioVAE.from_preset("tiny", upsample_type="bilinear")
-    with pytest.raises(ValueError, match="upsample_position"):
-        RadioVAE.from_preset("tiny", upsample_position="middle")
-    with pytest.raises(ValueError, match="norm_num_groups"):
-        RadioVAE.from_preset("tiny", norm_num_groups=7)

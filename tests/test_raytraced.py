@@ -111,8 +111,9 @@ def _rmse_per_map(outputs, targets) -> list:
 def _evaluate_against_reference(model_dir, root, simulation, reference, output, split):
     import torch
 
+    from radiodiff_vae import RadioVAE
     from radiodiff_vae.data import RadioMapSeer
-    from radiodiff_vae.evaluation import load_vae, reconstruct
+    from radiodiff_vae.evaluation import reconstruct
 
     argv = ["evaluate", model_dir, "--output_dir", str(output), "--data_dir", str(root), "--no_figure"]
     argv += ["--simulation", simulation, "--reference_simulation", reference, "--split", split, "--device", "cpu"]
@@ -121,7 +122,7 @@ def _evaluate_against_reference(model_dir, root, simulation, reference, output, 
     options = {"split": split, "warn_overlap": False}
     a = torch.stack([item["pixel_values"] for item in RadioMapSeer(root, simulation, **options)])
     b = torch.stack([item["pixel_values"] for item in RadioMapSeer(root, reference, **options)])
-    reconstruction = reconstruct(load_vae(model_dir), a)
+    reconstruction = reconstruct(RadioVAE.from_pretrained(model_dir), a)
     assert metrics["settings"]["reference_simulation"] == reference
     # The floor is trace A scored against trace B; the model's scores are its reconstruction of A against B.
     assert metrics["noise_floor"]["rmse"]["mean"] == pytest.approx(np.mean(_rmse_per_map(a, b)), rel=1e-5)
@@ -315,13 +316,14 @@ def test_training_script_trains_on_the_traced_folder(traced, tmp_path):
     spec.loader.exec_module(train_vae)
     reset_accelerate_state()
     try:
-        code = train_vae.main(
+        args = train_vae.parse_args(
             ["--data_dir", str(traced), "--simulation", "sionna", "--preset", "tiny", "--resolution", str(SIZE)]
             + ["--max_train_steps", "2", "--train_batch_size", "2", "--gradient_accumulation_steps", "1"]
             + ["--num_validation_maps", "2", "--num_validation_images", "1", "--scaling_factor_maps", "2"]
             + ["--perceptual_weight", "0", "--disc_start", "100", "--report_to", "tensorboard"]
             + ["--output_dir", str(tmp_path / "run")]
         )
+        code = train_vae.main(args)
     finally:
         reset_accelerate_state()
     assert code == 0

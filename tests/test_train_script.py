@@ -44,10 +44,11 @@ train_vae = load_example("train_vae.py", "train_vae_under_test")
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
-@pytest.fixture(autouse=True)
-def trace_every_run(monkeypatch):
-    """Every run writes output_dir/debug/rank-<i>.json (radiodiff_vae.training.debug)."""
-    monkeypatch.setenv(debug.TRACE_VARIABLE, "1")
+def train(argv, nonfinite_steps=()) -> int:
+    """``examples/train_vae.py ARGV`` in this process, instrumented (radiodiff_vae.training.debug): it writes
+    output_dir/debug/rank-<i>.json, and its generator objective is NaN at ``nonfinite_steps``."""
+    with debug.instrumented(trace=True, nonfinite_steps=nonfinite_steps):
+        return train_vae.main(train_vae.parse_args(argv))
 
 
 def _trace(output_dir: Path, rank: int = 0) -> dict:
@@ -96,7 +97,7 @@ def test_mistyped_flags_are_errors(capsys):
 
 def test_resume_from_a_missing_checkpoint_fails_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint-7"):
-        train_vae.main(TINY_RUN + ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-7"])
+        train(TINY_RUN + ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-7"])
     assert not list(tmp_path.glob("checkpoint-*")) and not (tmp_path / "logs").exists()
 
 
@@ -147,13 +148,12 @@ def full_run(tmp_path_factory):
         patch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
         patch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the test Hub has LFS, not Xet
         patch.setenv("HF_HOME", str(output_dir.parent / "hf_home"))
-        patch.setenv(debug.TRACE_VARIABLE, "1")
-        patch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1")
-        code = train_vae.main(
+        code = train(
             TINY_RUN
             + ["--output_dir", str(output_dir), "--max_train_steps", "6", "--checkpointing_steps", "3"]
             + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5"]
-            + ["--push_to_hub", "--hub_model_id", "test-user/tiny-radio-vae"]
+            + ["--push_to_hub", "--hub_model_id", "test-user/tiny-radio-vae"],
+            nonfinite_steps={1},
         )
         repo = hub.repos[("model", "test-user/tiny-radio-vae")]
         uploaded = sorted(repo.commits[-1].files)
@@ -213,18 +213,18 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug"))]
 
 
-def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path, monkeypatch):
+def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):
     """Steps 0-2 (phase 1, then the discriminator joins at 2) come from the full run's checkpoint-3; steps 3-5 are
     trained again and must give bitwise the same weights, EMA, logvar and data order."""
     full_dir, code, _ = full_run
     assert code == 0
     shutil.copytree(full_dir / "checkpoint-3", tmp_path / "checkpoint-3")
-    monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1")
-    code = train_vae.main(
+    code = train(
         TINY_RUN
         + ["--output_dir", str(tmp_path), "--max_train_steps", "6", "--checkpointing_steps", "3"]
         + ["--validation_steps", "3", "--use_ema", "--ema_decay", "0.5"]
-        + ["--resume_from_checkpoint", "latest"]
+        + ["--resume_from_checkpoint", "latest"],
+        nonfinite_steps={1},
     )
     assert code == 0
     full, resumed = _trace(full_dir), _trace(tmp_path)
@@ -247,11 +247,10 @@ def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path, monkeypatch)
     assert full_config["scaling_factor"] == resumed_config["scaling_factor"]
 
 
-def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, caplog, monkeypatch):
+def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, caplog):
     arguments = TINY_RUN + ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "1"]
     arguments += ["--validation_steps", "100", "--report_to", "none"]
-    monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1,2")
-    code = train_vae.main(arguments + ["--max_nonfinite_steps", "2"])
+    code = train(arguments + ["--max_nonfinite_steps", "2"], nonfinite_steps={1, 2})
     assert code == 3
     assert "2 consecutive optimizer steps with a non-finite loss" in caplog.text
     assert [step for step, _ in checkpointing.list_checkpoints(str(tmp_path))] == [1, 2]
@@ -262,8 +261,7 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 
     # The run continues from there once the cause is gone.
     reset_accelerate_state()
-    monkeypatch.delenv(debug.NONFINITE_STEPS_VARIABLE)
-    assert train_vae.main(arguments + ["--resume_from_checkpoint", "latest"]) == 0
+    assert train(arguments + ["--resume_from_checkpoint", "latest"]) == 0
     # step 2 was not checkpointed: the resumed run counts the skipped step 1 only
     assert _trace(tmp_path)["global_step"] == 4 and _trace(tmp_path)["nonfinite_steps_skipped"] == 1
     assert (tmp_path / "config.json").is_file()
@@ -283,7 +281,7 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
 def test_precision_and_option_variants_train_both_phases(tmp_path, extra):
     arguments = TINY_RUN + ["--output_dir", str(tmp_path), "--max_train_steps", "3", "--disc_start", "1"]
     arguments += ["--checkpointing_steps", "100", "--validation_steps", "100", "--report_to", "none"]
-    assert train_vae.main(arguments + extra) == 0
+    assert train(arguments + extra) == 0
     trace = _trace(tmp_path)
     assert trace["global_step"] == 3 and trace["nonfinite_steps_skipped"] == 0
     assert (trace["logvar"] == 0.0) == ("--freeze_logvar" in extra)
@@ -313,7 +311,7 @@ def test_radiomapseer_folder_and_hf_dataset(tmp_path, source):
     output_dir = tmp_path / "run"
     arguments = TINY_RUN + data + ["--simulation", "synthetic", "--split_scheme", "disjoint"]
     arguments += ["--output_dir", str(output_dir), "--max_train_steps", "2", "--report_to", "none"]
-    assert train_vae.main(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
+    assert train(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
     names = _trace(output_dir)["names"]
     assert len(names) == 2 * 2 * 2 and {name.split("_")[0] for name in names} <= train_ids
     card = (output_dir / "README.md").read_text()
@@ -330,9 +328,10 @@ def _free_port() -> int:
 
 def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     environment = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    environment[debug.TRACE_VARIABLE] = "1"
     environment[debug.NONFINITE_STEPS_VARIABLE] = "1"  # a skipped step must not desync DDP
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), str(SCRIPT)] + TINY_RUN  # fmt: skip
+               str(_free_port()), "-m", "radiodiff_vae.training.debug", str(SCRIPT)] + TINY_RUN  # fmt: skip
     command += ["--output_dir", str(tmp_path), "--max_train_steps", "4", "--checkpointing_steps", "2"]
     command += ["--validation_steps", "2"]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=240)
@@ -370,7 +369,7 @@ def test_overlapping_validation_is_called_so_and_maps_outside_training_are_score
     output_dir = tmp_path / "run"
     arguments = TINY_RUN + ["--data_dir", str(root), "--simulation", "synthetic", "--output_dir", str(output_dir)]
     arguments += ["--max_train_steps", "1", "--logging_steps", "1", "--max_grad_norm", "1"]
-    assert train_vae.main(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
+    assert train(arguments + ["--checkpointing_steps", "100", "--validation_steps", "100"]) == 0
     card = (output_dir / "README.md").read_text()
     assert "validation maps that overlap the training maps (split scheme radiodiff)" in card
     assert "held-out" not in card

@@ -1,15 +1,16 @@
 """The training step of radiodiff_vae.training: the cheaper generator objective gives the directly differentiated
-loss's values and gradients (tests/reference_loss.py), fp16 with a real GradScaler steps both optimizers with true
-gradients, and the discriminator's learning rate schedule starts at disc_start."""
+loss's values and gradients (radiodiff_vae.losses.reference), fp16 with a real GradScaler steps both optimizers
+with true gradients, and the discriminator's learning rate schedule starts at disc_start."""
 
 from pathlib import Path
 
 import pytest
 import torch
-from reference_loss import generator_loss
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
+from radiodiff_vae.losses.reference import generator_loss
 from radiodiff_vae.losses.vae_gan import GENERATOR_LOG_KEYS
+
 
 @pytest.fixture(scope="module")
 def torch_home(random_vgg16_home) -> Path:

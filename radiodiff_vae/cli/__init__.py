@@ -11,22 +11,25 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from radiodiff_vae.errors import USER_ERRORS, OneLineArgumentParser, check_output_folder, one_line, show_traceback
+from radiodiff_vae.errors import OneLineArgumentParser, check_output_folder, is_user_error, one_line, show_traceback
 
 # module name -> the sub-commands it registers (for the record; each module adds its own parsers)
 SUBCOMMAND_MODULES = (
     "radiodiff_vae.cli.make_synthetic",  # make-synthetic
     "radiodiff_vae.cli.make_raytraced",  # make-raytraced
     "radiodiff_vae.cli.evaluate",  # evaluate
+    "radiodiff_vae.cli.evaluate_construction",  # evaluate-construction
     "radiodiff_vae.cli.codec",  # encode, decode
     "radiodiff_vae.cli.convert",  # convert-original
     "radiodiff_vae.cli.export",  # export-diffusers
+    "radiodiff_vae.cli.export_original",  # export-original
 )
 
 
 # sub-command -> the flag of the folder it writes into, checked before any work (encode: the folder of --output)
 OUTPUT_FOLDER_FLAGS = {
     "evaluate": "output_dir",
+    "evaluate-construction": "output_dir",
     "decode": "output_dir",
     "convert-original": "output_dir",
     "make-synthetic": "out",
@@ -62,9 +65,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         check_output_folders(args)
         return int(args.func(args) or 0)
-    except USER_ERRORS as error:
-        # Bad input (and a full or read-only disk) is reported in one line, without a traceback.
-        if show_traceback():
+    except Exception as error:
+        # Bad input (radiodiff_vae.errors.InputError) and the OSErrors of the user's paths (missing, unwritable, a
+        # full disk) are one line; anything else is a bug and keeps its traceback.
+        if show_traceback() or not is_user_error(error):
             raise
         print(f"radiodiff-vae {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2

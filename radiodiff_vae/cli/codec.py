@@ -36,8 +36,10 @@ from .arguments import (
     add_model_argument,
     check_resolution_fits_model,
     dataset_from_args,
+    load_model,
     resolve_device,
 )
+from ..errors import DataError, InputNotFoundError, InvalidArgumentError, NotAFolderError, OutputExistsError
 
 LATENT_FORMAT = "radiodiff-vae-latents/1"
 LATENTS_KEY = "latents"
@@ -63,11 +65,11 @@ def _png_name(name: str) -> str:
 def _check_names(names: Sequence[str], source: str) -> None:
     bad = [name for name in names if not name or "/" in name or "\\" in name or name in (".", "..")]
     if bad:
-        raise ValueError(f"{source} has map names that are not plain file names: {bad[:3]}")
+        raise DataError(f"{source} has map names that are not plain file names: {bad[:3]}")
     seen = set()
     duplicates = sorted({name for name in map(_png_name, names) if name in seen or seen.add(name)})
     if duplicates:
-        raise ValueError(f"{source} names several maps alike, e.g. {duplicates[:3]}; names must be unique")
+        raise DataError(f"{source} names several maps alike, e.g. {duplicates[:3]}; names must be unique")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -119,17 +121,17 @@ def load_latents(path: str) -> Tuple[Any, Dict[str, str]]:
     from safetensors import SafetensorError, safe_open
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"latents file {path} does not exist")
+        raise InputNotFoundError(f"latents file {path} does not exist")
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
             if LATENTS_KEY not in handle.keys():
-                raise ValueError(f"{path} holds no {LATENTS_KEY!r} tensor (it has {sorted(handle.keys())})")
+                raise DataError(f"{path} holds no {LATENTS_KEY!r} tensor (it has {sorted(handle.keys())})")
             latents = handle.get_tensor(LATENTS_KEY).float()
     except (SafetensorError, OSError) as error:
-        raise ValueError(f"{path} cannot be read as a safetensors file ({error})") from error
+        raise DataError(f"{path} cannot be read as a safetensors file ({error})") from error
     if latents.ndim != 4 or latents.shape[0] == 0:
-        raise ValueError(f"{path}: expected latents of shape (N, C, h, w) with N >= 1, got {tuple(latents.shape)}")
+        raise DataError(f"{path}: expected latents of shape (N, C, h, w) with N >= 1, got {tuple(latents.shape)}")
     return latents, metadata
 
 
@@ -179,33 +181,33 @@ def run_encode(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from radiodiff_vae.evaluation import check_maps_fit_model, encode_latents, load_vae
+    from radiodiff_vae.evaluation import check_maps_fit_model, encode_latents
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+        raise InvalidArgumentError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.input_dir is not None and (args.data_dir is not None or args.dataset_name is not None):
-        raise ValueError("give either --input_dir or --data_dir / --dataset_name, not both")
+        raise InvalidArgumentError("give either --input_dir or --data_dir / --dataset_name, not both")
     output = Path(args.output)
     if output.suffix != ".safetensors":
-        raise ValueError(f"--output must end in .safetensors, got {output.name}")
+        raise InvalidArgumentError(f"--output must end in .safetensors, got {output.name}")
     if output.exists() and not args.overwrite:
-        raise FileExistsError(f"--output {output} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"--output {output} exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
-        raise FileNotFoundError(f"the folder of --output, {output.parent}, does not exist")
+        raise InputNotFoundError(f"the folder of --output, {output.parent}, does not exist")
     device = resolve_device(args.device)
 
     # Cheap checks first: a PNG folder's headers, then the model, then (possibly slow) dataset construction.
     from radiodiff_vae.data.png_folder import PngMapFolder
 
     folder = PngMapFolder(args.input_dir) if args.input_dir is not None else None
-    vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
+    vae = load_model(args.model, device, getattr(torch, DTYPES[args.dtype]))
     if folder is not None:
         dataset, source = folder, f"PNG folder {args.input_dir}"
     else:
         check_resolution_fits_model(vae, args.resolution)
         dataset, source = dataset_from_args(args)
     if len(dataset) == 0:
-        raise ValueError(f"{source} holds no maps")
+        raise DataError(f"{source} holds no maps")
     channels, height, width = dataset[0]["pixel_values"].shape
     check_maps_fit_model(vae, channels, height, width, source=source)
 
@@ -258,17 +260,16 @@ def run_decode(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from radiodiff_vae.atomic import current_umask
-    from radiodiff_vae.evaluation import load_vae
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+        raise InvalidArgumentError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.scaling_factor is not None and not (math.isfinite(args.scaling_factor) and args.scaling_factor > 0):
-        raise ValueError(f"--scaling_factor must be a positive number, got {args.scaling_factor}")
+        raise InvalidArgumentError(f"--scaling_factor must be a positive number, got {args.scaling_factor}")
     latents, metadata = load_latents(args.latents)
     count = latents.shape[0]
     names = json.loads(metadata["names"]) if "names" in metadata else [f"latent_{i:06d}.png" for i in range(count)]
     if len(names) != count:
-        raise ValueError(f"{args.latents} holds {count} latents but names {len(names)} maps")
+        raise DataError(f"{args.latents} holds {count} latents but names {len(names)} maps")
     names = [_png_name(name) for name in names]
     _check_names(names, args.latents)
     if args.scaling_factor is not None:
@@ -276,23 +277,23 @@ def run_decode(args: argparse.Namespace) -> int:
     elif "scaling_factor" in metadata:
         scaling_factor = float(metadata["scaling_factor"])
     else:
-        raise ValueError(f"{args.latents} does not record its scaling_factor; pass --scaling_factor")
+        raise InvalidArgumentError(f"{args.latents} does not record its scaling_factor; pass --scaling_factor")
     shift_factor = float(metadata.get("shift_factor", 0.0))
 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"--output_dir {output_dir} exists and is not a folder")
+        raise NotAFolderError(f"--output_dir {output_dir} exists and is not a folder")
     clashes = [name for name in names if (output_dir / name).exists()]
     if clashes and not args.overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"--output_dir {output_dir} already holds {len(clashes)} of these maps (e.g. {clashes[0]}); "
             "pass --overwrite to replace them"
         )
     device = resolve_device(args.device)
-    vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
+    vae = load_model(args.model, device, getattr(torch, DTYPES[args.dtype]))
     expected = int(vae.config.latent_channels)
     if latents.shape[1] != expected:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the model decodes {expected}-channel latents but {args.latents} holds {latents.shape[1]}-channel "
             f"latents (shape {tuple(latents.shape)})"
         )

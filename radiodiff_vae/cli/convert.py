@@ -9,13 +9,15 @@ Examples::
     # a file that also pickles Python objects: only if you trust where it came from
     radiodiff-vae convert-original old.ckpt --output_dir vae --trust_pickle
 
-Writes a ``radiodiff-ldm-f4`` RadioVAE folder (``RadioVAE.from_pretrained(DIR)``, ``scaling_factor`` 0.3) with a
-model card, plus ``discriminator.safetensors`` and ``logvar.safetensors`` to continue training
-(``--no_training_state`` leaves them out). Every tensor's name and shape is checked; the first mismatch is named
-and nothing is written.
+Writes a ``radiodiff-ldm-f4`` RadioVAE folder (``RadioVAE.from_pretrained(DIR)``, ``scaling_factor`` 0.3 unless
+``--scaling_factor`` says otherwise) with a model card, plus ``discriminator.safetensors`` and ``logvar.safetensors``
+to continue training (``--no_training_state`` leaves them out). Channel counts, resnets per level and latent channels are read from the
+tensors (RadioDiff's own checkpoints: 128/256/512, 2, 3). Every tensor's name and shape is checked; the first
+mismatch is named and nothing is written. ``radiodiff-vae export-original`` goes the other way.
 """
 
 import argparse
+import math
 from typing import Any
 
 
@@ -46,15 +48,25 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--sample_size", type=int, default=320, help="Training resolution for the config (default 320)."
     )
+    parser.add_argument(
+        "--scaling_factor",
+        type=float,
+        default=0.3,
+        help="Latent scale for the config (default 0.3, RadioDiff's scale_factor; a file written by export-original "
+        "records its own in the .yaml beside it).",
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace a non-empty --output_dir.")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from radiodiff_vae.conversion.original import convert_original_checkpoint, describe
+    from radiodiff_vae.errors import InvalidArgumentError
 
     if args.sample_size < 1:
-        raise ValueError(f"--sample_size must be a positive number of pixels, got {args.sample_size}")
+        raise InvalidArgumentError(f"--sample_size must be a positive number of pixels, got {args.sample_size}")
+    if not math.isfinite(args.scaling_factor) or args.scaling_factor <= 0:
+        raise InvalidArgumentError(f"--scaling_factor must be a positive number, got {args.scaling_factor}")
     result = convert_original_checkpoint(
         args.checkpoint,
         args.output_dir,
@@ -62,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         include_training_state=not args.no_training_state,
         trust_pickle=args.trust_pickle,
         sample_size=args.sample_size,
+        scaling_factor=args.scaling_factor,
         overwrite=args.overwrite,
     )
     print(describe(result, args.checkpoint))

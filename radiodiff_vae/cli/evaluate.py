@@ -28,8 +28,10 @@ from .arguments import (
     check_resolution_fits_model,
     data_source_from_args,
     dataset_from_args,
+    load_model,
     resolve_device,
 )
+from ..errors import InvalidArgumentError
 
 
 def register(subparsers: Any) -> None:
@@ -76,23 +78,23 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE
-    from radiodiff_vae.evaluation import check_output_dir, evaluate_vae, load_vae, save_evaluation
+    from radiodiff_vae.evaluation import check_output_dir, evaluate_vae, save_evaluation
 
     # Every check that needs no model runs first, so a typo costs no loading time and writes nothing.
     if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+        raise InvalidArgumentError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.num_samples is not None and args.num_samples < 1:
-        raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
+        raise InvalidArgumentError(f"--num_samples must be at least 1, got {args.num_samples}")
     if args.num_workers < 0:
-        raise ValueError(f"--num_workers must be 0 or more, got {args.num_workers}")
+        raise InvalidArgumentError(f"--num_workers must be 0 or more, got {args.num_workers}")
     db_range = tuple(args.db_range) if args.db_range is not None else RADIOMAPSEER_DB_RANGE
     if not db_range[1] > db_range[0]:
-        raise ValueError(f"--db_range needs DB_AT_0 < DB_AT_1, got {db_range[0]} {db_range[1]}")
+        raise InvalidArgumentError(f"--db_range needs DB_AT_0 < DB_AT_1, got {db_range[0]} {db_range[1]}")
     if args.reference_simulation is not None and (args.data_dir is None or len(args.simulation) != 1):
-        raise ValueError("--reference_simulation needs --data_dir and one --simulation (trace A; it is trace B)")
+        raise InvalidArgumentError("--reference_simulation needs --data_dir and one --simulation (trace A; it is trace B)")
     check_output_dir(args.output_dir, args.overwrite)
     device = resolve_device(args.device)
-    vae = load_vae(args.model, device=device, dtype=getattr(torch, DTYPES[args.dtype]))
+    vae = load_model(args.model, device, getattr(torch, DTYPES[args.dtype]))
     check_resolution_fits_model(vae, args.resolution)
     dataset, data = dataset_from_args(args)
     reference = {}

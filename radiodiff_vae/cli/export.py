@@ -13,7 +13,7 @@ folder appears complete or not at all. ``RadioVAE.from_autoencoder_kl(DIR)`` rea
 import argparse
 from typing import Any
 
-from .arguments import add_model_argument
+from .arguments import add_model_argument, load_model
 
 
 def register(subparsers: Any) -> None:
@@ -31,12 +31,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from radiodiff_vae.atomic import atomic_directory
-    from radiodiff_vae.evaluation import load_vae
-    from radiodiff_vae.models.autoencoder_radio import RadioVAE
 
-    model = load_vae(args.model)
-    if not isinstance(model, RadioVAE):
-        raise ValueError(f"model {args.model!r} is already a {type(model).__name__}, not a RadioVAE.")
+    model = load_model(args.model)  # the config of another class (an AutoencoderKL folder) is refused here
     autoencoder = model.to_autoencoder_kl()  # refuses an inexpressible layout before anything is written
     with atomic_directory(args.output_dir, overwrite=args.overwrite) as staging:
         autoencoder.save_pretrained(staging, safe_serialization=True)

@@ -9,6 +9,7 @@ RadioMapSeer's layout with the gain maps under ``DIR/gain/<simulation>/``, so ev
 
 import argparse
 import sys
+from ..errors import InvalidArgumentError
 
 
 def whole_number(text: str) -> int:
@@ -69,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     # Checks that name the flag come first, before Sionna is imported or a file is written.
     for flag, value, minimum in (("--maps", args.maps, 1), ("--tx", args.tx, 1), ("--repeat", args.repeat, 0)):
         if value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+            raise InvalidArgumentError(f"{flag} must be >= {minimum}, got {value}")
     if args.first_map_id < 1:
-        raise ValueError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
+        raise InvalidArgumentError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise InvalidArgumentError(f"--threads must be >= 1, got {args.threads}")
     config = RaytraceConfig(
         scene=args.scene,
         resolution=args.resolution,

@@ -8,6 +8,7 @@ this package takes it::
 """
 
 import argparse
+from ..errors import InvalidArgumentError
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -44,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     # Checks that name the flag come first, before the generator is imported or a file is written.
     for flag, value, minimum in (("--maps", args.maps, 1), ("--tx", args.tx, 1), ("--resolution", args.resolution, 8)):
         if value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+            raise InvalidArgumentError(f"{flag} must be >= {minimum}, got {value}")
     if args.first_map_id < 1:
-        raise ValueError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
+        raise InvalidArgumentError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
 
     from radiodiff_vae.data.simulation.synthetic import SyntheticCityConfig, write_synthetic_folder
 

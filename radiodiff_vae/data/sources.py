@@ -21,6 +21,7 @@ from typing import Optional, Tuple, Union
 from torch.utils.data import ConcatDataset, Dataset
 
 from .splits import ALL_MAPS, normalize_split
+from ..errors import InputNotFoundError, InvalidArgumentError
 
 __all__ = ["DataSource"]
 
@@ -70,21 +71,21 @@ class DataSource:
         simulations = (self.simulations,) if isinstance(self.simulations, str) else tuple(self.simulations)
         object.__setattr__(self, "simulations", simulations)
         if not simulations:
-            raise ValueError("simulations must name at least one folder under gain/, got none")
+            raise InvalidArgumentError("simulations must name at least one folder under gain/, got none")
         if self.data_dir is not None and self.dataset_name is not None:
-            raise ValueError(f"give data_dir or dataset_name, not both; got {self.data_dir} and {self.dataset_name}")
+            raise InvalidArgumentError(f"give data_dir or dataset_name, not both; got {self.data_dir} and {self.dataset_name}")
         if self.resolution is not None and self.resolution < 1:
-            raise ValueError(f"resolution must be a positive number of pixels, got {self.resolution}")
+            raise InvalidArgumentError(f"resolution must be a positive number of pixels, got {self.resolution}")
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
-            raise FileNotFoundError(f"--data_dir {self.data_dir} is not a folder")
+            raise InputNotFoundError(f"--data_dir {self.data_dir} is not a folder")
         if self.num_tx is not None and self.data_dir is None:
             given = f"--dataset_name {self.dataset_name}" if self.dataset_name else "synthetic maps"
-            raise ValueError(f"num_tx applies to RadioMapSeer (--data_dir) only, got it with {given}")
+            raise InvalidArgumentError(f"num_tx applies to RadioMapSeer (--data_dir) only, got it with {given}")
         if self.dataset_name is not None and len(simulations) > 1:
-            raise ValueError(f"a 🤗 dataset is read one simulation at a time, got {list(simulations)}")
+            raise InvalidArgumentError(f"a 🤗 dataset is read one simulation at a time, got {list(simulations)}")
         if self.data_dir is None and self.dataset_name is None:
             if min(self.synthetic_maps, self.synthetic_tx, self.first_map_id) < 1:
-                raise ValueError(
+                raise InvalidArgumentError(
                     "synthetic maps need at least 1 city, 1 transmitter and a first city number >= 1, got "
                     f"{self.synthetic_maps} cities, {self.synthetic_tx} transmitters, first city {self.first_map_id}"
                 )
@@ -138,7 +139,7 @@ class DataSource:
             from .hf import load_radio_dataset
 
             if split is not None and normalize_split(split, allow_all=True) == ALL_MAPS:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"split 'all' reads every map of a --data_dir folder; {self.dataset_name} has its own splits"
                 )
             return load_radio_dataset(

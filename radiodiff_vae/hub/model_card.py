@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..atomic import atomic_copy, atomic_write_text
 from ..data.conventions import RADIOMAPSEER_DB_RANGE
+from ..models.presets import PRESETS
 
 TEMPLATE_NAME = "model_card.md"
 CARD_FILENAME = "README.md"
@@ -242,8 +243,6 @@ def _preset_name(config: Mapping[str, Any]) -> str:
 
     ``sample_size`` is left out: it records the training resolution, not the architecture.
     """
-    from ..models.autoencoder_radio import PRESETS
-
     for name, preset in PRESETS.items():
         architecture = {key: value for key, value in preset.items() if key != "sample_size"}
         if all(_normalise(config.get(key)) == _normalise(value) for key, value in architecture.items()):

@@ -13,14 +13,17 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import huggingface_hub.constants
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
+
+from ..errors import InvalidArgumentError
 
 LPIPS_VERSION = "0.1"
+LPIPS_CHECKPOINT_MODES = ("trunk", "selective")
 # torchvision's VGG16_Weights.IMAGENET1K_V1, the trunk the `lpips` heads were calibrated on.
 VGG16_TRUNK_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-_OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 def vgg16_trunk_path() -> Path:
@@ -30,11 +33,6 @@ def vgg16_trunk_path() -> Path:
     was called.
     """
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG16_TRUNK_URL)
-
-
-def _downloads_disabled_by_environment() -> bool:
-    # The Hugging Face stack's offline switch; offline clusters already set it for the Hub.
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _OFFLINE_VALUES
 
 
 def _missing_trunk_message(path: Path, reason: str) -> str:
@@ -61,7 +59,8 @@ def ensure_vgg16_trunk(allow_download: Optional[bool] = None) -> Path:
     if path.is_file():
         return path
     if allow_download is None:
-        allow_download, switch = not _downloads_disabled_by_environment(), "HF_HUB_OFFLINE is set"
+        # The Hugging Face stack's offline switch (read by huggingface_hub at import); offline clusters set it.
+        allow_download, switch = not huggingface_hub.constants.HF_HUB_OFFLINE, "HF_HUB_OFFLINE is set"
     else:
         switch = "allow_download=False"
     if not allow_download:
@@ -167,9 +166,13 @@ class PerceptualLoss(nn.Module):
         # Channels-last: on a CPU the trunk's forward and input-gradient backward take ~30% less time (oneDNN's
         # blocked convolutions); the same values to float rounding (docs/benchmarks.md, "Training step").
         self.lpips = load_lpips_vgg16(allow_download).to(memory_format=torch.channels_last)
-        # Set by RadioVAELoss.enable_gradient_checkpointing: the reconstruction's VGG16 features are recomputed in
-        # the backward slice by slice, and only each slice's input and output are kept.
+        # Set by RadioVAELoss.enable_gradient_checkpointing. On the reconstruction's side, `checkpoint_mode`
+        # "trunk": the VGG16 features are recomputed in the backward slice by slice (convolutions included), only
+        # each slice's input and output are kept; "selective": no convolution runs twice, the max-pools (whose
+        # int64 indices are as large as their bf16 inputs) and each level's fp32 head (unit normalisation, squared
+        # difference) are recomputed, and only their bf16 inputs are kept.
         self.gradient_checkpointing = False
+        self.checkpoint_mode = "trunk"
         self.register_state_dict_post_hook(_drop_own_entries)
         self.register_load_state_dict_pre_hook(_fill_own_entries)
 
@@ -195,6 +198,12 @@ class PerceptualLoss(nn.Module):
         network = self.lpips
         slices = [getattr(network.net, f"slice{index}") for index in range(1, network.L + 1)]
         checkpointed = self.gradient_checkpointing and torch.is_grad_enabled() and reconstructions.requires_grad
+        if checkpointed and self.checkpoint_mode not in LPIPS_CHECKPOINT_MODES:
+            raise InvalidArgumentError(
+                f"PerceptualLoss.checkpoint_mode must be one of {list(LPIPS_CHECKPOINT_MODES)}, got "
+                f"{self.checkpoint_mode!r}."
+            )
+        selective = checkpointed and self.checkpoint_mode == "selective"
         with torch.set_grad_enabled(torch.is_grad_enabled() and inputs.requires_grad):
             reference = network.scaling_layer(inputs)
             references = []
@@ -204,12 +213,46 @@ class PerceptualLoss(nn.Module):
         hidden = network.scaling_layer(reconstructions)
         distance = inputs.new_zeros((inputs.shape[0], 1, 1, 1), dtype=torch.float32)
         for level, block in enumerate(slices):
-            hidden = checkpoint(block, hidden, use_reentrant=False) if checkpointed else block(hidden)
-            with torch.autocast(hidden.device.type, enabled=False):
-                difference = (normalize_tensor(references[level].float()) - normalize_tensor(hidden.float())) ** 2
-                distance = distance + network.lins[level](difference).mean([2, 3], keepdim=True)
+            if selective:
+                hidden = _slice_recomputing_pools(block, hidden)
+            else:
+                hidden = checkpoint(block, hidden, use_reentrant=False) if checkpointed else block(hidden)
+
+            def head(reference, features, lin=network.lins[level]):
+                with torch.autocast(features.device.type, enabled=False):
+                    difference = (normalize_tensor(reference.float()) - normalize_tensor(features.float())) ** 2
+                    return lin(difference).mean([2, 3], keepdim=True)  # (B, 1, 1, 1)
+
+            if selective:  # recomputed up to the 1x1 head convolution's input, never through it
+                with set_checkpoint_early_stop(True):
+                    level_distance = checkpoint(head, references[level], hidden, use_reentrant=False, early_stop=True)
+            else:
+                level_distance = head(references[level], hidden)
+            distance = distance + level_distance
             references[level] = None  # the target's features are freed level by level
         return distance  # (B, 1, 1, 1), fp32
+
+
+def _slice_recomputing_pools(block: nn.Sequential, hidden: torch.Tensor) -> torch.Tensor:
+    """``block(hidden)`` for a VGG16 slice, each ``MaxPool2d -> Conv2d`` pair checkpointed: the pool's output and
+    indices are recomputed in the backward, which stops at the convolution's input (early stop), so no convolution
+    runs twice. The in-place ReLUs keep their outputs, which are the next layer's inputs anyway."""
+    layers = list(block)
+    index = 0
+    while index < len(layers):
+        layer = layers[index]
+        if isinstance(layer, nn.MaxPool2d) and index + 1 < len(layers) and isinstance(layers[index + 1], nn.Conv2d):
+
+            def pool_then_conv(features, pool=layer, conv=layers[index + 1]):
+                return conv(pool(features))
+
+            with set_checkpoint_early_stop(True):
+                hidden = checkpoint(pool_then_conv, hidden, use_reentrant=False, early_stop=True)
+            index += 2
+        else:
+            hidden = layer(hidden)
+            index += 1
+    return hidden
 
 
 def _drop_own_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 
+from ..errors import InvalidArgumentError
+from ..models.autoencoder_radio import GRADIENT_CHECKPOINTING_MODES
 from ..models.discriminator import NLayerDiscriminator
 from .adversarial import (
     adaptive_generator_weight,
@@ -122,11 +124,25 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             use_actnorm=disc_use_actnorm,
         )
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Checkpoints the LPIPS trunk on the reconstruction's side (the same values and gradients, less memory, one
-        more VGG16 forward); pair it with ``vae.enable_gradient_checkpointing()``."""
+    def enable_gradient_checkpointing(self, mode: str = "all") -> None:
+        """Checkpoints LPIPS on the reconstruction's side: the same values and gradients, less memory. Takes the
+        mode given to ``vae.enable_gradient_checkpointing(mode=...)``:
+
+        - ``"selective"``: no VGG16 convolution runs twice; the max-pools and the fp32 heads (unit normalisation,
+          squared differences) are recomputed in the backward;
+        - ``"full_resolution"`` or ``"all"``: the VGG16 trunk is recomputed slice by slice (one more trunk forward).
+
+        Raises:
+            InvalidArgumentError: an unknown ``mode`` (a ValueError).
+        """
+        if mode not in GRADIENT_CHECKPOINTING_MODES:
+            raise InvalidArgumentError(
+                f"RadioVAELoss.enable_gradient_checkpointing: mode must be one of "
+                f"{list(GRADIENT_CHECKPOINTING_MODES)}, got {mode!r}."
+            )
         if self.perceptual is not None:
             self.perceptual.gradient_checkpointing = True
+            self.perceptual.checkpoint_mode = "selective" if mode == "selective" else "trunk"
 
     # ----------------------------------------------------------------------------------------------------------
     def disc_factor(self, global_step: Union[int, torch.Tensor]) -> float:

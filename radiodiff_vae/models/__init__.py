@@ -1,1 +1,1 @@
-"""Networks: the RadioVAE autoencoder and the PatchGAN discriminator."""
+"""Networks: the RadioVAE autoencoder, the PatchGAN discriminator and the city encoder of the construction stage."""

@@ -8,79 +8,46 @@ One configurable class covers both architectures of ``docs/architecture.md``:
   self-attention in each mid block, three resnets per decoder level. Its state dict has exactly the keys and shapes
   of ``diffusers.AutoencoderKL`` built with the same numbers.
 
-The checks of configs, inputs and saved folders live in :mod:`.checks`, the config mapping to and from
-``AutoencoderKL`` in :mod:`radiodiff_vae.conversion.autoencoder_kl`.
+The architecture and input checks live in :mod:`.checks`, the presets in :mod:`.presets`, the config mapping to and
+from ``AutoencoderKL`` in :mod:`radiodiff_vae.conversion.autoencoder_kl`.
 """
 
 import inspect
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple, Union
 
+import diffusers
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
-from ..hub_id import local_path_or_hub_id
 from ..conversion.autoencoder_kl import (
     CONFIG_LOCATION_KEYS,
     autoencoder_kl_config,
     placed_like,
     radio_vae_config_of_autoencoder_kl,
 )
-from .checks import (
-    check_architecture,
-    check_config_values,
-    check_finite_weights,
-    check_pretrained_source,
-    check_size_divisible,
-    check_tensor,
-    warn_if_not_model_range,
-)
+from ..errors import InvalidArgumentError, ModelFileError, NotAFolderError
+from ..hub_id import check_repo_id, local_path_or_hub_id
+from .checks import check_architecture, check_size_divisible, check_tensor, warn_if_not_model_range
+from .normalization import GroupNormSiLU, fuse_group_norm_silu, unfuse_group_norm_silu
+from .presets import PRESETS
 from .upsampling import NearestConvUpsample2D
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
-
-# The report (seed section 2): 320 -> 160 -> 80 -> 40, 64:1 compression.
-_REPORT_LAYOUT: Dict[str, object] = dict(
-    block_out_channels=(128, 256, 512),
-    layers_per_block=2,
-    decoder_layers_per_block=2,
-    num_downsamples=3,
-    upsample_type="conv_transpose",
-    upsample_position="first",
-    mid_block_add_attention=False,
-    latent_channels=3,
-    norm_num_groups=32,
-    sample_size=320,
-)
-
-PRESETS: Dict[str, Dict[str, object]] = {
-    "radiodiff-vae": _REPORT_LAYOUT,
-    # The original RadioDiff code (CompVis ldm "f4" first stage with z_channels 3): loads its checkpoints.
-    "radiodiff-ldm-f4": {
-        **_REPORT_LAYOUT,
-        "decoder_layers_per_block": 3,
-        "num_downsamples": 2,
-        "upsample_type": "nearest",
-        "upsample_position": "last",
-        "mid_block_add_attention": True,
-    },
-    # The report's layout with small channel counts: tests.
-    "tiny": {**_REPORT_LAYOUT, "block_out_channels": (32, 64, 128), "norm_num_groups": 8, "sample_size": 64},
-}
-# The CPU codec of the quick start: the report's layout at a quarter of `tiny`'s FLOPs (16/32/64 channels) with two
-# downsamplings (a 3x16x16 latent of a 64x64 map). On a 2-core CPU a few minutes of its steps beat the resize
-# baseline by more than the same minutes of `tiny` with two downsamplings, and the 8x-downsampling `tiny` is still
-# level with it after 800 steps (docs/training.md, "Beating the resize baseline").
-PRESETS["tiny-f4"] = {**PRESETS["tiny"], "block_out_channels": (16, 32, 64), "num_downsamples": 2}
+    from huggingface_hub import CommitInfo
 
 
 @dataclass
@@ -141,7 +108,113 @@ def _make_up_block(
     return block
 
 
-class RadioEncoder(nn.Module):
+# --------------------------------------------------------------------------------------------------------------
+# gradient checkpointing
+GRADIENT_CHECKPOINTING_MODES = ("selective", "full_resolution", "all")
+
+
+def _checkpointed(function: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor) -> torch.Tensor:
+    """``function(hidden)`` whose intermediate tensors are recomputed in the backward; only ``hidden`` is kept.
+
+    Early stop ends the recomputation as soon as the last tensor the backward needs is there. For a segment that
+    ends on a convolution that is the convolution's input, saved before its kernel runs: the convolution itself
+    never runs twice (forced on here, whatever a caller set globally)."""
+    with set_checkpoint_early_stop(True):
+        return checkpoint(function, hidden, use_reentrant=False, early_stop=True)
+
+
+def _norm_act_conv(norm: nn.Module, act: nn.Module, conv: nn.Module, dropout: Optional[nn.Module] = None):
+    """The segment ``conv(dropout(act(norm(h))))``: what selective checkpointing recomputes up to (not through)."""
+
+    def run(hidden: torch.Tensor) -> torch.Tensor:
+        hidden = act(norm(hidden))
+        if dropout is not None:
+            hidden = dropout(hidden)
+        return conv(hidden)
+
+    return run
+
+
+def _resnet_selectively(resnet: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``ResnetBlock2D.forward(hidden, temb=None)`` keeping only the input of each GroupNorm for the backward.
+
+    Unfused, a resnet keeps six full-size tensors (both GroupNorms' and SiLUs' inputs, both convolutions' inputs);
+    here two: its input and the first convolution's output. GroupNorm, SiLU (and dropout) run again in the backward,
+    the convolutions once. A resnet with a time embedding or its own resampling runs unchanged."""
+    plain = (
+        isinstance(resnet, ResnetBlock2D)
+        and resnet.upsample is None
+        and resnet.downsample is None
+        and resnet.time_emb_proj is None
+        and resnet.time_embedding_norm == "default"
+    )
+    if not plain:
+        return resnet(hidden, temb=None)
+    act = resnet.nonlinearity
+    residual = _checkpointed(_norm_act_conv(resnet.norm1, act, resnet.conv1), hidden)  # (B, C_out, H, W)
+    residual = _checkpointed(_norm_act_conv(resnet.norm2, act, resnet.conv2, resnet.dropout), residual)
+    shortcut = hidden
+    if resnet.conv_shortcut is not None:
+        # as diffusers does: contiguous in training (DDP gradient strides)
+        shortcut = resnet.conv_shortcut(hidden.contiguous() if resnet.training else hidden)
+    return (shortcut + residual) / resnet.output_scale_factor
+
+
+def _level_selectively(block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """One encoder / decoder level (``DownEncoderBlock2D``, ``UNetMidBlock2D``, ``UpDecoderBlock2D`` or
+    ``UpsampleFirstDecoderBlock2D``) in the order of its own forward, with its resnets checkpointed selectively."""
+    if isinstance(block, UNetMidBlock2D):
+        hidden = _resnet_selectively(block.resnets[0], hidden)
+        for attention, resnet in zip(block.attentions, block.resnets[1:]):
+            if attention is not None:
+                hidden = attention(hidden, temb=None)
+            hidden = _resnet_selectively(resnet, hidden)
+        return hidden
+    samplers = getattr(block, "downsamplers", None) or getattr(block, "upsamplers", None) or ()
+    samplers_first = isinstance(block, UpsampleFirstDecoderBlock2D)
+    for sampler in samplers if samplers_first else ():
+        hidden = sampler(hidden)
+    for resnet in block.resnets:
+        hidden = _resnet_selectively(resnet, hidden)
+    for sampler in () if samplers_first else samplers:
+        hidden = sampler(hidden)
+    return hidden
+
+
+class _CheckpointedLevels(nn.Module):
+    """The level loop and output head shared by :class:`RadioEncoder` and :class:`RadioDecoder`, with the
+    gradient-checkpointing modes of :meth:`RadioVAE.enable_gradient_checkpointing` (``checkpoint_mode``)."""
+
+    def _init_checkpointing(self) -> None:
+        self.gradient_checkpointing = False
+        self.checkpoint_mode = "all"
+
+    def _selective(self) -> bool:
+        return self.gradient_checkpointing and self.checkpoint_mode == "selective" and torch.is_grad_enabled()
+
+    def _run_levels(self, blocks: List[nn.Module], hidden: torch.Tensor, full_resolution: int) -> torch.Tensor:
+        """Runs ``blocks`` in order; ``full_resolution`` is the index of the level at the map's resolution."""
+        selective = self._selective()
+        for index, block in enumerate(blocks):
+            if selective:
+                hidden = _level_selectively(block, hidden)
+            elif (
+                self.gradient_checkpointing
+                and torch.is_grad_enabled()
+                and (self.checkpoint_mode == "all" or index == full_resolution)
+            ):
+                hidden = self._gradient_checkpointing_func(block, hidden)
+            else:
+                hidden = block(hidden)
+        return hidden
+
+    def _output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``conv_out(conv_act(conv_norm_out(hidden)))``."""
+        head = _norm_act_conv(self.conv_norm_out, self.conv_act, self.conv_out)
+        return _checkpointed(head, hidden) if self._selective() else head(hidden)
+
+
+class RadioEncoder(_CheckpointedLevels):
     """Maps ``(B, in_channels, H, W)`` to the posterior moments ``(B, 2 * latent_channels, H / f, W / f)``."""
 
     def __init__(
@@ -188,22 +261,15 @@ class RadioEncoder(nn.Module):
         self.conv_norm_out = nn.GroupNorm(num_channels=block_out_channels[-1], num_groups=norm_num_groups, eps=1e-6)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[-1], 2 * latent_channels, kernel_size=3, padding=1)
-        self.gradient_checkpointing = False
-        self.checkpoint_full_resolution_only = False
+        self._init_checkpointing()
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(sample)  # (B, C0, H, W)
-        for index, block in enumerate([*self.down_blocks, self.mid_block]):
-            checkpointed = self.gradient_checkpointing and (index == 0 or not self.checkpoint_full_resolution_only)
-            if torch.is_grad_enabled() and checkpointed:
-                hidden = self._gradient_checkpointing_func(block, hidden)
-            else:
-                hidden = block(hidden)
-        hidden = self.conv_act(self.conv_norm_out(hidden))  # (B, C_last, H/f, W/f)
-        return self.conv_out(hidden)  # (B, 2 * latent_channels, H/f, W/f)
+        hidden = self._run_levels([*self.down_blocks, self.mid_block], hidden, 0)  # (B, C_last, H/f, W/f)
+        return self._output(hidden)  # (B, 2 * latent_channels, H/f, W/f)
 
 
-class RadioDecoder(nn.Module):
+class RadioDecoder(_CheckpointedLevels):
     """Maps a latent ``(B, latent_channels, h, w)`` to a map ``(B, out_channels, h * f, w * f)``."""
 
     def __init__(
@@ -255,21 +321,13 @@ class RadioDecoder(nn.Module):
         self.conv_norm_out = nn.GroupNorm(num_channels=block_out_channels[0], num_groups=norm_num_groups, eps=1e-6)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
-        self.gradient_checkpointing = False
-        self.checkpoint_full_resolution_only = False
+        self._init_checkpointing()
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(latent)  # (B, C_last, h, w)
         blocks = [self.mid_block, *self.up_blocks]
-        for index, block in enumerate(blocks):
-            last = index == len(blocks) - 1  # the level that ends at full resolution
-            checkpointed = self.gradient_checkpointing and (last or not self.checkpoint_full_resolution_only)
-            if torch.is_grad_enabled() and checkpointed:
-                hidden = self._gradient_checkpointing_func(block, hidden)
-            else:
-                hidden = block(hidden)
-        hidden = self.conv_act(self.conv_norm_out(hidden))  # (B, C0, h * f, w * f)
-        return self.conv_out(hidden)  # (B, out_channels, h * f, w * f), linear output
+        hidden = self._run_levels(blocks, hidden, len(blocks) - 1)  # (B, C0, h * f, w * f)
+        return self._output(hidden)  # (B, out_channels, h * f, w * f), linear output
 
 
 class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
@@ -332,7 +390,6 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         latents_std: Optional[Tuple[float, ...]] = None,
         force_upcast: bool = True,
     ):
-        check_config_values(locals())
         super().__init__()
         check_architecture(
             block_out_channels, num_downsamples, upsample_type, upsample_position, norm_num_groups, sample_size
@@ -404,13 +461,96 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         factor = self.downsample_factor
         return (self.config.latent_channels, height // factor, width // factor)
 
-    def enable_gradient_checkpointing(self, gradient_checkpointing_func=None, full_resolution_only: bool = False):
-        """diffusers' gradient checkpointing: the activations of each checkpointed level are recomputed in the
-        backward instead of kept. ``full_resolution_only=True`` checkpoints only the encoder's first and the
-        decoder's last level, which hold most of the activation memory (the widest maps), and keeps the rest."""
-        super().enable_gradient_checkpointing(gradient_checkpointing_func)
-        self.encoder.checkpoint_full_resolution_only = full_resolution_only
-        self.decoder.checkpoint_full_resolution_only = full_resolution_only
+    def enable_gradient_checkpointing(
+        self,
+        gradient_checkpointing_func: Optional[Callable] = None,
+        full_resolution_only: Optional[bool] = None,
+        mode: Optional[str] = None,
+    ) -> None:
+        """Trades compute for activation memory in the training backward; values and gradients are unchanged.
+
+        Args:
+            gradient_checkpointing_func (`Callable`, *optional*): diffusers' checkpoint function for the level
+                modes (default: non-reentrant ``torch.utils.checkpoint``); not with ``"selective"``.
+            full_resolution_only (`bool`, *optional*): deprecated; ``mode="full_resolution"`` (True) or ``"all"``.
+            mode (`str`, *optional*, defaults to `"all"`):
+                - ``"selective"``: recomputes GroupNorm, SiLU and dropout in the backward and never a convolution;
+                  each resnet keeps two full-size tensors (its input and its first convolution's output) instead
+                  of six, at every level (docs/benchmarks.md, "Memory of the report's step, counted on the CPU").
+                - ``"full_resolution"``: the encoder's first and the decoder's last level (the widest maps) keep
+                  only their inputs and run their whole forward again in the backward, convolutions included.
+                - ``"all"``: every level so (diffusers' meaning of gradient checkpointing): the most recomputation.
+
+        Raises:
+            InvalidArgumentError: an unknown ``mode``, a ``mode`` that contradicts ``full_resolution_only``, or a
+                ``gradient_checkpointing_func`` with ``"selective"``.
+        """
+        if full_resolution_only is not None:
+            implied = "full_resolution" if full_resolution_only else "all"
+            warnings.warn(
+                f"RadioVAE.enable_gradient_checkpointing(full_resolution_only=...) is deprecated; use mode={implied!r}.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if mode is not None and mode != implied:
+                raise InvalidArgumentError(
+                    f"enable_gradient_checkpointing: full_resolution_only={full_resolution_only} means "
+                    f"mode={implied!r}, but mode={mode!r} was given; pass mode only."
+                )
+            mode = implied
+        mode = "all" if mode is None else mode
+        if mode not in GRADIENT_CHECKPOINTING_MODES:
+            raise InvalidArgumentError(
+                f"enable_gradient_checkpointing: mode must be one of {list(GRADIENT_CHECKPOINTING_MODES)}, got "
+                f"{mode!r}."
+            )
+        if mode == "selective":
+            if gradient_checkpointing_func is not None:
+                raise InvalidArgumentError(
+                    "enable_gradient_checkpointing: mode='selective' places its own checkpoints (around each "
+                    "GroupNorm, SiLU and the convolution after them) and takes no gradient_checkpointing_func."
+                )
+            self.disable_gradient_checkpointing()  # diffusers' blocks run whole; their resnets are split here
+            self.encoder.gradient_checkpointing = self.decoder.gradient_checkpointing = True
+        else:
+            super().enable_gradient_checkpointing(gradient_checkpointing_func)
+        self.encoder.checkpoint_mode = self.decoder.checkpoint_mode = mode
+
+    @property
+    def gradient_checkpointing_mode(self) -> Optional[str]:
+        """The mode of :meth:`enable_gradient_checkpointing`, or None while checkpointing is off."""
+        return self.encoder.checkpoint_mode if self.encoder.gradient_checkpointing else None
+
+    def fuse_group_norm_silu(self, enabled: bool = True) -> int:
+        """Runs each GroupNorm that a SiLU always follows (both of every resnet, the encoder's and the decoder's
+        output norms) together with that SiLU as one autograd node that keeps only its input for the backward
+        (:class:`~radiodiff_vae.models.normalization.GroupNormSiLU`): one full-size tensor fewer per pair, the same
+        values and gradients (bitwise, with torch's kernels), the same parameters and state dict. Where the device's
+        GroupNorm kernel would copy a channels-last input to NCHW (CUDA, torch 2.11) it normalises in the input's
+        layout. Composes with ``group_norm_in_autocast_dtype`` and every gradient-checkpointing mode.
+        ``enabled=False`` undoes it. Returns how many GroupNorms changed."""
+        changed = 0
+        for norms, owner, act_name in self._norm_silu_pairs():
+            act = getattr(owner, act_name)
+            if enabled and isinstance(act, nn.SiLU):
+                for norm in norms:
+                    fuse_group_norm_silu(norm)
+                setattr(owner, act_name, nn.Identity())
+                changed += len(norms)
+            elif not enabled and isinstance(act, nn.Identity) and all(isinstance(n, GroupNormSiLU) for n in norms):
+                for norm in norms:
+                    unfuse_group_norm_silu(norm)
+                setattr(owner, act_name, nn.SiLU())
+                changed += len(norms)
+        return changed
+
+    def _norm_silu_pairs(self):
+        """``(norms, owner, name)``: the GroupNorms that ``owner.<name>`` (a SiLU unless fused) always follows."""
+        for module in self.modules():
+            if isinstance(module, ResnetBlock2D) and module.time_emb_proj is None:
+                yield (module.norm1, module.norm2), module, "nonlinearity"  # used after both norms, nowhere else
+        for coder in (self.encoder, self.decoder):
+            yield (coder.conv_norm_out,), coder, "conv_act"
 
     def get_last_layer(self) -> torch.nn.Parameter:
         """Weight of the decoder's output conv, where the adaptive GAN weight compares gradient norms."""
@@ -553,13 +693,95 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     # sharing and loading
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs) -> "RadioVAE":
-        """diffusers' `from_pretrained`, with a clear error for a local folder whose files are missing or corrupt, a
-        local path that does not exist (before any Hub lookup), another model class, and non-finite weights."""
+        """diffusers' `from_pretrained`; a name that is neither an existing path nor a Hub id (a mistyped local
+        path) raises `FileNotFoundError` before any Hub lookup, and a file `NotADirectoryError` (diffusers would read
+        it as the config and fail on a missing key)."""
         if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
-            check_pretrained_source(pretrained_model_name_or_path, kwargs.get("subfolder"), kwargs.get("variant"))
-        model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        check_finite_weights(model, pretrained_model_name_or_path)
-        return model
+            path = local_path_or_hub_id(pretrained_model_name_or_path, "model folder")
+            if path is not None and path.is_file():
+                raise NotAFolderError(
+                    f"{path} is a file: expected a model folder with config.json and "
+                    "diffusion_pytorch_model.safetensors (written by save_pretrained)."
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def load_config(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
+        """diffusers' `load_config`, refusing the config of another class: diffusers would build a RadioVAE from its
+        defaults and fail later on an unrelated value."""
+        loaded = super().load_config(pretrained_model_name_or_path, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        class_name = config.get("_class_name", cls.__name__)
+        if class_name != cls.__name__:
+            loader = "diffusers." if hasattr(diffusers, str(class_name)) else ""
+            remedy = ", or convert it with RadioVAE.from_autoencoder_kl" if class_name == "AutoencoderKL" else ""
+            article = "an" if str(class_name)[:1] in "AEIOU" else "a"
+            raise ModelFileError(
+                f"{pretrained_model_name_or_path} holds {article} {class_name} (config.json _class_name), not a "
+                f"{cls.__name__}: load it with {loader}{class_name}.from_pretrained{remedy}."
+            )
+        return loaded
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: Optional[str] = None,
+        private: Optional[bool] = None,
+        token: Optional[Union[str, bool]] = None,
+        create_pr: bool = False,
+        safe_serialization: bool = True,
+        variant: Optional[str] = None,
+        subfolder: Optional[str] = None,
+        *,
+        training_args: Optional[Mapping[str, Any]] = None,
+        metrics: Optional[Mapping[str, Any]] = None,
+        sample_image: Optional[Union[str, os.PathLike]] = None,
+        **card_kwargs: Any,
+    ) -> "CommitInfo":
+        """diffusers' `push_to_hub` with this package's model card in place of diffusers' generic one.
+
+        Uploads `config.json`, the weights, `README.md` (rendered by `radiodiff_vae.hub.render_model_card`: the
+        architecture, latent, data scale, metrics and how to load) and the sample figure, in one commit; the
+        repository is created (public unless `private`) if needed. The endpoint is `HF_ENDPOINT`. A folder written
+        by `save_pretrained` and `radiodiff_vae.hub.save_model_card` (the training script's output) is uploaded as it
+        is with `huggingface_hub.HfApi().upload_folder`.
+
+        Args:
+            repo_id, commit_message, private, token, create_pr, safe_serialization, variant, subfolder: as in
+                diffusers (`subfolder`: upload into it, without a card, as diffusers does).
+            training_args (`Mapping`, *optional*): listed in the card (tokens left out).
+            metrics (`Mapping`, *optional*): scores shown in the card and its `model-index`.
+            sample_image (`str` or `os.PathLike`, *optional*): an image file uploaded next to the card and shown in it.
+            **card_kwargs: passed to `render_model_card` (`description`, `eval_split`, `baseline`, ...).
+
+        Returns:
+            `CommitInfo`: `.oid` is the revision that `from_pretrained(repo_id, revision=...)` pins.
+        """
+        from huggingface_hub import HfApi
+
+        from ..hub.model_card import save_model_card
+
+        check_repo_id(repo_id)
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory(prefix="radiodiff-vae-push-") as staging:
+            self.save_pretrained(staging, safe_serialization=safe_serialization, variant=variant)
+
+            def write_card(name: str) -> None:
+                card_args = dict(sample_image=sample_image, repo_id=name, **card_kwargs)
+                save_model_card(staging, self, training_args, metrics, **card_args)
+
+            if not subfolder:
+                write_card(repo_id)  # bad card arguments fail here, before any request
+            full_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+            if not subfolder and full_id != repo_id:
+                write_card(full_id)  # "name" became "user/name": the card's loading snippet names the full id
+            return api.upload_folder(
+                repo_id=full_id,
+                folder_path=staging,
+                path_in_repo=subfolder,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                create_pr=create_pr,
+            )
 
     def to_autoencoder_kl(self) -> "AutoencoderKL":
         """The same network as a `diffusers.AutoencoderKL`: same weights, dtype and device, equal `encode`/`decode`.

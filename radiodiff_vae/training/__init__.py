@@ -1,6 +1,7 @@
-"""Helpers of the training script ``examples/train_vae.py`` (configuration files, atomic checkpoints, learning-rate
-schedule, the VAE-GAN step, its logging window, non-finite-step guard, repeatable step noise, throughput meter,
-validation)."""
+"""Helpers of the training scripts (``examples/train_vae.py``): configuration files, atomic checkpoints and their
+model folders, the resume arithmetic, learning-rate schedule, the VAE-GAN step, its logging window, non-finite-step
+guard, repeatable step noise, throughput meter, validation; and, in :mod:`.script`, what a script does around its
+loop (one-line errors, trackers, the Hub, the final model)."""
 
 from .checkpointing import (
     find_latest_checkpoint,
@@ -18,7 +19,7 @@ from .lr_schedule import SCHEDULER_NAMES, build_lr_scheduler
 from .meter import ThroughputMeter, peak_memory_mib
 from .nonfinite import NonFiniteGuard, NonFiniteLossError
 from .seeding import step_generator
-from .state import TensorState, TrainingProgress
+from .state import TensorState, TrainingProgress, epoch_length, resume_position
 from .step import StepOutput, VAEGANStep
 from .validation import (
     Validator,
@@ -45,6 +46,7 @@ __all__ = [
     "build_lr_scheduler",
     "clip_grad_norms",
     "compile_for_training",
+    "epoch_length",
     "evaluate_reconstructions",
     "find_latest_checkpoint",
     "list_checkpoints",
@@ -56,6 +58,7 @@ __all__ = [
     "prune_checkpoints",
     "remove_temporary_checkpoints",
     "resolve_resume_checkpoint",
+    "resume_position",
     "save_checkpoint",
     "save_png",
     "spread_indices",

@@ -16,6 +16,7 @@ With several nodes, ``output_dir`` must be on a filesystem that every node sees 
 itself assumes): each process writes its own random-number state into the shared folder.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -25,12 +26,19 @@ import re
 import shutil
 import socket
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from filelock import FileLock, Timeout
 
 from ..atomic import make_files_shareable
-from ..errors import DamagedCheckpointError, NoSpaceLeftError, OutputFolderInUseError
+from ..errors import (
+    CheckpointError,
+    DamagedCheckpointError,
+    InputNotFoundError,
+    NoSpaceLeftError,
+    NotWritableError,
+    OutputFolderInUseError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ COMPLETE_MARKER = "checkpoint_complete.json"
 # 2: the marker lists every file with its size and SHA-256 ("files"); markers of format 1 are trusted unverified.
 MARKER_FORMAT_VERSION = 2
 LOCK_FILE = "train_vae.lock"  # held with filelock.FileLock for the whole run
-OWNER_FILE = "train_vae.owner"  # PID and host of the lock's holder, for the message; empty after a clean end
+OWNER_FILE = "train_vae.owner"  # PID and host of the lock's holder, for the message; both removed at the end
 LOCK_FILES = frozenset({LOCK_FILE, OWNER_FILE})
 PRUNED_SUFFIX = ".pruned" + TEMPORARY_SUFFIX
 # A failed write with less free space than this is reported as a full disk: torch reports ENOSPC as an iostream
@@ -126,11 +134,11 @@ def verify_checkpoint(path: str) -> None:
 
     Raises:
         DamagedCheckpointError: a file is missing, has another size or another checksum (the message names it).
-        ValueError: ``path`` is not a complete checkpoint.
+        CheckpointError: ``path`` is not a complete checkpoint.
     """
     marker = read_checkpoint_marker(path)
     if marker is None:
-        raise ValueError(f"{path} is not a complete checkpoint (no valid {COMPLETE_MARKER})")
+        raise CheckpointError(f"{path} is not a complete checkpoint (no valid {COMPLETE_MARKER})")
     recorded = marker.get("files")
     if recorded is None:  # format 1: nothing to verify against
         return
@@ -192,10 +200,10 @@ def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str], output_dir:
     ``output_dir``, which must be a complete, intact checkpoint.
 
     Raises:
-        FileNotFoundError: the named checkpoint does not exist.
+        InputNotFoundError: the named checkpoint does not exist.
         DamagedCheckpointError: its files do not match its marker (the message names the file and the checkpoint to
             resume from instead).
-        ValueError: it exists but is not a complete checkpoint.
+        CheckpointError: it exists but is not a complete checkpoint.
     """
     if resume_from_checkpoint is None:
         return None
@@ -212,14 +220,14 @@ def resolve_resume_checkpoint(resume_from_checkpoint: Optional[str], output_dir:
     candidates = [resume_from_checkpoint, os.path.join(output_dir, resume_from_checkpoint)]
     path = next((candidate for candidate in candidates if os.path.isdir(candidate)), None)
     if path is None:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"--resume_from_checkpoint {resume_from_checkpoint!r}: no such folder (looked at {candidates[0]!r} and "
             f"{candidates[1]!r}); pass 'latest' or a checkpoint-N folder"
         )
     if checkpoint_step(path) is None:
-        raise ValueError(f"--resume_from_checkpoint {path!r}: expected a folder named checkpoint-N")
+        raise CheckpointError(f"--resume_from_checkpoint {path!r}: expected a folder named checkpoint-N")
     if not is_complete_checkpoint(path):
-        raise ValueError(
+        raise CheckpointError(
             f"--resume_from_checkpoint {path!r}: the checkpoint is incomplete (no valid {COMPLETE_MARKER}, or one "
             "naming another step); it was probably interrupted while saving"
         )
@@ -320,7 +328,7 @@ def _write_failed(error: Exception, temporary_path: str, step: int, output_dir: 
     if full:
         return NoSpaceLeftError(f"no space left on device while writing {name} in {output_dir}; {intact}")
     if isinstance(error, PermissionError) or getattr(error, "errno", None) == errno.EROFS:
-        return PermissionError(f"cannot write {name} in {output_dir}: it is not writable ({error}); {intact}")
+        return NotWritableError(f"cannot write {name} in {output_dir}: it is not writable ({error}); {intact}")
     return error
 
 
@@ -342,7 +350,7 @@ def save_checkpoint(
 
     Raises:
         NoSpaceLeftError: the disk filled up; the half-written checkpoint is removed, the previous ones are intact.
-        PermissionError: ``output_dir`` became unwritable.
+        NotWritableError: ``output_dir`` became unwritable (a PermissionError).
     """
     final_path = checkpoint_dir(output_dir, step)
     temporary_path = final_path + TEMPORARY_SUFFIX
@@ -390,6 +398,120 @@ def save_checkpoint(
     return final_path
 
 
+def load_checkpoint(accelerator, path: str, progress) -> None:
+    """``accelerator.load_state(path)`` and a check that the step it restored (``progress.global_step``, a
+    registered :class:`~radiodiff_vae.training.state.TrainingProgress`) is the one its name says.
+
+    Raises:
+        CheckpointError: the checkpoint holds another step than its name says.
+    """
+    accelerator.load_state(path)
+    expected = checkpoint_step(path)
+    if progress.global_step != expected:
+        raise CheckpointError(f"{path} holds step {progress.global_step}, its name says {expected}")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# models as save_pretrained folders inside checkpoints
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value  # config.json turns tuples into lists
+
+
+def _subfolder_of(model, subfolders: Mapping[Type, str]) -> Optional[str]:
+    return next((name for cls, name in subfolders.items() if isinstance(model, cls)), None)
+
+
+def register_checkpoint_hooks(accelerator, subfolders: Mapping[Type, str]) -> None:
+    """Makes ``accelerator.save_state`` write each prepared model of a class in ``subfolders`` as a ``save_pretrained``
+    folder (safetensors) and ``load_state`` read it back strictly; other prepared models are left to accelerate
+    (``model_<i>.safetensors``).
+
+    Args:
+        accelerator (`accelerate.Accelerator`): the run's accelerator.
+        subfolders (`Mapping[type, str]`): model class -> subfolder of the checkpoint, e.g.
+            ``{RadioVAE: "vae", NLayerDiscriminator: "discriminator"}``; each class needs ``save_pretrained`` /
+            ``from_pretrained`` (a diffusers ``ModelMixin``). The first class a model is an instance of wins.
+
+    Loading refuses a folder saved with another configuration, naming the keys (CheckpointError).
+    """
+
+    def save_model_hook(models: List[Any], weights: List[Dict[str, Any]], folder: str) -> None:
+        for index in reversed(range(len(models))):
+            model = accelerator.unwrap_model(models[index])
+            subfolder = _subfolder_of(model, subfolders)
+            if subfolder is None:
+                continue  # accelerate saves it
+            if accelerator.is_main_process:
+                model.save_pretrained(os.path.join(folder, subfolder), safe_serialization=True)
+            if weights:  # empty under DeepSpeed, which saves the models itself
+                weights.pop(index)
+
+    def load_model_hook(models: List[Any], folder: str) -> None:
+        for index in reversed(range(len(models))):
+            model = accelerator.unwrap_model(models[index])
+            subfolder = _subfolder_of(model, subfolders)
+            if subfolder is None:
+                continue  # accelerate loads it
+            models.pop(index)
+            saved = type(model).from_pretrained(folder, subfolder=subfolder)
+            changed = sorted(
+                key
+                for key in model.config
+                if not key.startswith("_") and _comparable(saved.config.get(key)) != _comparable(model.config[key])
+            )
+            if changed:
+                raise CheckpointError(
+                    f"{folder}/{subfolder} was saved with a different configuration ({', '.join(changed)}); "
+                    "resume with the flags of the run that wrote it"
+                )
+            model.load_state_dict(saved.state_dict(), strict=True)
+            del saved
+
+    accelerator.register_save_state_pre_hook(save_model_hook)
+    accelerator.register_load_state_pre_hook(load_model_hook)
+
+
+def _read_config(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from None
+    if not isinstance(content, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got a {type(content).__name__}")
+    return content
+
+
+def check_checkpoint_architecture(
+    checkpoint: str,
+    expected: Mapping[str, Mapping[str, Any]],
+    ignore: Sequence[str] = ("sample_size", "scaling_factor"),
+) -> None:
+    """Compares the configs of the models a checkpoint holds with what a run builds, before any work (the load hook
+    of :func:`register_checkpoint_hooks` checks again, but only once the run has started writing).
+
+    Args:
+        checkpoint (`str`): a ``checkpoint-N`` folder.
+        expected (`Mapping[str, Mapping[str, Any]]`): subfolder -> the config keys the run sets, e.g.
+            ``{"vae": PRESETS["tiny"], "discriminator": {"num_layers": 3}}``; keys the saved config lacks are skipped.
+        ignore (`Sequence[str]`): keys that are no architecture (the default: the map size follows the data, and the
+            scaling factor is measured at the end).
+
+    Raises:
+        CheckpointError: a config differs (the message names the keys, their values there and here) or is unreadable.
+    """
+    for subfolder, wanted in expected.items():
+        saved = _read_config(os.path.join(checkpoint, subfolder, "config.json"))
+        comparable = [key for key in wanted if key in saved and key not in ignore and not key.startswith("_")]
+        changed = sorted(key for key in comparable if _comparable(saved[key]) != _comparable(wanted[key]))
+        if changed:
+            differences = ", ".join(f"{key} {saved[key]!r} there, {wanted[key]!r} here" for key in changed)
+            raise CheckpointError(
+                f"--resume_from_checkpoint {checkpoint}: its {subfolder} has another architecture ({differences}); "
+                "resume with the flags of the run that wrote it"
+            )
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # one run per output folder
 class OutputLock:
@@ -399,22 +521,29 @@ class OutputLock:
     The operating system releases the lock when its process dies, however it dies, so the lock of a killed run is
     taken over without a question; the owner file only serves the message. The lock is advisory and, on some network
     filesystems, local to one machine: with several nodes only the main process locks.
+
+    :meth:`release` (or leaving the ``with`` block) removes both files: a finished run leaves a model folder without
+    them. Release before deleting the folder; the lock is never released by the garbage collector.
     """
 
-    def __init__(self, lock: FileLock, owner_path: str):
+    def __init__(self, lock: FileLock, output_dir: str):
+        self.output_dir = output_dir
         self.path = lock.lock_file
-        self.owner_path = owner_path
+        self.owner_path = os.path.join(output_dir, OWNER_FILE)
         self._lock = lock
 
     def release(self) -> None:
-        if self._lock is not None:
-            with open(self.owner_path, "w", encoding="utf-8"):
-                pass  # an empty owner file: the run ended cleanly
+        """Removes the owner and lock files while still holding the lock (a run starting meanwhile finds the file
+        gone and makes its own, see :func:`_try_lock`), then releases it. Safe to call twice."""
+        if self._lock is None:
+            return
+        try:
+            for path in (self.owner_path, self.path):
+                with contextlib.suppress(OSError):  # gone already, or (Windows) an open file stays
+                    os.remove(path)
+        finally:
             self._lock.release()
             self._lock = None
-
-    def __del__(self) -> None:
-        self.release()
 
     def __enter__(self) -> "OutputLock":
         return self
@@ -436,13 +565,29 @@ def _in_use_error(output_dir: str) -> OutputFolderInUseError:
     )
 
 
-def _try_lock(output_dir: str) -> FileLock:
-    lock = FileLock(os.path.join(output_dir, LOCK_FILE), timeout=0)
+def _holds_the_file(lock: FileLock) -> bool:
+    """Whether the locked descriptor is still the file at the lock's path: a run that released (and removed) the file
+    just before our ``flock`` leaves us holding a deleted file."""
+    descriptor = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if descriptor is None:
+        return True  # another filelock implementation: trust it
     try:
-        lock.acquire()
-    except Timeout:
-        raise _in_use_error(output_dir) from None
-    return lock
+        return os.fstat(descriptor).st_ino == os.stat(lock.lock_file).st_ino
+    except OSError:
+        return False
+
+
+def _try_lock(output_dir: str) -> FileLock:
+    for _ in range(10):
+        lock = FileLock(os.path.join(output_dir, LOCK_FILE), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise _in_use_error(output_dir) from None
+        if _holds_the_file(lock):
+            return lock
+        lock.release()
+    raise _in_use_error(output_dir)
 
 
 def check_output_not_locked(output_dir: str) -> None:
@@ -475,4 +620,18 @@ def acquire_output_lock(output_dir: str) -> OutputLock:
     except BaseException:
         lock.release()
         raise
-    return OutputLock(lock, owner_path)
+    return OutputLock(lock, output_dir)
+
+
+def lock_output_dir(accelerator, output_dir: str) -> contextlib.AbstractContextManager:
+    """The start of a run's writes, on every process: the main process creates ``output_dir``, locks it
+    (:func:`acquire_output_lock`) and removes the ``*.tmp`` folders of interrupted saves; the others wait for it.
+    Returns the lock (a context manager; a no-op one on the other processes): release it when the run ends.
+    """
+    lock: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if accelerator.is_main_process:
+        os.makedirs(output_dir, exist_ok=True)
+        lock = acquire_output_lock(output_dir)
+        remove_temporary_checkpoints(output_dir)
+    accelerator.wait_for_everyone()
+    return lock

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-from ..errors import OneLineArgumentParser
+from ..errors import InputNotFoundError, InvalidArgumentError, OneLineArgumentParser
 
 CONFIG_FLAG = "config"
 
@@ -31,21 +31,21 @@ def load_yaml_config(path: str) -> Dict[str, Any]:
         ValueError: the file is not a YAML mapping with string keys.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"configuration file {path!r} does not exist")
+        raise InputNotFoundError(f"configuration file {path!r} does not exist")
     with open(path, "r", encoding="utf-8") as handle:
         try:
             content = yaml.safe_load(handle)
         except yaml.YAMLError as error:
-            raise ValueError(f"configuration file {path!r} is not valid YAML: {error}") from error
+            raise InvalidArgumentError(f"configuration file {path!r} is not valid YAML: {error}") from error
     if content is None:
         return {}
     if not isinstance(content, dict):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"configuration file {path!r} must hold a mapping of flag names to values, got a {type(content).__name__}"
         )
     for key in content:
         if not isinstance(key, str):
-            raise ValueError(f"configuration file {path!r}: keys must be flag names (strings), got {key!r}")
+            raise InvalidArgumentError(f"configuration file {path!r}: keys must be flag names (strings), got {key!r}")
     return content
 
 
@@ -57,9 +57,9 @@ def _token(action: argparse.Action, value: Any, where: str) -> str:
     """One YAML value as the user would type it. PyYAML reads ``5e-6`` and ``1e4`` as strings (YAML 1.1 floats
     need a dot and a signed exponent) and ``1.0e4`` as a float: an int flag takes all of them when integral."""
     if isinstance(value, (dict, list)):
-        raise ValueError(f"{where}: expected a single value, got {value!r}")
+        raise InvalidArgumentError(f"{where}: expected a single value, got {value!r}")
     if isinstance(value, bool) and action.type in (int, float):
-        raise ValueError(f"{where}: expected a number, got the boolean {value!r}")
+        raise InvalidArgumentError(f"{where}: expected a number, got the boolean {value!r}")
     if action.type is int and isinstance(value, (str, float)):
         try:
             number = float(value)
@@ -74,7 +74,7 @@ def _parse_value(parser: argparse.ArgumentParser, action: argparse.Action, value
     """Converts one YAML value by parsing its tokens with ``parser``, as the same flag on the command line."""
     if isinstance(action, _SWITCH_ACTIONS):
         if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false, got {value!r}")
+            raise InvalidArgumentError(f"{where}: expected true or false, got {value!r}")
         return value  # the flag's value itself: nothing to convert
     if value is None:
         return None
@@ -89,7 +89,7 @@ def _parse_value(parser: argparse.ArgumentParser, action: argparse.Action, value
     try:
         namespace, _ = parser.parse_known_args(tokens, namespace=argparse.Namespace())
     except argparse.ArgumentError as error:
-        raise ValueError(f"{where}: {error.message}") from None
+        raise InvalidArgumentError(f"{where}: {error.message}") from None
     finally:
         parser.exit_on_error = exit_on_error
     return getattr(namespace, action.dest)
@@ -122,11 +122,11 @@ def parse_args_with_config(
         defaults = {}
         for key, value in file_values.items():
             if key == CONFIG_FLAG:
-                raise ValueError(f"{known.config}: a configuration file cannot name another one (key {key!r})")
+                raise InvalidArgumentError(f"{known.config}: a configuration file cannot name another one (key {key!r})")
             if key not in actions:
                 suggestion = difflib.get_close_matches(key, list(actions), n=1)
                 hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
-                raise ValueError(f"{known.config}: unknown key {key!r}{hint}; keys are the script's flag names")
+                raise InvalidArgumentError(f"{known.config}: unknown key {key!r}{hint}; keys are the script's flag names")
             defaults[key] = _parse_value(parser, actions[key], value, f"{known.config}: key {key!r}")
         # Defaults set here are overridden by any flag given on the command line, which is the precedence we want.
         parser.set_defaults(**defaults)

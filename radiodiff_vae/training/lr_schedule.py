@@ -10,6 +10,7 @@ from typing import Callable, Optional
 from diffusers.optimization import SchedulerType, get_polynomial_decay_schedule_with_warmup, get_scheduler
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+from ..errors import InvalidArgumentError
 
 SCHEDULER_NAMES = tuple(scheduler.value for scheduler in SchedulerType if scheduler != SchedulerType.PIECEWISE_CONSTANT)
 
@@ -38,7 +39,7 @@ def build_lr_scheduler(
             ``polynomial``.
     """
     if name not in SCHEDULER_NAMES:
-        raise ValueError(f"--lr_scheduler: expected one of {list(SCHEDULER_NAMES)}, got {name!r}")
+        raise InvalidArgumentError(f"--lr_scheduler: expected one of {list(SCHEDULER_NAMES)}, got {name!r}")
     if num_training_steps < 1:
         raise ValueError(f"the schedule needs at least one training step, got {num_training_steps}")
     if start_step < 0:
@@ -52,7 +53,7 @@ def build_lr_scheduler(
     if name == SchedulerType.POLYNOMIAL.value:
         initial_lr = optimizer.defaults["lr"]
         if lr_end is None or not 0.0 <= lr_end < initial_lr:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"--lr_end must be >= 0 and below the learning rate {initial_lr} for the polynomial schedule, "
                 f"got {lr_end}"
             )

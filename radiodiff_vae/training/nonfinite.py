@@ -10,6 +10,7 @@ recording the step here.
 """
 
 from typing import Any, Dict
+from ..errors import InvalidArgumentError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -25,7 +26,7 @@ class NonFiniteGuard:
 
     def __init__(self, max_consecutive: int) -> None:
         if max_consecutive < 1:
-            raise ValueError(f"max_consecutive must be >= 1, got {max_consecutive}")
+            raise InvalidArgumentError(f"max_consecutive must be >= 1, got {max_consecutive}")
         self.max_consecutive = max_consecutive
         self.consecutive = 0
         self.total = 0

@@ -13,10 +13,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from ..atomic import atomic_path
 from ..baseline import baseline_for_model
+from ..data.batches import spread_indices, spread_subset  # noqa: F401 (spread_subset: re-exported)
 from ..evaluation import score_batch
 from .seeding import step_generator
 from .visualization import make_reconstruction_grid
@@ -27,20 +28,6 @@ GRID_PANEL_SIZE = 192
 SCALING_FACTOR_STREAM = 2**31 - 1
 # Keys of evaluate_reconstructions' metrics that describe the resize baseline rather than the model.
 BASELINE_KEYS = ("baseline_psnr", "baseline_ssim", "psnr_gap_db", "ssim_gap")
-
-
-def spread_indices(length: int, count: int) -> List[int]:
-    """``min(count, length)`` indices evenly strided over ``range(length)``, first and last included."""
-    if length < 1 or count < 1:
-        return []
-    if count >= length:
-        return list(range(length))
-    return [int(index) for index in np.linspace(0, length - 1, count).round().astype(np.int64)]
-
-
-def spread_subset(dataset: Dataset, count: int) -> Dataset:
-    """``dataset`` itself if it has at most ``count`` items, else a :func:`spread_indices` subset of it."""
-    return dataset if len(dataset) <= count else Subset(dataset, spread_indices(len(dataset), count))
 
 
 def _batches(dataset: Dataset, indices: Sequence[int], collate: Callable, batch_size: int):
@@ -139,15 +126,16 @@ def save_png(image: np.ndarray, path: str) -> None:
 
 
 def log_image_to_trackers(accelerator, name: str, image: np.ndarray, step: int) -> None:
-    """Sends an RGB ``(H, W, 3)`` uint8 image to the trackers that take images (TensorBoard, W&B)."""
+    """Sends an RGB ``(H, W, 3)`` uint8 image to every tracker that logs images, through its own ``log_images``
+    (TensorBoard, W&B, Aim, ClearML, ...); trackers without one are skipped."""
     for tracker in accelerator.trackers:
+        if not hasattr(tracker, "log_images"):
+            continue
         if tracker.name == "tensorboard":
-            tracker.writer.add_image(name, image, step, dataformats="HWC")
-            tracker.writer.flush()
-        elif tracker.name == "wandb":
-            import wandb
-
-            tracker.log({name: wandb.Image(image)}, step=step)
+            # SummaryWriter.add_images takes a batch array and its layout; the others take a list of images.
+            tracker.log_images({name: image[None]}, step, dataformats="NHWC")
+        else:
+            tracker.log_images({name: [image]}, step)
 
 
 class Validator:

@@ -1,18 +1,18 @@
-"""The VAE-GAN loss differentiated directly: the reference that ``RadioVAELoss.generator_objective`` must match.
+"""The VAE-GAN generator loss differentiated directly: the reference ``RadioVAELoss.generator_objective`` must match.
 
 ``generator_loss`` is the package's generator objective before issue 13: the total loss as one tensor, whose
 adaptive weight backpropagates the nll and the GAN loss to the decoder's last layer through LPIPS and the
-discriminator, and whose backward runs both again. The tests compare the objective's values and gradients with
-it, and ``benchmarks/benchmark_train_step.py`` times it as the ``previous`` formulation.
+discriminator, and whose backward runs both again. Slower than the objective, which gets the same values and
+gradients with one backward through LPIPS and the discriminator; ``tests/test_train_step.py`` checks that they
+agree and ``benchmarks/benchmark_train_step.py`` times it as the ``previous`` formulation.
 """
 
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 
-from radiodiff_vae import RadioVAELoss
-from radiodiff_vae.losses.adversarial import ADAPTIVE_WEIGHT_EPS, ADAPTIVE_WEIGHT_MAX, check_global_step
-from radiodiff_vae.losses.vae_gan import GENERATOR_LOG_KEYS, _check_maps, _posterior_kl
+from .adversarial import ADAPTIVE_WEIGHT_EPS, ADAPTIVE_WEIGHT_MAX, check_global_step
+from .vae_gan import GENERATOR_LOG_KEYS, RadioVAELoss, _check_maps, _posterior_kl
 
 
 def adaptive_weight_through_losses(
