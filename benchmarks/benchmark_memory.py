@@ -11,19 +11,26 @@ Memory: every tensor storage the step creates is followed from its allocation un
 once, views and in-place results included); the predicted peak is the most bytes alive at once, weights, gradients
 and Adam states included, as ``torch.cuda.max_memory_allocated`` measures it (without the CUDA allocator's rounding
 and cuDNN's workspaces). Activations kept per map are the bytes each network's forward left alive when a backward
-starts, divided by the batch size.
+starts (the bf16 copies of its weights that its convolutions keep included), divided by the batch size. The same
+counter on real tensors gives the same numbers (``tests/test_benchmark_memory.py``).
 
 FLOPs: convolutions and matmuls by ``torch.utils.flop_counter``'s formulas (what ``FlopCounterMode`` counts,
 a multiply-add = 2), plus an estimate of the element-wise work (normalisations, activations, additions; a few FLOPs
 per element, ``ELEMENTWISE_FLOPS``). Recomputation is every operator a module's forward runs again inside a
 backward (checkpointing), and the GroupNorm that the fused GroupNorm + SiLU repeats in its backward.
 
+Calibration: at the report's size the script also counts the configuration measured on an H200 (unfused, channels-
+last) and prints how far each prediction is from the measured peak. The JSON holds, per mode, ``predicted_peak_gib``
+(the larger of the phases) and ``recompute_flop_fraction``, with the fused GroupNorm + SiLU (``modes``) and without
+(``modes_unfused``), every phase's details, and the calibration rows.
+
 The LPIPS trunk is built with random weights when torchvision's VGG16 file is not on the machine: weights change
 no byte and no FLOP. Never train with it.
 
 Usage::
 
-    # the report's step, every mode, with and without the fused GroupNorm + SiLU (about a minute on 2 CPU cores)
+    # the report's step, every mode, with and without the fused GroupNorm + SiLU, and the calibration
+    # (about 1.5 minutes on the project's 2-core CPU box)
     python benchmarks/benchmark_memory.py --preset radiodiff-vae --resolution 320 --batch_size 8 --precision bf16 \\
         --output_json memory.json
 """
@@ -37,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -125,11 +133,13 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------------------------------------------
 # the counter
 class StepCounter(TorchDispatchMode):
-    """Follows every storage the operators create until it is freed, and counts FLOPs, under a ``FakeTensorMode``.
+    """Follows every storage the operators create until it is freed, and counts FLOPs (on fake or real tensors).
 
-    ``owner`` (kept up to date by the forward hooks of :func:`attach_component_hooks`) names the network whose
-    forward is running; storages made outside them, in a backward, are ``"backward"``. ``module_depth`` counts the
-    modules whose forward is running, so that a module forward inside a backward is recomputation.
+    ``resident``: tensors alive before the step, by kind (weights, Adam states, maps); ``parameters``: those whose
+    ``.grad`` is counted as gradients. ``owner`` (kept up to date by the forward hooks of
+    :func:`attach_component_hooks`) names the network whose forward is running; storages made in a backward are
+    ``"backward"``, elsewhere ``"loss and optimizer"``. ``module_depth`` counts the modules whose forward is running,
+    so that a module forward inside a backward is recomputation.
     """
 
     def __init__(self, resident: Dict[str, List[torch.Tensor]], parameters: List[torch.Tensor]):
@@ -145,8 +155,9 @@ class StepCounter(TorchDispatchMode):
         self.fixed_ids = seen
         self.parameters = parameters
         self.live: Dict[int, tuple] = {}  # storage id -> (weak reference, bytes, owner)
+        self.by_owner: Dict[str, int] = defaultdict(int)  # live bytes per owner
         self.current = sum(self.fixed.values())
-        self.peak, self.peak_breakdown = self.current, {}
+        self.peak, self.peak_breakdown = self.current, dict(self.fixed)
         self.owner: List[str] = []
         self.module_depth = 0
         self.flops: Dict[str, int] = defaultdict(int)  # "<phase of the step>/<counted by>"
@@ -156,14 +167,22 @@ class StepCounter(TorchDispatchMode):
     # storages -------------------------------------------------------------------------------------------------
     def _sweep(self) -> None:
         for key in [key for key, (reference, _, _) in self.live.items() if reference.expired()]:
-            self.current -= self.live.pop(key)[1]
+            _, size, owner = self.live.pop(key)
+            self.current -= size
+            self.by_owner[owner] -= size
 
-    def _breakdown(self) -> Dict[str, int]:
-        grads = {p.grad.untyped_storage()._cdata for p in self.parameters if p.grad is not None}
-        totals = dict(self.fixed)
-        for key, (_, size, owner) in self.live.items():
-            kind = "gradients" if key in grads else owner
-            totals[kind] = totals.get(kind, 0) + size
+    def _breakdown(self, in_backward: bool) -> Dict[str, int]:
+        """Live bytes by kind: the resident ones, each network's, the gradients, the backward's other tensors."""
+        totals = {**self.fixed, **{owner: size for owner, size in self.by_owner.items() if size}}
+        grads = 0
+        # a gradient is made in the backward (owner "backward"), then held as `.grad`
+        for parameter in self.parameters if in_backward else ():
+            entry = None if parameter.grad is None else self.live.get(parameter.grad.untyped_storage()._cdata)
+            if entry is not None and entry[2] == "backward":
+                grads += entry[1]
+        if grads:
+            totals["gradients"] = grads
+            totals["backward"] -= grads
         return totals
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -179,14 +198,10 @@ class StepCounter(TorchDispatchMode):
             if task not in self._graph_tasks:  # the first operator of a backward: what the forwards left alive
                 self._graph_tasks.add(task)
                 self._sweep()
-                snapshot = defaultdict(int)
-                for _, size, owner in self.live.values():
-                    snapshot[owner] += size
-                self.backward_snapshots.append(dict(snapshot))
+                self.backward_snapshots.append(dict(self.by_owner))
         output = func(*args, **kwargs)
         self._count_flops(func, args, kwargs, output, in_backward)
-        self._sweep()
-        owner = self.owner[-1] if self.owner and not in_backward else ("backward" if in_backward else "loss")
+        owner = self.owner[-1] if self.owner and not in_backward else ("backward" if in_backward else "loss and optimizer")
         for tensor in tree_leaves(output):
             if isinstance(tensor, torch.Tensor):
                 storage = tensor.untyped_storage()
@@ -194,8 +209,13 @@ class StepCounter(TorchDispatchMode):
                 if key not in self.live and key not in self.fixed_ids:
                     self.live[key] = (StorageWeakRef(storage), storage.nbytes(), owner)
                     self.current += storage.nbytes()
+                    self.by_owner[owner] += storage.nbytes()
         if self.current > self.peak:
-            self.peak, self.peak_breakdown = self.current, self._breakdown()
+            # `current` counts freed storages until a sweep, so it can only overstate: sweep before believing it
+            self._sweep()
+            if self.current > self.peak:
+                self.peak, self.peak_breakdown = self.current, self._breakdown(in_backward)
+        return output
         return output
 
     # FLOPs ----------------------------------------------------------------------------------------------------
@@ -264,48 +284,80 @@ def vgg16_trunk_for_counting():
                 os.environ["TORCH_HOME"] = previous
 
 
-def build_real_models(args: argparse.Namespace):
-    """The autoencoder and the loss (LPIPS, discriminator) with real weights on the CPU, built once and copied as
-    fake tensors for every count."""
-    torch.manual_seed(0)
-    vae = RadioVAE.from_preset(args.preset, sample_size=args.resolution)
-    with vgg16_trunk_for_counting() as trunk:
-        loss_fn = RadioVAELoss(
-            perceptual_weight=args.perceptual_weight, disc_start=1, disc_base_channels=args.disc_base_channels,
-            allow_download=False,
-        )  # fmt: skip
-    return vae, loss_fn, trunk
+class RealModels:
+    """The autoencoder and the loss (LPIPS, discriminator) with real weights on the CPU, built once; every count
+    works on a copy (of fake tensors, or real ones for :func:`count_step`'s ``fake=False``)."""
+
+    def __init__(self, args: argparse.Namespace):
+        torch.manual_seed(0)
+        self.vae = RadioVAE.from_preset(args.preset, sample_size=args.resolution)
+        with vgg16_trunk_for_counting() as trunk:
+            self.loss_fn = RadioVAELoss(
+                perceptual_weight=args.perceptual_weight, disc_start=1, disc_base_channels=args.disc_base_channels,
+                allow_download=False,
+            )  # fmt: skip
+        self.trunk = trunk
+        self._channels_last = None
+
+    def get(self, channels_last: bool):
+        if not channels_last:
+            return self.vae, self.loss_fn
+        if self._channels_last is None:  # converted before the fake copy, which keeps the strides
+            layout = torch.channels_last
+            self._channels_last = tuple(copy.deepcopy(m).to(memory_format=layout) for m in (self.vae, self.loss_fn))
+        return self._channels_last
 
 
-def count_step(args: argparse.Namespace, real_vae, real_loss, mode: str, fused: bool, phase: int) -> dict:
-    """One counted optimizer step (after an uncounted one that creates Adam's states, as a measured step has them)
-    of ``mode`` (``"none"`` or a checkpointing mode) and ``phase`` (1 or 2)."""
+@dataclass(frozen=True)
+class Variant:
+    """What one count runs: ``mode`` ("none" or a checkpointing mode), the fused GroupNorm + SiLU, the phase (1, or
+    2 with the discriminator), the memory layout, and the LPIPS checkpointing when not the one ``mode`` picks
+    (``"trunk"``: the step as measured on the H200, before the selective mode)."""
+
+    mode: str
+    fused: bool
+    phase: int
+    channels_last: bool = False
+    lpips_mode: Optional[str] = None
+
+
+def count_step(args: argparse.Namespace, models: RealModels, variant: Variant, fake: bool = True) -> dict:
+    """One counted optimizer step, after an uncounted one that creates Adam's states (as a measured step has them).
+    ``fake=False`` runs the same count on real tensors (small sizes only: it computes)."""
     from accelerate import Accelerator
 
-    fake_mode = FakeTensorMode()
-    with FakeCopyMode(fake_mode):
+    real_vae, real_loss = models.get(variant.channels_last)
+    fake_mode = FakeTensorMode() if fake else contextlib.nullcontext()
+    with FakeCopyMode(fake_mode) if fake else contextlib.nullcontext():
         vae, loss_fn = copy.deepcopy(real_vae).train(), copy.deepcopy(real_loss).train()
-    if fused:
+    if variant.fused:
         vae.fuse_group_norm_silu()
     bf16 = args.precision == "bf16"
     if args.autocast_group_norm == "on" or (args.autocast_group_norm == "auto" and bf16):
         group_norm_in_autocast_dtype(vae)
-    if mode != "none":
-        vae.enable_gradient_checkpointing(mode=mode)
-        loss_fn.enable_gradient_checkpointing(mode=mode)
+    if variant.mode != "none":
+        vae.enable_gradient_checkpointing(mode=variant.mode)
+        loss_fn.enable_gradient_checkpointing(mode=variant.mode)
+        if variant.lpips_mode is not None and loss_fn.perceptual is not None:
+            loss_fn.perceptual.checkpoint_mode = variant.lpips_mode
 
     accelerator = Accelerator(cpu=True, mixed_precision="bf16" if bf16 else "no")
     # foreach: CUDA's default implementation, whose temporaries are part of the optimizer step's memory
-    optimizer_ae = torch.optim.Adam([*vae.parameters(), *loss_fn.trainable_autoencoder_parameters()], foreach=True)
+    trained_ae = [*vae.parameters(), *loss_fn.trainable_autoencoder_parameters()]
+    optimizer_ae = torch.optim.Adam(trained_ae, foreach=True)
     optimizer_disc = torch.optim.Adam(loss_fn.discriminator.parameters(), foreach=True)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda _: 1.0) for o in (optimizer_ae, optimizer_disc)]
     with fake_mode:
-        # no device placement: the fake weights are on the CPU already (`.to` cannot swap fake parameters)
+        # no device placement: the weights are on the CPU already (`.to` cannot swap fake parameters)
         objects = (vae, loss_fn.discriminator, optimizer_ae, optimizer_disc, *schedulers)
         prepared = accelerator.prepare(*objects, device_placement=[False] * len(objects))
-        step = VAEGANStep(accelerator, *prepared[:2], loss_fn, *prepared[2:], NonFiniteGuard(10**9))
-        maps = torch.rand(args.batch_size, 1, args.resolution, args.resolution) * 2 - 1
-    global_step = 0 if phase == 1 else loss_fn.config.disc_start
+        step = VAEGANStep(
+            accelerator, *prepared[:2], loss_fn, *prepared[2:], NonFiniteGuard(10**9),
+            channels_last=variant.channels_last,
+        )  # fmt: skip
+        generator = torch.Generator().manual_seed(0)
+        maps = torch.rand(args.batch_size, 1, args.resolution, args.resolution, generator=generator) * 2 - 1
+    global_step = 0 if variant.phase == 1 else loss_fn.config.disc_start
 
     weights = [*vae.parameters(), *vae.buffers(), *loss_fn.parameters(), *loss_fn.buffers()]
     parameters = [*vae.parameters(), *loss_fn.parameters()]
@@ -327,7 +379,7 @@ def count_step(args: argparse.Namespace, real_vae, real_loss, mode: str, fused: 
     matmul = sum(v for k, v in counter.flops.items() if k.endswith("/matmul"))
     total = sum(counter.flops.values())
     recomputed = sum(v for k, v in counter.flops.items() if k.startswith("recompute/"))
-    parameter_bytes = sum(p.numel() * p.element_size() for p in parameters if p.requires_grad)
+    trained = trained_ae + (list(loss_fn.discriminator.parameters()) if variant.phase == 2 else [])
     return {
         "predicted_peak_gib": counter.peak / GIB,
         "recompute_flop_fraction": recomputed / total if total else 0.0,
@@ -338,22 +390,25 @@ def count_step(args: argparse.Namespace, real_vae, real_loss, mode: str, fused: 
         "kept_mib_per_map": {name: kept[name] / MIB / args.batch_size for name in COMPONENTS},
         "weights_gib": counter.fixed["weights"] / GIB,
         "adam_states_gib": counter.fixed["Adam states"] / GIB,
-        "gradients_gib": parameter_bytes / GIB,
+        "gradients_gib": sum(p.numel() * p.element_size() for p in trained) / GIB,
         "at_peak_gib": {kind: size / GIB for kind, size in sorted(counter.peak_breakdown.items())},
     }
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def calibration(args: argparse.Namespace, unfused: Dict[str, Dict[int, dict]]) -> List[dict]:
-    """The counts of the configurations measured on the H200, against the measurements."""
+def calibration(args: argparse.Namespace, models: RealModels) -> List[dict]:
+    """The H200 measurements against counts of the measured configuration: unfused GroupNorm + SiLU, channels-last,
+    and with full-resolution checkpointing the LPIPS trunk recomputed slice by slice (as the code then did)."""
     if any(getattr(args, key) != value for key, value in H200_CONFIGURATION.items()) or args.perceptual_weight <= 0:
         return []
     rows = []
     for (mode, phase), measured in H200_PEAK_GIB.items():
-        if mode in unfused and phase in unfused[mode]:
-            predicted = unfused[mode][phase]["predicted_peak_gib"]
-            rows.append(dict(mode=mode, phase=phase, measured_gib=measured, predicted_gib=predicted,
-                             difference_gib=predicted - measured, relative=(predicted - measured) / measured))  # fmt: skip
+        if phase not in args.phases:
+            continue
+        variant = Variant(mode, False, phase, channels_last=True, lpips_mode="trunk" if mode != "none" else None)
+        predicted = count_step(args, models, variant)["predicted_peak_gib"]
+        rows.append(dict(mode=mode, phase=phase, measured_gib=measured, predicted_gib=predicted,
+                         difference_gib=predicted - measured, relative=(predicted - measured) / measured))  # fmt: skip
     return rows
 
 
@@ -378,43 +433,44 @@ def print_table(title: str, counts: Dict[str, Dict[int, dict]]) -> None:
 def main(input_args: Optional[List[str]] = None) -> int:
     args = parse_args(input_args)
     started = time.perf_counter()
-    real_vae, real_loss, trunk = build_real_models(args)
-    variants = {"on": [True], "off": [False], "both": [True, False]}[args.fused_group_norm]
+    models = RealModels(args)
+    fused_variants = {"on": [True], "off": [False], "both": [True, False]}[args.fused_group_norm]
+    lpips = f"on ({models.trunk})" if models.loss_fn.perceptual is not None else "off"
     header = (
         f"# {args.preset}, {args.resolution}x{args.resolution}, batch {args.batch_size}, {args.precision}, LPIPS "
-        f"{'on (' + trunk + ')' if real_loss.perceptual is not None else 'off'}; counted on fake tensors, torch "
-        f"{torch.__version__}, {platform.processor() or platform.machine()}"
+        f"{lpips}, NCHW; counted on fake tensors, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}"
     )
     print(header)
     print("# command: python " + " ".join(sys.argv))
-    results = {"header": header, "command": sys.argv, "modes": {}, "modes_unfused": {}}
-    counts = {}
-    for fused in variants:
-        table = {}
-        for mode in args.modes:
-            table[mode] = {phase: count_step(args, real_vae, real_loss, mode, fused, phase) for phase in args.phases}
-        counts[fused] = table
+    results = {"header": header, "command": sys.argv, "modes": {}}
+    for fused in fused_variants:
+        table = {
+            mode: {phase: count_step(args, models, Variant(mode, fused, phase)) for phase in args.phases}
+            for mode in args.modes
+        }
         print_table(f"GroupNorm + SiLU {'fused' if fused else 'unfused'}:", table)
-    for fused, table in counts.items():
-        key = "modes" if fused or len(counts) == 1 else "modes_unfused"
-        for mode, phases in table.items():
-            last = phases[max(phases)]
-            results[key][mode] = {
+        key = "modes" if fused or len(fused_variants) == 1 else "modes_unfused"
+        results[key] = {
+            mode: {
                 "predicted_peak_gib": max(row["predicted_peak_gib"] for row in phases.values()),
-                "recompute_flop_fraction": last["recompute_flop_fraction"],
+                "recompute_flop_fraction": max(row["recompute_flop_fraction"] for row in phases.values()),
                 "fused_group_norm": fused,
                 "phases": {str(phase): row for phase, row in phases.items()},
             }
-    rows = calibration(args, counts.get(False, {}))
+            for mode, phases in table.items()
+        }
+    rows = calibration(args, models)
     results["calibration"] = rows
     if rows:
-        print("\nAgainst the H200 (unfused GroupNorm + SiLU, as measured on 2026-12-04):\n")
+        print("\nAgainst the H200's peak allocated memory (benchmark_train_step.py, 2026-12-04; counted as measured: "
+              "unfused GroupNorm + SiLU, channels-last, LPIPS trunk recomputed with full_resolution):\n")  # fmt: skip
         print("| mode | phase | measured GiB | predicted GiB | prediction - measurement |")
         print("|---|---|---|---|---|")
         for row in rows:
             print(f"| {row['mode']} | {row['phase']} | {row['measured_gib']:.2f} | {row['predicted_gib']:.2f} | "
                   f"{row['difference_gib']:+.2f} GiB ({100 * row['relative']:+.1f}%) |")  # fmt: skip
-    elif False in counts:
+    else:
         print("\n(no GPU measurement of this configuration to calibrate against)")
     print(f"\n# counted in {time.perf_counter() - started:.0f} s")
     if args.output_json:

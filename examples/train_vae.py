@@ -469,7 +469,10 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         # The shuffling of epoch e depends on (seed, e) only, which makes resuming mid-epoch exact.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # Logs go to stdout: stderr is for what went wrong (one line for bad input) and the progress bar.
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
+    )
     for noisy in ("diffusers", "datasets", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING if accelerator.is_local_main_process else logging.ERROR)
     logger.info(accelerator.state, main_process_only=False)

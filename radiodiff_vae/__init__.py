@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "RadioVAE": "radiodiff_vae.models.autoencoder_radio",
-    "PRESETS": "radiodiff_vae.models.autoencoder_radio",
+    "PRESETS": "radiodiff_vae.models.presets",
     "NLayerDiscriminator": "radiodiff_vae.models.discriminator",
     "RadioVAELoss": "radiodiff_vae.losses.vae_gan",
     "CityEncoder": "radiodiff_vae.models.city_encoder",
@@ -34,9 +34,10 @@ _, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .losses.vae_gan import RadioVAELoss
-    from .models.autoencoder_radio import PRESETS, RadioVAE
+    from .models.autoencoder_radio import RadioVAE
     from .models.city_encoder import CityEncoder
     from .models.discriminator import NLayerDiscriminator
+    from .models.presets import PRESETS
     from .pipelines.common import RadioMapPipelineOutput
     from .pipelines.direct import RadioUNetPipeline
     from .pipelines.radiodiff import RadioDiffPipeline

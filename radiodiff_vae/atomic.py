@@ -111,6 +111,18 @@ def _staging_folder(parent: Path, name: str) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _merge_into(staging: Path, path: Path, last: Sequence[str]) -> None:
+    """Moves the entries of ``staging`` into ``path`` one ``os.replace`` each, the names in ``last`` after the others;
+    a folder that exists on both sides (a pipeline's ``unet/`` saved again) is merged the same way, file by file."""
+    path.mkdir(parents=True, exist_ok=True)
+    names = sorted(os.listdir(staging), key=lambda name: list(last).index(name) + 1 if name in last else 0)
+    for name in names:
+        if (staging / name).is_dir() and (path / name).is_dir():
+            _merge_into(staging / name, path / name, last)
+        else:
+            os.replace(staging / name, path / name)
+
+
 @contextlib.contextmanager
 def atomic_directory(
     path: PathLike, overwrite: bool = False, merge: bool = False, last: Sequence[str] = ()
@@ -129,7 +141,8 @@ def atomic_directory(
             checkpoints). Without ``merge`` the staging folder becomes ``path`` in one rename: a reader sees no
             folder or a complete one.
         last (`Sequence[str]`): with ``merge``, names moved after every other file, in this order (``config.json``
-            after the weights: a config next to old weights would describe the wrong file for a moment).
+            after the weights: a config next to old weights would describe the wrong file for a moment); the same
+            rule holds inside sub-folders that ``path`` already has.
     """
     path = Path(path) if merge else check_directory_target(path, overwrite)
     # merging stages inside the folder itself: its parent need not be writable
@@ -137,10 +150,7 @@ def atomic_directory(
         yield staging
         make_files_shareable(staging)  # mkdtemp and safetensors create owner-only entries
         if merge:
-            path.mkdir(parents=True, exist_ok=True)
-            names = sorted(os.listdir(staging), key=lambda name: list(last).index(name) + 1 if name in last else 0)
-            for name in names:
-                os.replace(staging / name, path / name)
+            _merge_into(staging, path, last)
             return
         os.chmod(staging, 0o777 & ~current_umask())
         if path.is_dir() and any(path.iterdir()) and not overwrite:

@@ -18,7 +18,7 @@ pipeline; a model that does not beat it has learned nothing from the buildings.
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """Hub ids: the one rule for names that are a local folder or a Hugging Face Hub id, used wherever a model or data
 set is loaded by name (``RadioVAE.from_pretrained`` and ``from_autoencoder_kl``, ``load_radio_dataset``) and by the
-upload (``RadioVAE.push_to_hub``). Imports nothing of the package, so that every layer can use it.
+upload (``RadioVAE.push_to_hub``). Imports nothing of the package but its errors, so that every layer can use it.
 
 A Hub id is what ``huggingface_hub.utils.validate_repo_id`` accepts: ``"name"`` or ``"user/name"`` of letters,
 digits, ``-``, ``_`` and ``.``. A name that exists on disk is a local path; any other name that is no Hub id
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from .errors import InputNotFoundError, InvalidArgumentError
 
 
 def hub_id_problem(name: Any) -> Optional[str]:
@@ -28,7 +29,7 @@ def check_repo_id(repo_id: Any) -> None:
     """Raises ValueError (one line: what is expected, what came and why) unless ``repo_id`` is a Hub id."""
     problem = hub_id_problem(repo_id)
     if problem is not None:
-        raise ValueError(f"repo_id must be 'user/name' (or 'name' in your own namespace), got {repo_id!r}: {problem}")
+        raise InvalidArgumentError(f"repo_id must be 'user/name' (or 'name' in your own namespace), got {repo_id!r}: {problem}")
 
 
 def local_path_or_hub_id(name: Union[str, os.PathLike], what: str) -> Optional[Path]:
@@ -46,7 +47,7 @@ def local_path_or_hub_id(name: Union[str, os.PathLike], what: str) -> Optional[P
         return path
     problem = hub_id_problem(os.fspath(name))
     if problem is not None:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{what} {os.fspath(name)!r} does not exist: no such folder, and not a Hub id ('user/name' or 'name')"
         )
     return None

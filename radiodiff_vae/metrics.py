@@ -15,6 +15,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from .errors import DataError, InvalidArgumentError
 
 __all__ = [
     "METRIC_NAMES",
@@ -174,7 +175,7 @@ def ssim(
         raise ValueError(f"window_size must be a positive odd number, got {window_size}")
     height, width = pred.shape[-2:]
     if height < window_size or width < window_size:
-        raise ValueError(f"ssim needs maps of at least {window_size}x{window_size} pixels, got {height}x{width}")
+        raise DataError(f"ssim needs maps of at least {window_size}x{window_size} pixels, got {height}x{width}")
 
     taps = _gaussian_window(window_size, sigma, pred.dtype, pred.device)
     channels = pred.shape[1]
@@ -226,7 +227,7 @@ def compute_metrics(
 
 def _check_db_range(db_range: Sequence[float]) -> Tuple[float, float]:
     if len(db_range) != 2 or not float(db_range[1]) > float(db_range[0]):
-        raise ValueError(f"db_range must be (db_min, db_max) with db_min < db_max, got {tuple(db_range)}")
+        raise InvalidArgumentError(f"db_range must be (db_min, db_max) with db_min < db_max, got {tuple(db_range)}")
     return float(db_range[0]), float(db_range[1])
 
 

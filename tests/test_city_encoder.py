@@ -113,6 +113,10 @@ def test_encoder_shapes(factor):
     # The last four channels are the features averaged over each f x f cell.
     features = encoder.features(buildings, transmitter)
     torch.testing.assert_close(output[:, 8:], F.avg_pool2d(features, factor) if factor > 1 else features)
+    # Features computed earlier (a training loop's cache) give the same output.
+    assert torch.equal(encoder(buildings, transmitter, features=features), output)
+    with pytest.raises(CityInputError, match=r"expected precomputed features of shape \(3, 4, 32, 32\)"):
+        encoder(buildings, transmitter, features=features[:, :3])
 
 
 def test_features_only_encoder_and_dtypes(tmp_path):

@@ -33,7 +33,7 @@ from radiodiff_vae.conversion.original import (
     to_original_state_dict,
 )
 from radiodiff_vae.errors import ModelFileError
-from test_reliability_train import OFFLINE, assert_one_line_error, snapshot
+from process_runner import OFFLINE, assert_one_line_error, snapshot
 
 CH, CH_MULT, NUM_RES_BLOCKS, Z_CHANNELS = 128, (1, 2, 4), 2, 3
 

@@ -360,3 +360,27 @@ def test_scoring_and_reporting_of_predicted_maps_without_a_vae(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["pipeline"]["psnr"] == pytest.approx(
         pipeline["psnr"].mean().item()
     )
+
+
+def test_validation_grid_reaches_tensorboard_through_the_trackers_log_images(tmp_path, fresh_accelerate_state):
+    import io
+
+    import numpy as np
+    from accelerate import Accelerator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from radiodiff_vae.training.validation import log_image_to_trackers
+
+    accelerator = Accelerator(log_with="tensorboard", project_dir=str(tmp_path))
+    accelerator.init_trackers("run")
+    image = np.zeros((8, 12, 3), dtype=np.uint8)  # (H, W, 3), as make_reconstruction_grid returns it
+    image[2:5, 3:9, 0] = 255
+    log_image_to_trackers(accelerator, "validation/input_reconstruction_error", image, step=3)
+    accelerator.end_training()
+    (events,) = (tmp_path / "run").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    (logged,) = accumulator.Images("validation/input_reconstruction_error")
+    assert logged.step == 3 and (logged.height, logged.width) == (8, 12)
+    with Image.open(io.BytesIO(logged.encoded_image_string)) as png:
+        assert np.array_equal(np.asarray(png.convert("RGB")), image)

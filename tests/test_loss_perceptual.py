@@ -181,7 +181,10 @@ def test_generator_objective_with_lpips_passes_gradients_to_the_reconstruction(c
     g_loss = -criterion.discriminator(reconstructions).mean()
     (adversarial_grad,) = torch.autograd.grad(g_loss * logs["d_weight"] * 0.5, reconstructions, retain_graph=True)
     assert perceptual_grad.abs().sum() > 0 and torch.isfinite(perceptual_grad).all()
-    torch.testing.assert_close(total_grad, pixel_grad + perceptual_grad + adversarial_grad, rtol=1e-4, atol=1e-6)
+    # Where the terms nearly cancel, float32 rounding follows the size of the terms, not of their sum.
+    terms = pixel_grad.abs() + perceptual_grad.abs() + adversarial_grad.abs()
+    error = (total_grad - (pixel_grad + perceptual_grad + adversarial_grad)).abs()
+    assert (error <= 1e-4 * terms + 1e-7).all(), (error / terms).max()
 
 
 def test_lpips_stays_frozen_in_eval_mode_and_out_of_checkpoints(criterion):

@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -193,13 +194,46 @@ def test_output_lock(tmp_path, caplog):
             checkpointing.acquire_output_lock(str(tmp_path))
         with pytest.raises(OutputFolderInUseError):
             checkpointing.check_output_not_locked(str(tmp_path))
-    assert Path(tmp_path, checkpointing.OWNER_FILE).read_text() == ""  # released cleanly
+    assert os.listdir(tmp_path) == []  # released cleanly: the lock and owner files went with the lock
     checkpointing.check_output_not_locked(str(tmp_path))
     # a run killed with its lock: the operating system dropped the lock, the owner file still names it
     Path(tmp_path, checkpointing.OWNER_FILE).write_text("PID 999999 on elsewhere, started 2026-01-01T00:00:00Z")
     with caplog.at_level(logging.WARNING, logger=checkpointing.__name__):
         checkpointing.acquire_output_lock(str(tmp_path)).release()
     assert "taking over the lock" in caplog.text and "PID 999999" in caplog.text
+
+
+def test_output_lock_released_after_its_folder_is_gone(tmp_path):
+    """A failed run's folder may be deleted while the lock is held: releasing writes nothing into it and says
+    nothing; releasing twice is a no-op."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock = checkpointing.acquire_output_lock(str(folder))
+    shutil.rmtree(folder)
+    lock.release()
+    lock.release()
+    assert not folder.exists()
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_not_held(tmp_path, monkeypatch):
+    """A run that opened train_vae.lock just before the holder released and removed it would lock a deleted file:
+    it notices (another inode at the path, or none) and locks the file that is there."""
+    from filelock import FileLock
+
+    real_acquire, calls = FileLock.acquire, []
+
+    def acquire_then_lose_the_file(self, *args, **kwargs):
+        result = real_acquire(self, *args, **kwargs)
+        calls.append(self.lock_file)
+        if len(calls) == 1:
+            os.remove(self.lock_file)  # as the previous holder's release would
+        return result
+
+    monkeypatch.setattr(FileLock, "acquire", acquire_then_lose_the_file)
+    lock = checkpointing.acquire_output_lock(str(tmp_path))
+    assert len(calls) == 2 and checkpointing._holds_the_file(lock._lock)
+    assert sorted(os.listdir(tmp_path)) == sorted(checkpointing.LOCK_FILES)
+    lock.release()
 
 
 def test_nan_in_a_float_gain_map_names_the_item():

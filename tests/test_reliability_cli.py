@@ -12,11 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from process_runner import ProcessRunner
+from process_runner import OFFLINE, ProcessRunner, assert_one_line_error, snapshot
 from radiodiff_vae import RadioVAE
 from radiodiff_vae.cli.codec import save_latents
 from radiodiff_vae.data import split_map_ids, write_synthetic_folder
-from test_reliability_train import OFFLINE, assert_one_line_error, snapshot
 
 SIZE = 32
 NUM_MAPS = 12
@@ -212,3 +211,24 @@ def test_from_pretrained_names_the_problem(shared, tmp_path):
     with pytest.raises(ValueError, match="hold NaN or inf values"):
         RadioVAE.from_pretrained(shared / "nan-model")
     assert RadioVAE.from_pretrained(shared / "model").config.sample_size == SIZE
+
+
+def test_an_internal_error_in_a_command_keeps_its_traceback(tmp_path, monkeypatch):
+    """A ValueError that no input check raised is a bug: ``radiodiff-vae`` lets it through (traceback, exit code 1)
+    instead of printing it as the user's mistake; a typed input error of the same command stays one line."""
+    from radiodiff_vae import cli
+    from radiodiff_vae.cli import make_synthetic
+    from radiodiff_vae.errors import InvalidArgumentError
+
+    def broken(args):
+        raise ValueError("internal bug in make-synthetic")
+
+    monkeypatch.setattr(make_synthetic, "run", broken)
+    with pytest.raises(ValueError, match="internal bug in make-synthetic"):
+        cli.main(["make-synthetic", "--out", str(tmp_path / "maps")])
+
+    def refuses(args):
+        raise InvalidArgumentError("--maps must be >= 1, got 0")
+
+    monkeypatch.setattr(make_synthetic, "run", refuses)
+    assert cli.main(["make-synthetic", "--out", str(tmp_path / "maps")]) == 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from process_runner import TRAIN_SCRIPT, ProcessRunner
+from process_runner import OFFLINE, TRAIN_SCRIPT, ProcessRunner, assert_one_line_error, snapshot
 from radiodiff_vae.models.autoencoder_radio import PRESETS
 from radiodiff_vae.training import checkpointing
 
@@ -23,31 +23,9 @@ TINY = [
     "--train_batch_size", "2", "--gradient_accumulation_steps", "1", "--perceptual_weight", "0",
     "--disc_start", "2", "--disc_base_channels", "16", "--report_to", "none", "--output_dir", "out",
 ]  # fmt: skip
-OFFLINE = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-
 @pytest.fixture(scope="module")
 def runner():
     return ProcessRunner()
-
-
-def snapshot(folder: Path) -> dict:
-    """Every path under ``folder`` with its size and modification time: equal snapshots mean nothing was written."""
-    return {
-        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-        for path in sorted(folder.rglob("*"))
-    }
-
-
-def assert_one_line_error(finished, *expected: str, prefix: str = "train_vae.py: error: ") -> str:
-    assert "Traceback" not in finished.output, finished.output
-    assert finished.code == 2, finished.output
-    assert len(finished.lines) == 1, finished.output
-    line = finished.lines[0]
-    assert line.startswith(prefix), line
-    for words in expected:
-        assert words in line, line
-    return line
 
 
 def fake_checkpoint(output_dir: Path, step: int, marker_step=None, vae_config=None, files=True) -> Path:
@@ -206,3 +184,47 @@ def test_accelerate_launch_prints_the_childs_line(tmp_path):
     assert launched.returncode == 1 and launched.stdout == "", launched.stderr
     assert launched.stderr == "train_vae.py: error: --seed must be between 0 and 2**32 - 1 = 4294967295, got -1\n"
     assert os.listdir(tmp_path) == []
+
+
+def test_an_internal_error_keeps_its_traceback(runner, tmp_path):
+    """A ValueError that no input check raised (here: injected into the training step) is a bug: its traceback is
+    printed and the exit code is not 2."""
+    wrapper = tmp_path / "buggy_train_vae.py"
+    wrapper.write_text(
+        "import runpy\n"
+        "from radiodiff_vae.training import VAEGANStep\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise ValueError('internal bug in the step')\n"
+        "VAEGANStep.__call__ = broken\n"
+        f"runpy.run_path({str(TRAIN_SCRIPT)!r}, run_name='__main__')\n"
+    )
+    finished = runner.run(str(wrapper), TINY + ["--max_train_steps", "1"], tmp_path, environment=OFFLINE)
+    assert finished.code == 1, finished.output
+    assert "Traceback (most recent call last)" in finished.output and "in broken" in finished.output
+    assert "ValueError: internal bug in the step" in finished.output
+    assert "train_vae.py: error:" not in finished.output
+
+
+def test_a_map_that_is_not_8_bit_stops_the_run_with_one_line_on_stderr(runner, tmp_path):
+    """Gain files holding float32 values (a TIFF under a .png name): the run has locked and created its output
+    folder when the first map is read. It prints one line on stderr, removes the folder (empty once the lock and its
+    files are gone) and nothing more: the lock is released before the folder goes (no 'Exception ignored')."""
+    _synthetic_folder(tmp_path / "data")
+    for gain in (tmp_path / "data" / "gain" / "synthetic").glob("*.png"):
+        Image.fromarray(np.full((32, 32), 0.5, np.float32)).save(gain, format="TIFF")
+    flags = ["--data_dir", "data", "--simulation", "synthetic", "--split_scheme", "disjoint"]
+    finished = runner.train(TINY + flags, tmp_path, environment=OFFLINE, separate_stderr=True)
+    assert finished.code == 2, finished.output + finished.stderr
+    (line,) = finished.stderr.splitlines()
+    assert line.startswith("train_vae.py: error: data/gain/synthetic/") and "is a mode-F image" in line, line
+    assert "expected single-channel 8-bit grey" in line and line.endswith("; no checkpoint was saved yet"), line
+    assert "Accelerator" not in finished.stderr and "Distributed environment" in finished.output  # logs: stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_leaves_no_lock_files(runner, tmp_path):
+    finished = runner.train(TINY + ["--max_train_steps", "1", "--validation_steps", "10"], tmp_path, environment=OFFLINE)
+    assert finished.code == 0, finished.output
+    names = set(os.listdir(tmp_path / "out"))
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md"} <= names
+    assert not names & checkpointing.LOCK_FILES and not [name for name in names if name.startswith(".")]

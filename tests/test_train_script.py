@@ -210,7 +210,9 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
 
     assert _trace(output_dir)["nonfinite_steps_skipped"] == 1
     assert {"README.md", "config.json", WEIGHTS, "sample.png"} <= set(uploaded)
-    assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug"))]
+    assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug", "."))]
+    assert not set(uploaded) & checkpointing.LOCK_FILES
+    assert not set(os.listdir(output_dir)) & checkpointing.LOCK_FILES  # the finished folder holds no lock
 
 
 def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):

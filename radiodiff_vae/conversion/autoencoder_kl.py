@@ -11,6 +11,8 @@ from typing import Dict, Mapping
 
 from diffusers.models.modeling_utils import ModelMixin
 
+from ..errors import ModelFileError
+
 # Keys with the same name and meaning in both configs.
 _SHARED_AUTOENCODER_KL_KEYS = (
     "in_channels",
@@ -42,7 +44,7 @@ def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
     """The `AutoencoderKL` config that builds the network of a RadioVAE `config`.
 
     AutoencoderKL downsamples after every level but the last, upsamples with nearest+conv after its resnets, and
-    gives each decoder level one resnet more than an encoder level; any other RadioVAE layout raises ValueError.
+    gives each decoder level one resnet more than an encoder level; any other RadioVAE layout raises ModelFileError.
     """
     levels = len(config["block_out_channels"])
     required = {
@@ -55,7 +57,7 @@ def autoencoder_kl_config(config: Mapping) -> Dict[str, object]:
         f"{key}={config[key]!r} (needs {value!r})" for key, value in required.items() if config[key] != value
     ]
     if mismatches:
-        raise ValueError(
+        raise ModelFileError(
             "This RadioVAE cannot be expressed as a diffusers.AutoencoderKL: " + ", ".join(mismatches) + ". "
             "The radiodiff-ldm-f4 preset can; the report's radiodiff-vae layout cannot."
         )
@@ -72,7 +74,7 @@ def radio_vae_config_of_autoencoder_kl(config: Mapping) -> Dict[str, object]:
     expected_blocks = {"down_block_types": "DownEncoderBlock2D", "up_block_types": "UpDecoderBlock2D"}
     for key, block in expected_blocks.items():
         if list(config[key]) != [block] * levels:
-            raise ValueError(
+            raise ModelFileError(
                 f"AutoencoderKL {key} must be {levels} x {block!r} (one per block_out_channels entry) to become a "
                 f"RadioVAE, got {list(config[key])}."
             )

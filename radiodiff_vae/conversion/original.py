@@ -47,7 +47,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from ..atomic import atomic_directory, atomic_path, atomic_write_text, check_directory_target
-from ..errors import InvalidArgumentError, ModelFileError, OutputExistsError, check_output_folder
+from ..errors import InputNotFoundError, InvalidArgumentError, ModelFileError, OutputExistsError, check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def load_original_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tupl
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist (expected a .ckpt/.pt/.pth/.safetensors file).")
+        raise InputNotFoundError(f"Checkpoint {path} does not exist (expected a .ckpt/.pt/.pth/.safetensors file).")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -123,17 +123,17 @@ def load_original_checkpoint(path: PathLike, trust_pickle: bool = False) -> Tupl
         try:
             return load_file(str(path), device="cpu"), True
         except SafetensorError as error:
-            raise ValueError(f"{path} is not a readable safetensors file ({error})") from None
+            raise ModelFileError(f"{path} is not a readable safetensors file ({error})") from None
     _check_pytorch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), True
     except RuntimeError as error:  # e.g. "PytorchStreamReader failed reading zip archive"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path} is a damaged or truncated PyTorch checkpoint ({reason})") from None
+        raise ModelFileError(f"{path} is a damaged or truncated PyTorch checkpoint ({reason})") from None
     except pickle.UnpicklingError as error:
         reason = _unpickling_reason(error)
         if not trust_pickle:
-            raise ValueError(
+            raise ModelFileError(
                 f"{path} holds pickled objects besides tensors, so torch.load(weights_only=True) refused it "
                 f"({reason}). Loading it runs code stored in the file: if you trust its source, pass "
                 "trust_pickle=True (--trust_pickle on the command line)."
@@ -158,7 +158,7 @@ def _check_pytorch_file(path: Path) -> None:
     kind = next((name for signature, name in _OTHER_SIGNATURES.items() if head.startswith(signature)), None)
     if kind is None:
         kind = "an empty file" if not head else "text or another format"
-    raise ValueError(
+    raise ModelFileError(
         f"{path} is not a PyTorch checkpoint (it looks like {kind}); expected a .ckpt/.pt/.pth file written by "
         "torch.save, or a .safetensors file"
     )
@@ -182,7 +182,7 @@ def select_weights(
     checkpoint that are not weights (optimizer states, EMA bookkeeping and the other copy of the weights).
     """
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(
+        raise ModelFileError(
             "A checkpoint must be a dict (a state dict or a trainer/Lightning dict), "
             f"got {type(checkpoint).__name__}."
         )
@@ -196,7 +196,7 @@ def select_weights(
         if use_ema:
             ema = checkpoint.get("ema")
             if not isinstance(ema, Mapping):
-                raise ValueError(
+                raise ModelFileError(
                     "use_ema was requested but the trainer checkpoint has no 'ema' state dict "
                     f"(its keys: {sorted(checkpoint)})."
                 )
@@ -212,7 +212,7 @@ def select_weights(
         source_format, weights = "lightning", "state_dict"
         step = _as_int(checkpoint.get("global_step"))
         if use_ema:
-            raise ValueError(
+            raise ModelFileError(
                 "use_ema applies to the RadioDiff trainer's dict (with 'model' and 'ema'); "
                 "this is a Lightning checkpoint."
             )
@@ -224,7 +224,7 @@ def select_weights(
         state_dict = dict(checkpoint)
         if use_ema:
             if not any(key.startswith(EMA_WEIGHTS_PREFIX) for key in state_dict):
-                raise ValueError(
+                raise ModelFileError(
                     f"use_ema was requested but no key starts with {EMA_WEIGHTS_PREFIX!r} in this state dict."
                 )
             state_dict, ema_skipped = _ema_weights(state_dict)
@@ -232,7 +232,7 @@ def select_weights(
             weights = f"state dict/{EMA_WEIGHTS_PREFIX}"
     not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise ValueError(
+        raise ModelFileError(
             f"The {weights} weights hold non-tensor entries, e.g. {not_tensors[0]!r} "
             f"({type(state_dict[not_tensors[0]]).__name__}); expected a state dict of tensors."
         )
@@ -249,12 +249,12 @@ def _ema_weights(ema: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Dict[
         elif key in EMA_BOOKKEEPING:
             skipped[f"ema/{key}"] += 1
         else:
-            raise ValueError(
+            raise ModelFileError(
                 f"Unexpected entry {key!r} in the EMA state dict "
                 f"(expected {EMA_WEIGHTS_PREFIX}*, online_model.*, initted, step)."
             )
     if not weights:
-        raise ValueError(f"The EMA state dict has no {EMA_WEIGHTS_PREFIX}* weights.")
+        raise ModelFileError(f"The EMA state dict has no {EMA_WEIGHTS_PREFIX}* weights.")
     return weights, dict(skipped)
 
 
@@ -289,13 +289,13 @@ def split_state_dict(
         else:
             unknown.append(key)
     if unknown:
-        raise ValueError(
+        raise ModelFileError(
             f"{len(unknown)} tensor(s) of the checkpoint belong to no known part of the original autoencoder, e.g. "
             f"{unknown[:3]}; expected names under {list(VAE_PREFIXES)}, {LOGVAR_KEY!r}, {DISCRIMINATOR_PREFIX!r} or "
             f"{list(SKIPPED_PREFIXES)}. Is this a RadioDiff VAE checkpoint?"
         )
     if not vae:
-        raise ValueError(f"The checkpoint has no autoencoder weights (no name starts with {list(VAE_PREFIXES)}).")
+        raise ModelFileError(f"The checkpoint has no autoencoder weights (no name starts with {list(VAE_PREFIXES)}).")
     return vae, discriminator, logvar, dict(skipped)
 
 
@@ -365,25 +365,25 @@ def check_names_and_shapes(
     used = Counter(name_map.values())
     leftover = [name for name in originals if name not in used]
     if leftover:
-        raise ValueError(
+        raise ModelFileError(
             f"{len(leftover)} original tensor(s) have no place in a {TARGET_PRESET} RadioVAE, first {leftover[0]!r} "
             f"{tuple(originals[leftover[0]].shape)}: the checkpoint's architecture differs (more blocks or levels, "
             "attention at other resolutions?)."
         )
     duplicated = [name for name, count in used.items() if count > 1]
     if duplicated:
-        raise ValueError(
+        raise ModelFileError(
             f"Original tensor {duplicated[0]!r} was mapped to several RadioVAE names; the conversion is ambiguous."
         )
     unexpected = [key for key in name_map if key not in expected]
     if unexpected:
-        raise ValueError(
+        raise ModelFileError(
             f"Original tensor {name_map[unexpected[0]]!r} became {unexpected[0]!r}, "
             f"which a {TARGET_PRESET} RadioVAE does not have."
         )
     missing = [key for key in expected if key not in name_map]
     if missing:
-        raise ValueError(
+        raise ModelFileError(
             f"The checkpoint lacks {len(missing)} tensor(s) of a {TARGET_PRESET} RadioVAE, first {missing[0]!r} "
             f"{tuple(expected[missing[0]].shape)}: the checkpoint's architecture differs (fewer blocks or levels?)."
         )
@@ -396,12 +396,12 @@ def check_names_and_shapes(
             size == 1 for size in original.shape[len(target_shape):]
         )
         if not compatible:
-            raise ValueError(
+            raise ModelFileError(
                 f"Shape mismatch: {name_map[key]!r} has shape {tuple(original.shape)} but {key!r} of a {TARGET_PRESET} "
                 f"RadioVAE has shape {target_shape} (different channels, latent size or input channels?)."
             )
         if not original.is_floating_point():
-            raise ValueError(f"{name_map[key]!r} holds {original.dtype} values; expected floating-point weights.")
+            raise ModelFileError(f"{name_map[key]!r} holds {original.dtype} values; expected floating-point weights.")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -480,7 +480,7 @@ def build_converted_vae(
     model.load_state_dict(weights, strict=True, assign=True)
     still_meta = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if still_meta:
-        raise ValueError(f"RadioVAE tensors were not filled by the checkpoint: {still_meta[:3]}.")
+        raise ModelFileError(f"RadioVAE tensors were not filled by the checkpoint: {still_meta[:3]}.")
     return model.eval(), name_map
 
 
@@ -490,7 +490,7 @@ def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
 
     first = state_dict.get("main.0.weight")
     if first is None or first.ndim != 4:
-        raise ValueError(
+        raise ModelFileError(
             f"The discriminator weights lack {DISCRIMINATOR_PREFIX}main.0.weight (a 4-d conv weight); "
             f"found {sorted(state_dict)[:3]}."
         )
@@ -502,7 +502,7 @@ def build_discriminator(state_dict: Mapping[str, torch.Tensor]) -> Any:
         use_actnorm=any(key.endswith(".loc") for key in state_dict),
     )
     if config["num_layers"] < 1:
-        raise ValueError(f"The discriminator weights hold {conv_count} convs; a PatchGAN has at least 3.")
+        raise ModelFileError(f"The discriminator weights hold {conv_count} convs; a PatchGAN has at least 3.")
     discriminator = NLayerDiscriminator(**config)
     expected = discriminator.state_dict()
     _check_same_tensors(state_dict, expected, DISCRIMINATOR_PREFIX, f"NLayerDiscriminator({config})")
@@ -517,12 +517,12 @@ def _check_same_tensors(
 ) -> None:
     for key in found:
         if key not in expected:
-            raise ValueError(f"{prefix}{key} has no place in {what}.")
+            raise ModelFileError(f"{prefix}{key} has no place in {what}.")
     for key, tensor in expected.items():
         if key not in found:
-            raise ValueError(f"{prefix}{key} {tuple(tensor.shape)} is missing for {what}.")
+            raise ModelFileError(f"{prefix}{key} {tuple(tensor.shape)} is missing for {what}.")
         if tuple(found[key].shape) != tuple(tensor.shape):
-            raise ValueError(
+            raise ModelFileError(
                 f"Shape mismatch: {prefix}{key} has shape {tuple(found[key].shape)} "
                 f"but {what} expects {tuple(tensor.shape)}."
             )
@@ -566,7 +566,7 @@ def convert_original_checkpoint(
     if output_dir is not None:
         output_dir = check_directory_target(output_dir, overwrite, what="--output_dir")
         if not output_dir.resolve().parent.is_dir():
-            raise FileNotFoundError(f"The parent folder of --output_dir {output_dir} does not exist.")
+            raise InputNotFoundError(f"The parent folder of --output_dir {output_dir} does not exist.")
 
     if isinstance(checkpoint, Mapping):
         loaded, weights_only, source_name = checkpoint, True, "<in-memory checkpoint>"
@@ -577,7 +577,7 @@ def convert_original_checkpoint(
     vae_weights, discriminator_weights, logvar, loss_skipped = split_state_dict(state_dict)
     skipped.update(loss_skipped)
     if include_training_state and logvar is not None and logvar.numel() != 1:
-        raise ValueError(f"{LOGVAR_KEY} has shape {tuple(logvar.shape)}; expected a single value.")
+        raise ModelFileError(f"{LOGVAR_KEY} has shape {tuple(logvar.shape)}; expected a single value.")
 
     model, name_map = build_converted_vae(vae_weights, sample_size=sample_size, scaling_factor=scaling_factor)
 
@@ -679,7 +679,7 @@ def load_training_state(criterion: Any, folder: PathLike) -> None:
     discriminator_path = folder / DISCRIMINATOR_FILENAME
     logvar_path = folder / LOGVAR_FILENAME
     if not discriminator_path.is_file() and not logvar_path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{folder} holds neither {DISCRIMINATOR_FILENAME} nor {LOGVAR_FILENAME}: convert with the training state "
             "(include_training_state=True, i.e. without --no_training_state)."
         )
@@ -689,7 +689,7 @@ def load_training_state(criterion: Any, folder: PathLike) -> None:
             theirs = json.loads((handle.metadata() or {}).get("config", "{}"))
         ours = {key: criterion.discriminator.config[key] for key in DISCRIMINATOR_CONFIG_KEYS}
         if any(theirs.get(key) != ours[key] for key in DISCRIMINATOR_CONFIG_KEYS):
-            raise ValueError(
+            raise ModelFileError(
                 f"{discriminator_path} holds a discriminator with {_describe_config(theirs)} but the loss has "
                 f"{_describe_config(ours)}; build RadioVAELoss with the same disc_* settings."
             )
@@ -699,7 +699,7 @@ def load_training_state(criterion: Any, folder: PathLike) -> None:
     if logvar_path.is_file():
         logvar = load_file(str(logvar_path)).get("logvar")
         if logvar is None or logvar.numel() != 1:
-            raise ValueError(f"{logvar_path} must hold one value under 'logvar'.")
+            raise ModelFileError(f"{logvar_path} must hold one value under 'logvar'.")
     if discriminator_state is not None:
         criterion.discriminator.load_state_dict(discriminator_state, strict=True)
     if logvar is not None:

@@ -12,6 +12,7 @@ from typing import Tuple, Union
 
 import numpy as np
 import torch
+from ..errors import InvalidArgumentError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -28,7 +29,7 @@ RADIOMAPSEER_FREQUENCY_HZ: float = 5.9e9
 def _check_db_range(db_range: Tuple[float, float]) -> Tuple[float, float]:
     low, high = (float(value) for value in db_range)
     if not high > low:
-        raise ValueError(f"db_range must be (low, high) with high > low, got {tuple(db_range)}")
+        raise InvalidArgumentError(f"db_range must be (low, high) with high > low, got {tuple(db_range)}")
     return low, high
 
 

@@ -25,6 +25,7 @@ from .items import RadioMapItemBuilder, transmitter_pixel
 from .layout import GAIN_DIR, antenna_path, buildings_path, check_gain_mode, gain_path, grey_pixels
 from .radiomapseer import RadioMapSeer
 from .splits import ALL_MAPS, SPLITS, normalize_split, warn_about_radiodiff_overlap
+from ..errors import DataError, InvalidArgumentError
 
 PathLike = Union[str, os.PathLike]
 
@@ -145,7 +146,7 @@ class HFRadioMaps(Dataset):
         self, dataset, image_column: str = "image", resolution: Optional[int] = None, flip: bool = False
     ):
         if image_column not in dataset.column_names:
-            raise ValueError(
+            raise DataError(
                 f"image_column {image_column!r} is not a column of the dataset; its columns are {dataset.column_names}"
             )
         self.dataset = dataset
@@ -223,16 +224,16 @@ def load_radio_dataset(
 
     if isinstance(loaded, datasets.DatasetDict):
         if split is None:
-            raise ValueError(f"{name_or_path} holds the splits {list(loaded)}; pass split= one of them")
+            raise InvalidArgumentError(f"{name_or_path} holds the splits {list(loaded)}; pass split= one of them")
         wanted = HF_SPLIT_NAMES[normalize_split(split)]
         candidates = [wanted, normalize_split(split)]  # "validation" or "val"
         found = next((name for name in candidates if name in loaded), None)
         if found is None:
-            raise ValueError(f"{name_or_path} has no split {split!r}; its splits are {list(loaded)}")
+            raise InvalidArgumentError(f"{name_or_path} has no split {split!r}; its splits are {list(loaded)}")
         loaded = loaded[found]
     elif split is not None and loaded.split is not None and str(loaded.split) not in (
         HF_SPLIT_NAMES[normalize_split(split)],
         normalize_split(split),
     ):
-        raise ValueError(f"{name_or_path} holds only the split {str(loaded.split)!r}, not {split!r}")
+        raise InvalidArgumentError(f"{name_or_path} holds only the split {str(loaded.split)!r}, not {split!r}")
     return HFRadioMaps(loaded, image_column=image_column, resolution=resolution, flip=flip)

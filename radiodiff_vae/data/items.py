@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import MapFileError
+from ..errors import InvalidArgumentError, MapFileError
 from .conventions import unit_to_model
 
 
@@ -34,7 +34,7 @@ class RadioMapItemBuilder:
 
     def __init__(self, resolution: Optional[int] = None, flip: bool = False):
         if resolution is not None and int(resolution) < 8:
-            raise ValueError(f"resolution must be >= 8 pixels or None (native size), got {resolution}")
+            raise InvalidArgumentError(f"resolution must be >= 8 pixels or None (native size), got {resolution}")
         self.resolution = int(resolution) if resolution is not None else None
         self.flip = bool(flip)
 
@@ -50,7 +50,7 @@ class RadioMapItemBuilder:
             simulation (`str`): the simulation the gain comes from.
         """
         if gain.shape != buildings.shape or gain.ndim != 2:
-            raise ValueError(
+            raise MapFileError(
                 f"item {name}: gain {gain.shape} and buildings {buildings.shape} must be (H, W) images of one size"
             )
         height, width = gain.shape

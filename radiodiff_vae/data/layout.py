@@ -78,7 +78,7 @@ def grey_pixels(image: Image.Image, source: object) -> np.ndarray:
         source (`object`): what to name in the error (a path, a row index).
     """
     if image.mode not in _EIGHT_BIT_MODES:
-        raise ValueError(
+        raise MapFileError(
             f"{source}: expected an 8-bit image (RadioMapSeer's encoding, grey = 255 (PG_dB + 147) / 100), "
             f"got PIL mode {image.mode!r}; convert the maps to 8-bit grey first"
         )

@@ -9,18 +9,19 @@ import torch
 
 from .conventions import unit_to_model
 from .layout import image_size, read_grey_png
+from ..errors import DataError, InputNotFoundError, NotAFolderError
 
 
 def list_png_maps(folder: str) -> List[Path]:
     """The ``*.png`` files of ``folder`` (not recursive), sorted by name."""
     path = Path(folder)
     if not path.exists():
-        raise FileNotFoundError(f"--input_dir {folder} does not exist")
+        raise InputNotFoundError(f"--input_dir {folder} does not exist")
     if not path.is_dir():
-        raise NotADirectoryError(f"--input_dir {folder} is not a folder")
+        raise NotAFolderError(f"--input_dir {folder} is not a folder")
     files = sorted(entry for entry in path.iterdir() if entry.suffix.lower() == ".png" and entry.is_file())
     if not files:
-        raise ValueError(f"--input_dir {folder} holds no .png files")
+        raise DataError(f"--input_dir {folder} holds no .png files")
     return files
 
 
@@ -39,7 +40,7 @@ class PngMapFolder:
             if self.size is None:
                 self.size = size
             elif size != self.size:
-                raise ValueError(
+                raise DataError(
                     f"{file} is {size[0]}x{size[1]} pixels but {self.files[0].name} is {self.size[0]}x{self.size[1]}; "
                     "all maps of a folder must have one size"
                 )

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
-from ..errors import MapFileError
+from ..errors import DataError, InputNotFoundError, InvalidArgumentError, MapFileError
 from .items import RadioMapItemBuilder, transmitter_pixel
 from .layout import (
     ANTENNAS_DIR,
@@ -36,18 +36,18 @@ def check_radiomapseer_folder(root: PathLike, simulation: str) -> Tuple[Path, Pa
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"RadioMapSeer root {root} is not a directory; expected {LAYOUT_DESCRIPTION}")
+        raise InputNotFoundError(f"RadioMapSeer root {root} is not a directory; expected {LAYOUT_DESCRIPTION}")
     gain_root = root / GAIN_DIR
     gain_dir = gain_root / simulation
     if not gain_dir.is_dir():
         found = sorted(entry.name for entry in gain_root.iterdir() if entry.is_dir()) if gain_root.is_dir() else []
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"no simulation folder {gain_dir} (simulations found under {gain_root}: {found or 'none'}); "
             f"expected {LAYOUT_DESCRIPTION}"
         )
     for folder in (root / BUILDINGS_DIR, root / ANTENNAS_DIR):
         if not folder.is_dir():
-            raise FileNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
+            raise InputNotFoundError(f"missing folder {folder}; expected {LAYOUT_DESCRIPTION}")
     return gain_dir, root / BUILDINGS_DIR, root / ANTENNAS_DIR
 
 
@@ -97,10 +97,10 @@ class RadioMapSeer(Dataset):
         self.simulation = simulation
         self.split = normalize_split(split, allow_all=True)
         if split_scheme not in SPLIT_SCHEMES:
-            raise ValueError(f"split_scheme must be one of {SPLIT_SCHEMES}, got {split_scheme!r}")
+            raise InvalidArgumentError(f"split_scheme must be one of {SPLIT_SCHEMES}, got {split_scheme!r}")
         self.split_scheme = split_scheme
         if num_tx is not None and num_tx < 1:
-            raise ValueError(f"num_tx must be >= 1 or None (every transmitter found), got {num_tx}")
+            raise InvalidArgumentError(f"num_tx must be >= 1 or None (every transmitter found), got {num_tx}")
         self.num_tx = num_tx
         self.skip_missing = skip_missing
         self.build_item = RadioMapItemBuilder(resolution=resolution, flip=flip)
@@ -108,10 +108,10 @@ class RadioMapSeer(Dataset):
         gain_dir, buildings_dir, antennas_dir = check_radiomapseer_folder(self.root, self.simulation)
         present_maps = list_map_ids(buildings_dir)
         if not present_maps:
-            raise FileNotFoundError(f"no <map>.png file in {buildings_dir}; expected {LAYOUT_DESCRIPTION}")
+            raise InputNotFoundError(f"no <map>.png file in {buildings_dir}; expected {LAYOUT_DESCRIPTION}")
         self.map_ids: List[int] = split_map_ids(present_maps, self.split, split_scheme)
         if not self.map_ids:
-            raise ValueError(
+            raise DataError(
                 f"split {self.split!r} of split_scheme {split_scheme!r} holds none of the {len(present_maps)} maps in "
                 f"{buildings_dir} (ids {present_maps[0]}..{present_maps[-1]}); maps are assigned by their position in "
                 "the shuffled order of docs/data.md, so a small folder can leave a split empty"
@@ -131,7 +131,7 @@ class RadioMapSeer(Dataset):
             # the best-covered map of the split has, so that a map missing one of them is reported, not skipped.
             num_tx = max((max(gains[map_id]) + 1 for map_id in self.map_ids if map_id in gains), default=0)
             if num_tx == 0:
-                raise FileNotFoundError(
+                raise InputNotFoundError(
                     f"no gain map of the split's maps in {gain_dir} (expected files such as "
                     f"{gain_path(self.root, self.simulation, self.map_ids[0], 0)}); expected {LAYOUT_DESCRIPTION}"
                 )
@@ -140,14 +140,14 @@ class RadioMapSeer(Dataset):
         for map_id in self.map_ids:
             missing_gain = sorted(set(range(num_tx)) - set(gains.get(map_id, [])))
             if missing_gain:
-                raise FileNotFoundError(
+                raise InputNotFoundError(
                     f"missing gain map {gain_path(self.root, self.simulation, map_id, missing_gain[0])} "
                     f"({len(missing_gain)} of the {num_tx} transmitters of map {map_id} are missing); "
                     f"expected {LAYOUT_DESCRIPTION}"
                 )
             missing_antenna = sorted(set(range(num_tx)) - set(antennas.get(map_id, [])))
             if missing_antenna:
-                raise FileNotFoundError(
+                raise InputNotFoundError(
                     f"missing transmitter image {antenna_path(self.root, map_id, missing_antenna[0])}; "
                     f"expected {LAYOUT_DESCRIPTION}"
                 )
@@ -165,7 +165,7 @@ class RadioMapSeer(Dataset):
             if tx < limit
         ]
         if not items:
-            raise FileNotFoundError(
+            raise InputNotFoundError(
                 f"no gain map with its transmitter image for any of the {len(self.map_ids)} maps of split "
                 f"{self.split!r} in {self.root / GAIN_DIR / self.simulation}; expected {LAYOUT_DESCRIPTION}"
             )

@@ -21,6 +21,7 @@ import warnings
 from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
+from ..errors import DataError, InvalidArgumentError
 
 SPLITS: Tuple[str, ...] = ("train", "val", "test")
 SPLIT_SCHEMES: Tuple[str, ...] = ("radiodiff", "disjoint")
@@ -38,7 +39,7 @@ def normalize_split(split: str, allow_all: bool = False) -> str:
     name = SPLIT_ALIASES.get(split, split)
     if name not in SPLITS and not (allow_all and name == ALL_MAPS):
         expected = SPLITS + ((ALL_MAPS,) if allow_all else ())
-        raise ValueError(f"split must be one of {expected} (or 'validation'), got {split!r}")
+        raise InvalidArgumentError(f"split must be one of {expected} (or 'validation'), got {split!r}")
     return name
 
 
@@ -50,7 +51,7 @@ def is_radiomapseer_numbered(map_ids: Iterable[int]) -> bool:
 
 def _check_scheme(split_scheme: str) -> str:
     if split_scheme not in SPLIT_SCHEMES:
-        raise ValueError(f"split_scheme must be one of {SPLIT_SCHEMES}, got {split_scheme!r}")
+        raise InvalidArgumentError(f"split_scheme must be one of {SPLIT_SCHEMES}, got {split_scheme!r}")
     return split_scheme
 
 
@@ -88,7 +89,7 @@ def split_map_ids(map_ids: Iterable[int], split: str, split_scheme: str = "radio
     if not ids:
         return []
     if ids[0] < 1:
-        raise ValueError(f"map ids are 1-based (RadioMapSeer numbers its maps from 1), got {ids[0]}")
+        raise DataError(f"map ids are 1-based (RadioMapSeer numbers its maps from 1), got {ids[0]}")
     if normalize_split(split, allow_all=True) == ALL_MAPS:
         return ids
     num_maps = max(ORIGINAL_NUM_MAPS, ids[-1])

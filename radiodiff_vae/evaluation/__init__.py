@@ -32,6 +32,7 @@ from .reporting import (
     ExampleMaps,
     check_output_dir,
     example_positions,
+    figure_png,
     format_markdown_table,
     format_number,
     means_table,
@@ -39,6 +40,7 @@ from .reporting import (
     save_evaluation,
     summarize_per_simulation,
     summary_table,
+    write_files,
 )
 from .scoring import BatchScores, MapScores, encode_latents, evaluate_vae, reconstruct, score_batch, score_maps
 
@@ -55,6 +57,7 @@ __all__ = [
     "encode_latents",
     "evaluate_vae",
     "example_positions",
+    "figure_png",
     "format_markdown_table",
     "format_number",
     "item_names",
@@ -67,4 +70,5 @@ __all__ = [
     "subsample",
     "summarize_per_simulation",
     "summary_table",
+    "write_files",
 ]

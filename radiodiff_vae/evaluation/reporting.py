@@ -28,6 +28,7 @@ __all__ = [
     "OUTPUT_FILES",
     "check_output_dir",
     "example_positions",
+    "figure_png",
     "format_markdown_table",
     "format_number",
     "means_table",
@@ -35,6 +36,7 @@ __all__ = [
     "save_evaluation",
     "summarize_per_simulation",
     "summary_table",
+    "write_files",
 ]
 
 # Files written by ``save_evaluation`` inside the output folder.
@@ -274,17 +276,22 @@ def plot_examples(
 
 # ----------------------------------------------------------------------------------------------------------------
 # the files
-def check_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool) -> None:
+def check_output_dir(
+    output_dir: Union[str, os.PathLike], overwrite: bool, files: Sequence[str] = OUTPUT_FILES
+) -> None:
     """Raise before any work when ``output_dir`` cannot take the results (a file, or earlier results).
+
+    Args:
+        files: the names an evaluation writes there (default: :func:`save_evaluation`'s).
 
     Raises:
         NotAFolderError: ``output_dir`` is a file.
-        OutputExistsError: it holds results already and ``overwrite`` is False.
+        OutputExistsError: it holds one of ``files`` already and ``overwrite`` is False.
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotAFolderError(f"output_dir {output_dir} exists and is not a folder")
-    existing = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
+    existing = [name for name in files if (output_dir / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
             f"output_dir {output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them"
@@ -306,22 +313,33 @@ def save_evaluation(
     Raises:
         OutputExistsError: results are already there and ``overwrite`` is False (see :func:`check_output_dir`).
     """
-    output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
     # Render everything in memory first, so that a failing step writes nothing.
-    figure_bytes = None
-    if result.figure is not None:
-        buffer = io.BytesIO()
-        result.figure.savefig(buffer, format="png", dpi=110)
-        figure_bytes = buffer.getvalue()
     contents = {
         METRICS_FILE: (json.dumps(_json_safe(result.metrics), indent=2) + "\n").encode(),
         TABLE_FILE: result.table.encode(),
         PER_IMAGE_FILE: _per_image_csv(result).encode(),
-        FIGURE_FILE: figure_bytes,
+        FIGURE_FILE: figure_png(result.figure) if result.figure is not None else None,
     }
+    return write_files(output_dir, contents)
+
+
+def figure_png(figure: Any, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def write_files(output_dir: Union[str, os.PathLike], contents: Mapping[str, Optional[bytes]]) -> Dict[str, Path]:
+    """Writes ``{file name: bytes}`` into ``output_dir`` (created if needed), each file to a temporary name moved
+    into place, so an interrupted write leaves the earlier files whole; ``None`` contents are skipped.
+
+    Returns:
+        ``{file name: path}`` of what was written.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     written: Dict[str, Path] = {}
     for file_name, content in contents.items():
         if content is None:

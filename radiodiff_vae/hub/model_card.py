@@ -19,6 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..atomic import atomic_copy, atomic_write_text
 from ..data.conventions import RADIOMAPSEER_DB_RANGE
 from ..models.presets import PRESETS
+from ..errors import InputNotFoundError, InvalidArgumentError, NotAFolderError
 
 TEMPLATE_NAME = "model_card.md"
 CARD_FILENAME = "README.md"
@@ -206,12 +207,12 @@ def save_model_card(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise NotADirectoryError(f"save_model_card needs an existing folder (a save_pretrained output), got {folder}.")
+        raise NotAFolderError(f"save_model_card needs an existing folder (a save_pretrained output), got {folder}.")
     image_name = None
     if sample_image is not None:
         source = Path(sample_image)
         if not source.is_file():
-            raise FileNotFoundError(f"Sample figure {source} does not exist; expected an image file (e.g. a PNG).")
+            raise InputNotFoundError(f"Sample figure {source} does not exist; expected an image file (e.g. a PNG).")
         image_name = source.name
     # Render first: a bad argument fails before anything is written.
     text = render_model_card(config, training_args, metrics, image_name, **render_kwargs)
@@ -255,7 +256,7 @@ def _db_range(value: Any) -> Tuple[float, float]:
     if value is None:
         return RADIOMAPSEER_DB_RANGE
     if not isinstance(value, (list, tuple)) or len(value) != 2 or not float(value[1]) > float(value[0]):
-        raise ValueError(f"training_args['db_range'] must be (dB at pixel 0, dB at pixel 1), low < high; got {value!r}.")
+        raise InvalidArgumentError(f"training_args['db_range'] must be (dB at pixel 0, dB at pixel 1), low < high; got {value!r}.")
     return float(value[0]), float(value[1])
 
 

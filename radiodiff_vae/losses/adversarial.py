@@ -9,6 +9,7 @@ from typing import Union
 
 import torch
 import torch.nn.functional as F
+from ..errors import InvalidArgumentError
 
 GAN_LOSSES = ("hinge", "vanilla")
 # Report section 3.3: d_weight = ||grad nll|| / (||grad g|| + 1e-4), clamped to [0, 1e4].
@@ -19,7 +20,7 @@ ADAPTIVE_WEIGHT_MAX = 1e4
 def check_gan_loss(kind: str) -> str:
     """Returns ``kind`` if it names a GAN loss of `GAN_LOSSES`, else raises a ValueError listing them."""
     if kind not in GAN_LOSSES:
-        raise ValueError(f"Unknown GAN loss {kind!r}: expected one of {GAN_LOSSES}.")
+        raise InvalidArgumentError(f"Unknown GAN loss {kind!r}: expected one of {GAN_LOSSES}.")
     return kind
 
 

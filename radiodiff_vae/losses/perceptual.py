@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
-from ..errors import InvalidArgumentError
+from ..errors import InputNotFoundError, InvalidArgumentError, ModelFileError
 
 LPIPS_VERSION = "0.1"
-LPIPS_CHECKPOINT_MODES = ("trunk", "selective")
+LPIPS_CHECKPOINT_MODES = ("trunk", "selective", "all")
 # torchvision's VGG16_Weights.IMAGENET1K_V1, the trunk the `lpips` heads were calibrated on.
 VGG16_TRUNK_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
@@ -64,14 +64,14 @@ def ensure_vgg16_trunk(allow_download: Optional[bool] = None) -> Path:
     else:
         switch = "allow_download=False"
     if not allow_download:
-        raise FileNotFoundError(_missing_trunk_message(path, f"Downloading was not attempted ({switch})."))
+        raise InputNotFoundError(_missing_trunk_message(path, f"Downloading was not attempted ({switch})."))
     hash_prefix = re.search(r"-([0-9a-f]+)\.pth$", path.name).group(1)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Writes to a temporary file next to `path` and moves it into place once the hash matches.
         torch.hub.download_url_to_file(VGG16_TRUNK_URL, str(path), hash_prefix=hash_prefix, progress=True)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
-        raise FileNotFoundError(_missing_trunk_message(path, f"Downloading it failed ({error}).")) from error
+        raise InputNotFoundError(_missing_trunk_message(path, f"Downloading it failed ({error}).")) from error
     return path
 
 
@@ -96,14 +96,14 @@ def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
     trunk_path = ensure_vgg16_trunk(allow_download)
     heads_path = _lpips_heads_path()
     if not heads_path.is_file():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"The lpips package has no VGG heads at {heads_path}; reinstall it (pip install --force-reinstall lpips) "
             f"or pass perceptual_weight=0 to RadioVAELoss."
         )
     try:
         trunk_state = torch.load(trunk_path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: torch raises several types here
-        raise ValueError(
+        raise ModelFileError(
             f"{trunk_path} is not a readable VGG16 state dict ({error}). Delete it so that it can be fetched again."
         ) from error
     with warnings.catch_warnings():
@@ -133,7 +133,7 @@ def load_lpips_vgg16(allow_download: Optional[bool] = None) -> nn.Module:
 def _check_tensors(path: Path, state: dict, expected: dict, remedy: str) -> None:
     """Raises a ValueError unless ``state`` holds every key of ``expected`` with the same shape."""
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a state dict of tensors. {remedy}")
+        raise ModelFileError(f"{path} holds a {type(state).__name__}, expected a state dict of tensors. {remedy}")
     missing = sorted(set(expected) - set(state))
     wrong = sorted(
         f"{key}: {tuple(state[key].shape)} instead of {tuple(value.shape)}"
@@ -141,7 +141,7 @@ def _check_tensors(path: Path, state: dict, expected: dict, remedy: str) -> None
         if key in state and state[key].shape != value.shape
     )
     if missing or wrong:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} does not hold the expected weights: missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
             f"wrong shapes {wrong[:5]}. {remedy}"
         )
@@ -166,11 +166,11 @@ class PerceptualLoss(nn.Module):
         # Channels-last: on a CPU the trunk's forward and input-gradient backward take ~30% less time (oneDNN's
         # blocked convolutions); the same values to float rounding (docs/benchmarks.md, "Training step").
         self.lpips = load_lpips_vgg16(allow_download).to(memory_format=torch.channels_last)
-        # Set by RadioVAELoss.enable_gradient_checkpointing. On the reconstruction's side, `checkpoint_mode`
+        # Set by RadioVAELoss.enable_gradient_checkpointing; on the reconstruction's side, `checkpoint_mode`:
         # "trunk": the VGG16 features are recomputed in the backward slice by slice (convolutions included), only
         # each slice's input and output are kept; "selective": no convolution runs twice, the max-pools (whose
         # int64 indices are as large as their bf16 inputs) and each level's fp32 head (unit normalisation, squared
-        # difference) are recomputed, and only their bf16 inputs are kept.
+        # difference) are recomputed from the bf16 features; "all": the trunk's slices and the heads.
         self.gradient_checkpointing = False
         self.checkpoint_mode = "trunk"
         self.register_state_dict_post_hook(_drop_own_entries)
@@ -189,7 +189,7 @@ class PerceptualLoss(nn.Module):
             )
         # lpips.LPIPS.forward (version 0.1, lpips=True, spatial=False) written out: the VGG16 trunk runs under the
         # caller's autocast (bf16/fp16 on a GPU), the unit normalisation, squared differences and linear heads in
-        # fp32; with gradient checkpointing the reconstruction's features are recomputed slice by slice.
+        # fp32; what gradient checkpointing recomputes on the reconstruction's side: `checkpoint_mode` (__init__).
         from lpips import normalize_tensor  # lpips is imported where the network is built, not at import time
 
         channels_last = torch.channels_last
@@ -203,7 +203,9 @@ class PerceptualLoss(nn.Module):
                 f"PerceptualLoss.checkpoint_mode must be one of {list(LPIPS_CHECKPOINT_MODES)}, got "
                 f"{self.checkpoint_mode!r}."
             )
-        selective = checkpointed and self.checkpoint_mode == "selective"
+        recompute_slices = checkpointed and self.checkpoint_mode in ("trunk", "all")
+        recompute_pools = checkpointed and self.checkpoint_mode == "selective"
+        recompute_heads = checkpointed and self.checkpoint_mode in ("selective", "all")
         with torch.set_grad_enabled(torch.is_grad_enabled() and inputs.requires_grad):
             reference = network.scaling_layer(inputs)
             references = []
@@ -213,17 +215,17 @@ class PerceptualLoss(nn.Module):
         hidden = network.scaling_layer(reconstructions)
         distance = inputs.new_zeros((inputs.shape[0], 1, 1, 1), dtype=torch.float32)
         for level, block in enumerate(slices):
-            if selective:
+            if recompute_pools:
                 hidden = _slice_recomputing_pools(block, hidden)
             else:
-                hidden = checkpoint(block, hidden, use_reentrant=False) if checkpointed else block(hidden)
+                hidden = checkpoint(block, hidden, use_reentrant=False) if recompute_slices else block(hidden)
 
             def head(reference, features, lin=network.lins[level]):
                 with torch.autocast(features.device.type, enabled=False):
                     difference = (normalize_tensor(reference.float()) - normalize_tensor(features.float())) ** 2
                     return lin(difference).mean([2, 3], keepdim=True)  # (B, 1, 1, 1)
 
-            if selective:  # recomputed up to the 1x1 head convolution's input, never through it
+            if recompute_heads:  # recomputed up to the 1x1 head convolution's input, never through it
                 with set_checkpoint_early_stop(True):
                     level_distance = checkpoint(head, references[level], hidden, use_reentrant=False, early_stop=True)
             else:

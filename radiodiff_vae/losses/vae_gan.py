@@ -108,10 +108,10 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             ("disc_weight", disc_weight),
         ):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < float("inf"):
-                raise ValueError(f"RadioVAELoss: {name} must be a finite number >= 0, got {value!r}.")
+                raise InvalidArgumentError(f"RadioVAELoss: {name} must be a finite number >= 0, got {value!r}.")
         for name, value in (("disc_start", disc_start), ("disc_ramp_steps", disc_ramp_steps)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"RadioVAELoss: {name} must be an integer >= 0, got {value!r}.")
+                raise InvalidArgumentError(f"RadioVAELoss: {name} must be an integer >= 0, got {value!r}.")
         check_gan_loss(gan_loss)
 
         # LPIPS first: it is the part that can fail (missing VGG16 weights), before anything else is built.
@@ -128,9 +128,9 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         """Checkpoints LPIPS on the reconstruction's side: the same values and gradients, less memory. Takes the
         mode given to ``vae.enable_gradient_checkpointing(mode=...)``:
 
-        - ``"selective"``: no VGG16 convolution runs twice; the max-pools and the fp32 heads (unit normalisation,
-          squared differences) are recomputed in the backward;
-        - ``"full_resolution"`` or ``"all"``: the VGG16 trunk is recomputed slice by slice (one more trunk forward).
+        - ``"selective"`` or ``"full_resolution"``: no VGG16 convolution runs twice; the max-pools and the fp32
+          heads (unit normalisation, squared differences) are recomputed in the backward from bf16 features;
+        - ``"all"``: the VGG16 trunk slice by slice as well (one more trunk forward), and the heads.
 
         Raises:
             InvalidArgumentError: an unknown ``mode`` (a ValueError).
@@ -142,7 +142,8 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             )
         if self.perceptual is not None:
             self.perceptual.gradient_checkpointing = True
-            self.perceptual.checkpoint_mode = "selective" if mode == "selective" else "trunk"
+            # full_resolution: selective keeps less than recomputing the trunk did and recomputes no convolution
+            self.perceptual.checkpoint_mode = "all" if mode == "all" else "selective"
 
     # ----------------------------------------------------------------------------------------------------------
     def disc_factor(self, global_step: Union[int, torch.Tensor]) -> float:

@@ -431,10 +431,10 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
     def from_preset(cls, name: str, **overrides) -> "RadioVAE":
         """Builds a named architecture (see `PRESETS`); keyword arguments override single config values."""
         if name not in PRESETS:
-            raise ValueError(f"Unknown RadioVAE preset {name!r}: expected one of {sorted(PRESETS)}.")
+            raise InvalidArgumentError(f"Unknown RadioVAE preset {name!r}: expected one of {sorted(PRESETS)}.")
         unknown = sorted(set(overrides) - set(cls._init_parameter_names()))
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Unknown RadioVAE config key(s) {unknown} for preset {name!r}: expected any of "
                 f"{sorted(cls._init_parameter_names())}."
             )
@@ -488,7 +488,8 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         if full_resolution_only is not None:
             implied = "full_resolution" if full_resolution_only else "all"
             warnings.warn(
-                f"RadioVAE.enable_gradient_checkpointing(full_resolution_only=...) is deprecated; use mode={implied!r}.",
+                "RadioVAE.enable_gradient_checkpointing(full_resolution_only=...) is deprecated; use "
+                f"mode={implied!r}.",
                 FutureWarning,
                 stacklevel=2,
             )
@@ -711,6 +712,11 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         defaults and fail later on an unrelated value."""
         loaded = super().load_config(pretrained_model_name_or_path, **kwargs)
         config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if not isinstance(config, dict):
+            raise ModelFileError(
+                f"the config.json of {pretrained_model_name_or_path} holds a JSON {type(config).__name__}: expected "
+                "an object of config values (written by save_pretrained)."
+            )
         class_name = config.get("_class_name", cls.__name__)
         if class_name != cls.__name__:
             loader = "diffusers." if hasattr(diffusers, str(class_name)) else ""
@@ -813,7 +819,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
             class_name = AutoencoderKL.load_config(autoencoder_or_path, **location).get("_class_name")
             if class_name != "AutoencoderKL":
                 # AutoencoderKL would build its default one-level layout from another class's config and only warn.
-                raise ValueError(
+                raise ModelFileError(
                     f"{autoencoder_or_path} holds a {class_name}, not an AutoencoderKL"
                     + (": load it with RadioVAE.from_pretrained." if class_name == cls.__name__ else ".")
                 )

@@ -12,7 +12,7 @@ Two parts:
 """
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D
 
 from ..data.conventions import RADIOMAPSEER_NATIVE_SIZE
-from ..errors import CityInputError
+from ..errors import CityInputError, InvalidArgumentError
 
 FEATURE_NAMES: Tuple[str, ...] = ("buildings", "transmitter", "distance", "walls")
 
@@ -46,7 +46,7 @@ def _ray_fractions(ray_samples: Union[int, torch.Tensor], device: torch.device) 
     if isinstance(ray_samples, torch.Tensor):
         return ray_samples.to(device=device, dtype=torch.float32).reshape(-1)
     if int(ray_samples) < 1:
-        raise ValueError(f"ray_samples must be >= 1, got {ray_samples}")
+        raise InvalidArgumentError(f"ray_samples must be >= 1, got {ray_samples}")
     return (torch.arange(int(ray_samples), device=device, dtype=torch.float32) + 0.5) / int(ray_samples)
 
 
@@ -119,7 +119,7 @@ def city_features(
         )
     unknown = [name for name in features if name not in FEATURE_NAMES]
     if unknown or not features:
-        raise ValueError(f"features must be a non-empty selection of {FEATURE_NAMES}, got {tuple(features)}")
+        raise InvalidArgumentError(f"features must be a non-empty selection of {FEATURE_NAMES}, got {tuple(features)}")
     batch, _, height, width = buildings.shape
     device = buildings.device
     positions = transmitter_positions(transmitter)  # (B, 2)
@@ -152,32 +152,36 @@ def _check_encoder_config(
     norm_num_groups: int,
     append_features: bool,
 ) -> int:
-    """Raises a one-line ValueError for a config the encoder cannot build; returns the learned channels."""
+    """Raises a one-line InvalidArgumentError for a config the encoder cannot build; returns the learned channels."""
     if not in_features or len(set(in_features)) != len(in_features) or not set(in_features) <= set(FEATURE_NAMES):
-        raise ValueError(f"in_features must be distinct names among {FEATURE_NAMES}, got {tuple(in_features)}")
+        raise InvalidArgumentError(
+            f"in_features must be distinct names among {FEATURE_NAMES}, got {tuple(in_features)}"
+        )
     factor = int(downsample_factor)
     if factor < 1 or factor & (factor - 1):
-        raise ValueError(f"downsample_factor must be a power of two >= 1 (the VAE's factor), got {downsample_factor}")
+        raise InvalidArgumentError(
+            f"downsample_factor must be a power of two >= 1 (the VAE's factor), got {downsample_factor}"
+        )
     if int(ray_samples) < 1:
-        raise ValueError(f"ray_samples must be >= 1, got {ray_samples}")
+        raise InvalidArgumentError(f"ray_samples must be >= 1, got {ray_samples}")
     learned = int(out_channels) - (len(in_features) if append_features else 0)
     if learned < 0 or out_channels < 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"out_channels {out_channels} must be >= {len(in_features) if append_features else 1} "
             f"({'the appended features' if append_features else 'one channel'})"
         )
     if learned > 0:
         num_downsamples = factor.bit_length() - 1
         if len(block_out_channels) < max(1, num_downsamples):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"block_out_channels {tuple(block_out_channels)} needs at least {max(1, num_downsamples)} level(s): "
                 f"one per downsampling of downsample_factor {factor}"
             )
         if layers_per_block < 1:
-            raise ValueError(f"layers_per_block must be >= 1, got {layers_per_block}")
+            raise InvalidArgumentError(f"layers_per_block must be >= 1, got {layers_per_block}")
         bad = [channels for channels in block_out_channels if channels % norm_num_groups]
         if bad:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"block_out_channels {tuple(block_out_channels)} must be multiples of norm_num_groups {norm_num_groups}"
             )
     return learned
@@ -256,11 +260,16 @@ class CityEncoder(ModelMixin, ConfigMixin):
         """The physics features `(B, len(in_features), H, W)`, float32 (see :func:`city_features`)."""
         return city_features(buildings, transmitter, self.ray_positions, self.config.in_features)
 
-    def forward(self, buildings: torch.Tensor, transmitter: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, buildings: torch.Tensor, transmitter: torch.Tensor, features: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """
         Args:
             buildings (`torch.Tensor` of shape `(B, 1, H, W)`): building mask in {0, 1}.
             transmitter (`torch.Tensor` of shape `(B, 1, H, W)`): one-hot transmitter image.
+            features (`torch.Tensor` of shape `(B, len(in_features), H, W)`, *optional*): the output of
+                :meth:`features` for these maps, computed earlier (a training loop that caches them per map skips
+                the ray sampling at every step).
 
         Returns:
             `torch.Tensor` of shape `(B, out_channels, H / f, W / f)` in the encoder's dtype: the learned channels,
@@ -272,7 +281,14 @@ class CityEncoder(ModelMixin, ConfigMixin):
             raise CityInputError(
                 f"CityEncoder: the map size {height}x{width} is not divisible by its downsample_factor {factor}"
             )
-        features = self.features(buildings, transmitter).to(self.dtype)  # (B, n, H, W)
+        if features is None:
+            features = self.features(buildings, transmitter)
+        elif features.shape != (buildings.shape[0], len(self.config.in_features), height, width):
+            raise CityInputError(
+                f"CityEncoder: expected precomputed features of shape "
+                f"{(buildings.shape[0], len(self.config.in_features), height, width)}, got {tuple(features.shape)}"
+            )
+        features = features.to(self.dtype)  # (B, n, H, W)
         outputs = []
         if self.learned_channels > 0:
             hidden = self.conv_in(features)  # (B, C0, H, W)

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from ..errors import InvalidArgumentError
 
 KERNEL_SIZE = 4
 PADDING = 1
@@ -108,7 +109,7 @@ class NLayerDiscriminator(ModelMixin, ConfigMixin):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("base_channels", base_channels), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"NLayerDiscriminator: {name} must be a positive integer, got {value!r}.")
+                raise InvalidArgumentError(f"NLayerDiscriminator: {name} must be a positive integer, got {value!r}.")
         norm_layer = ActNorm if use_actnorm else nn.BatchNorm2d
         use_bias = use_actnorm
 
@@ -156,12 +157,12 @@ class NLayerDiscriminator(ModelMixin, ConfigMixin):
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, H, W)`` maps -> ``(B, 1, H', W')`` patch logits (real > 0 > fake under hinge loss)."""
         if sample.ndim != 4 or sample.shape[1] != self.config.in_channels:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"NLayerDiscriminator expects maps of shape (B, {self.config.in_channels}, H, W), "
                 f"got {tuple(sample.shape)}."
             )
         if min(sample.shape[-2:]) < self.min_input_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"NLayerDiscriminator with num_layers={self.config.num_layers} needs maps of at least "
                 f"{self.min_input_size}x{self.min_input_size} pixels, got {sample.shape[-2]}x{sample.shape[-1]}."
             )

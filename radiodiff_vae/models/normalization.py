@@ -80,7 +80,7 @@ def _group_norm_dtype_under_autocast(x: torch.Tensor) -> torch.dtype:
     device_type = x.device.type
     key = (device_type, x.dtype, torch.get_autocast_dtype(device_type))
     if key not in _GROUP_NORM_DTYPE_UNDER_AUTOCAST:
-        probe = torch.zeros(1, 1, 1, device=x.device, dtype=x.dtype)
+        probe = torch.zeros(1, 1, 2, device=x.device, dtype=x.dtype)
         with torch.no_grad():
             _GROUP_NORM_DTYPE_UNDER_AUTOCAST[key] = F.group_norm(probe, 1).dtype
     return _GROUP_NORM_DTYPE_UNDER_AUTOCAST[key]

@@ -85,9 +85,20 @@ class ConstructionPipelineMixin:
         if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str):
             return
         library, class_name = entry
-        exported = getattr(importlib.import_module(PACKAGE), class_name, None)
-        if library.startswith(PACKAGE + ".") and exported is type(value):
+        if library.startswith(PACKAGE + ".") and getattr(importlib.import_module(PACKAGE), class_name, None) is type(
+            value
+        ):
             self.register_to_config(**{name: (PACKAGE, class_name)})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs: Any):
+        """diffusers' ``from_pretrained`` (a folder or a Hub id; ``torch_dtype``, ``revision``, ``cache_dir``, ...),
+        with a mistyped local path reported as one line before any Hub lookup."""
+        from ..hub_id import local_path_or_hub_id
+
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            local_path_or_hub_id(pretrained_model_name_or_path, f"{cls.__name__} folder")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def download(cls, pretrained_model_name: str, **kwargs: Any) -> str:
@@ -97,9 +108,6 @@ class ConstructionPipelineMixin:
         token and offline mode as usual)."""
         from huggingface_hub import snapshot_download
 
-        from ..hub_id import local_path_or_hub_id
-
-        local_path_or_hub_id(pretrained_model_name, f"{cls.__name__} folder")  # a mistyped path fails before the Hub
         options = ("cache_dir", "force_download", "local_files_only", "token", "revision")
         return snapshot_download(
             pretrained_model_name, **{key: kwargs[key] for key in options if kwargs.get(key) is not None}

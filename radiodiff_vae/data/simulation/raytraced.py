@@ -45,6 +45,7 @@ from ..layout import (
     write_grey_png,
 )
 from .synthetic import to_grey
+from ...errors import DataError, InvalidArgumentError, NotAFolderError, OutputExistsError
 
 PathLike = Union[str, os.PathLike]
 
@@ -131,26 +132,26 @@ class RaytraceConfig:
 
     def __post_init__(self):
         if self.scene not in SCENES:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown scene {self.scene!r}; available scenes: {', '.join(SCENES)} (Sionna RT scenes with flat "
                 "ground; san_francisco is left out for its hills)"
             )
         for name, value, minimum in (("resolution", self.resolution, 8), ("rays_per_tx", self.rays_per_tx, 1)):
             if int(value) != value or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+                raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value}")
         if int(self.max_depth) != self.max_depth or self.max_depth < 0:
-            raise ValueError(f"max_depth must be an integer >= 0, got {self.max_depth}")
+            raise InvalidArgumentError(f"max_depth must be an integer >= 0, got {self.max_depth}")
         for name in ("cell_size_m", "frequency_hz", "tx_height_m", "rx_height_m"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value}")
+                raise InvalidArgumentError(f"{name} must be a positive number, got {value}")
         if not 0 <= self.min_building_share < self.max_building_share <= 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "building shares must satisfy 0 <= min_building_share < max_building_share <= 1, got "
                 f"{self.min_building_share} and {self.max_building_share}"
             )
         if not self.tx_clearance_m >= 0:
-            raise ValueError(f"tx_clearance_m must be >= 0, got {self.tx_clearance_m}")
+            raise InvalidArgumentError(f"tx_clearance_m must be >= 0, got {self.tx_clearance_m}")
 
     @property
     def tile_size_m(self) -> float:
@@ -186,11 +187,11 @@ class SceneTracer:
         self.mi, self.dr, self.rt = import_sionna_rt()
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"threads must be >= 1 or None (all cores), got {threads}")
+                raise InvalidArgumentError(f"threads must be >= 1 or None (all cores), got {threads}")
             self.dr.set_thread_count(int(threads))
         scene_file = getattr(self.rt.scene, config.scene, None)
         if scene_file is None:
-            raise ValueError(f"this Sionna RT ({sionna_rt_version()}) ships no scene {config.scene!r}")
+            raise InvalidArgumentError(f"this Sionna RT ({sionna_rt_version()}) ships no scene {config.scene!r}")
         self.scene = self.rt.load_scene(scene_file)
         self.scene.frequency = config.frequency_hz
         # One isotropic, vertically polarised antenna at each end: the map is the path gain of the channel alone.
@@ -214,7 +215,7 @@ class SceneTracer:
             if high[2] - low[2] < 0.01 and (best is None or area > best[0]):
                 best = (area, high[2], (low[0], low[1], high[0], high[1]))
         if best is None:
-            raise ValueError(f"scene {self.config.scene!r} has no flat ground plane to put the radio map on")
+            raise InvalidArgumentError(f"scene {self.config.scene!r} has no flat ground plane to put the radio map on")
         return best[1], best[2]
 
     def cell_centers(self, center_m: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
@@ -248,7 +249,7 @@ class SceneTracer:
         half = self.config.tile_size_m / 2
         x_min, y_min, x_max, y_max = self.ground_extent_m
         if x_max - x_min < 2 * half or y_max - y_min < 2 * half:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"a tile of {self.config.tile_size_m:g} m (resolution x cell_size) does not fit in scene "
                 f"{self.config.scene!r} ({x_max - x_min:.0f} m x {y_max - y_min:.0f} m)"
             )
@@ -357,13 +358,13 @@ def _flatten(settings: dict) -> dict:
 def _load_previous_run(out_dir: Path, settings: dict, simulation: str) -> dict:
     """The earlier ``meta.json`` of this run in ``out_dir`` (to resume), ``{}`` for a fresh folder; else refuse."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
+        raise NotAFolderError(f"--out {out_dir} exists and is not a directory")
     meta_path = out_dir / METADATA_FILE
     if not meta_path.is_file():
         folders = (out_dir / GAIN_DIR / simulation, out_dir / BUILDINGS_DIR, out_dir / ANTENNAS_DIR)
         occupied = [folder for folder in folders if folder.is_dir() and any(folder.glob("*.png"))]
         if occupied:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{occupied[0]} holds radio-map files but {out_dir} has no {METADATA_FILE}: it was not written by "
                 "make-raytraced (it may be RadioMapSeer itself), so nothing is written there; choose another folder"
             )
@@ -371,13 +372,13 @@ def _load_previous_run(out_dir: Path, settings: dict, simulation: str) -> dict:
     try:
         previous = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise ValueError(f"{meta_path} is not valid JSON ({error}); remove it or choose another folder") from error
+        raise DataError(f"{meta_path} is not valid JSON ({error}); remove it or choose another folder") from error
     if previous.get("generator") != GENERATOR_NAME:
-        raise FileExistsError(f"{meta_path} was not written by make-raytraced; choose another folder")
+        raise OutputExistsError(f"{meta_path} was not written by make-raytraced; choose another folder")
     there, now = _flatten(previous.get("settings", {})), _flatten(settings)
     for name, value in now.items():
         if there.get(name) != value:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{out_dir} holds another run ({name} = {there.get(name)!r} there, {value!r} now); resume it with the "
                 "same settings or choose another folder"
             )
@@ -431,7 +432,7 @@ class _TileDrawer:
             if reason is None:
                 return draw, Tile(center, buildings, self.tracer.ground_z_m)
             log(f"make-raytraced: skipped tile at ({center[0]:.0f}, {center[1]:.0f}) m: {reason}")
-        raise ValueError(
+        raise InvalidArgumentError(
             f"found no acceptable tile of {self.config.tile_size_m:g} m in scene {self.config.scene!r} in "
             f"{MAX_FAILED_DRAWS} draws after {len(self.kept_centers)} tiles; ask for fewer maps or smaller tiles "
             "(resolution x cell_size)"
@@ -490,11 +491,11 @@ def write_raytraced_folder(
     config = config or RaytraceConfig()
     for name, value, minimum in (("num_maps", num_maps, 1), ("num_tx", num_tx, 1), ("repeat", repeat, 0)):
         if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+            raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
     if first_map_id < 1:
-        raise ValueError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
+        raise InvalidArgumentError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
     if not simulation or os.sep in simulation or simulation.startswith("."):
-        raise ValueError(f"simulation must be a plain folder name, got {simulation!r}")
+        raise InvalidArgumentError(f"simulation must be a plain folder name, got {simulation!r}")
     out_dir = Path(out_dir)
     settings = _run_settings(config, num_tx, seed, first_map_id, simulation)
     previous = _load_previous_run(out_dir, settings, simulation)

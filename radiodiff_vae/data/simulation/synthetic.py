@@ -56,6 +56,7 @@ from ..layout import (
     list_map_tx,
     write_grey_png,
 )
+from ...errors import InvalidArgumentError, NotAFolderError, OutputExistsError
 
 SPEED_OF_LIGHT_M_PER_S = 299_792_458.0
 
@@ -114,31 +115,31 @@ class SyntheticCityConfig:
         for name in ("block_pitch_m", "street_width_m", "building_probability", "building_fill", "db_range"):
             low, high = getattr(self, name)
             if not low <= high:
-                raise ValueError(f"SyntheticCityConfig.{name} must be (low, high) with low <= high, got {(low, high)}")
+                raise InvalidArgumentError(f"SyntheticCityConfig.{name} must be (low, high) with low <= high, got {(low, high)}")
         if self.street_width_m[1] >= self.block_pitch_m[0]:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"SyntheticCityConfig.street_width_m {self.street_width_m} must stay below the smallest block pitch "
                 f"{self.block_pitch_m[0]} m, or blocks vanish"
             )
         positive = ("area_size_m", "frequency_hz", "shadowing_correlation_m", "min_distance_m")
         for name in positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"SyntheticCityConfig.{name} must be > 0, got {getattr(self, name)}")
+                raise InvalidArgumentError(f"SyntheticCityConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("wall_loss_db", "shadowing_std_db", "max_rotation_deg"):
             if getattr(self, name) < 0:
-                raise ValueError(f"SyntheticCityConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise InvalidArgumentError(f"SyntheticCityConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.building_probability[0] < 0 or self.building_probability[1] > 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"SyntheticCityConfig.building_probability must lie in [0, 1], got {self.building_probability}"
             )
         if self.building_fill[0] <= 0 or self.building_fill[1] > 1:
-            raise ValueError(f"SyntheticCityConfig.building_fill must lie in (0, 1], got {self.building_fill}")
+            raise InvalidArgumentError(f"SyntheticCityConfig.building_fill must lie in (0, 1], got {self.building_fill}")
         if not 0 <= self.l_shape_probability <= 1:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"SyntheticCityConfig.l_shape_probability must lie in [0, 1], got {self.l_shape_probability}"
             )
         if self.area_size_m <= 2 * _TX_CLEARANCE_M:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"SyntheticCityConfig.area_size_m must exceed {2 * _TX_CLEARANCE_M} m, got {self.area_size_m}"
             )
 
@@ -350,7 +351,7 @@ def sample_transmitters(
         chosen = torch.gather(candidates, 2, first[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
         found = clear.any(-1) & missing
         positions[found] = chosen[found]
-    raise ValueError(
+    raise InvalidArgumentError(
         "could not place a transmitter in the streets after 6400 tries: the configured city leaves no open space "
         f"(building_probability={config.building_probability}, street_width_m={config.street_width_m})"
     )
@@ -522,9 +523,9 @@ def generate_radio_maps(
     """
     config = config or SyntheticCityConfig()
     if num_tx < 1:
-        raise ValueError(f"num_tx must be >= 1, got {num_tx}")
+        raise InvalidArgumentError(f"num_tx must be >= 1, got {num_tx}")
     if resolution < 8:
-        raise ValueError(f"resolution must be >= 8 pixels, got {resolution}")
+        raise InvalidArgumentError(f"resolution must be >= 8 pixels, got {resolution}")
     with _single_torch_thread():
         return _generate_radio_maps([int(map_id) for map_id in map_ids], num_tx, seed, resolution, config)
 
@@ -610,17 +611,17 @@ class SyntheticRadioMaps(Dataset):
         num_workers: int = 0,
     ):
         if num_maps < 1:
-            raise ValueError(f"num_maps must be >= 1, got {num_maps}")
+            raise InvalidArgumentError(f"num_maps must be >= 1, got {num_maps}")
         if num_tx < 1:
-            raise ValueError(f"num_tx must be >= 1, got {num_tx}")
+            raise InvalidArgumentError(f"num_tx must be >= 1, got {num_tx}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise InvalidArgumentError(f"num_workers must be >= 0, got {num_workers}")
         if resolution is not None and resolution < 8:
-            raise ValueError(f"resolution must be >= 8 pixels or None (256), got {resolution}")
+            raise InvalidArgumentError(f"resolution must be >= 8 pixels or None (256), got {resolution}")
         if first_map_id < 1:
-            raise ValueError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
+            raise InvalidArgumentError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
         self.num_maps = int(num_maps)
         self.num_tx = int(num_tx)
         self.seed = int(seed)
@@ -732,23 +733,23 @@ def write_synthetic_folder(
         `Path`: ``out_dir``.
     """
     if num_maps < 1 or num_tx < 1:
-        raise ValueError(f"num_maps and num_tx must be >= 1, got num_maps={num_maps}, num_tx={num_tx}")
+        raise InvalidArgumentError(f"num_maps and num_tx must be >= 1, got num_maps={num_maps}, num_tx={num_tx}")
     if first_map_id < 1:
-        raise ValueError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
+        raise InvalidArgumentError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
     config = config or SyntheticCityConfig()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
+        raise NotAFolderError(f"--out {out_dir} exists and is not a directory")
     # The three folders this writer fills. Any radio-map file already there (a previous run, or a real
     # RadioMapSeer root whose building and antenna images share these names) is protected unless asked otherwise.
     folders = (out_dir / GAIN_DIR / SIMULATION_NAME, out_dir / BUILDINGS_DIR, out_dir / ANTENNAS_DIR)
     occupied = [folder for folder in folders if folder.is_dir() and any(folder.glob("*.png"))]
     if occupied and not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{occupied[0]} already holds radio-map files; choose another folder or pass overwrite=True (--overwrite)"
         )
     if occupied and not (out_dir / METADATA_FILE).is_file():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{occupied[0]} holds radio-map files but {out_dir} has no {METADATA_FILE}: it was not written by this "
             "generator (it may be RadioMapSeer itself), so its files are not overwritten; choose another folder"
         )
