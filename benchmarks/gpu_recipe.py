@@ -130,7 +130,7 @@ def evaluate(model: Path, output_dir: Path, data: List[str], log: Path) -> Dict[
 
 def unseen_cities(args: argparse.Namespace, resolution: int) -> List[str]:
     maps = 8 if args.dry_run else args.eval_maps
-    return ["--synthetic_maps", str(maps), "--synthetic_tx", "1", "--data_seed", str(EVALUATION_SEED),
+    return ["--synthetic_num_maps", str(maps), "--synthetic_num_tx", "1", "--synthetic_seed", str(EVALUATION_SEED),
             "--resolution", str(resolution)] + (["--device", "cpu"] if args.dry_run else [])  # fmt: skip
 
 

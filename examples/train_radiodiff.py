@@ -99,7 +99,7 @@ SEED_RANGE = (0, 2**32 - 1)  # the seeds numpy's and torch's generators both acc
 MODE_DEFAULTS = {
     "latent": dict(unet_block_out_channels=[64, 128, 256], layers_per_block=2, attention=True, city_channels=32),
     "direct": dict(
-        unet_block_out_channels=[32, 64, 128], layers_per_block=2, attention=False, city_channels=len(FEATURE_NAMES),
+        unet_block_out_channels=[32, 64, 128], layers_per_block=2, attention=False, city_channels=None,
         city_block_out_channels=[32],
     ),
 }  # fmt: skip
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         default=None,
+        metavar="C",
         help="Channels of each UNet level (default: 64 128 256; --direct: 32 64 128).",
     )
     model.add_argument("--layers_per_block", type=int, default=None, help="Resnets per UNet level (default 2).")
@@ -168,13 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="Output channels of the city encoder, its appended physics features included (default 32; --direct: "
-        "the number of --in_features, i.e. the features alone without a learned stem).",
+        "the number of --in_features, i.e. the features alone without a learned stem); at least that number.",
     )
     model.add_argument(
         "--city_block_out_channels",
         type=int,
         nargs="+",
         default=None,
+        metavar="C",
         help="Channels of the city encoder's stem levels (default: one level per VAE downsampling, 32 doubling up to "
         "128; --direct: 32); multiples of 8.",
     )
@@ -184,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(FEATURE_NAMES),
         choices=FEATURE_NAMES,
-        help="Physics features of the city the encoder sees.",
+        metavar="NAME",
+        help=f"Physics features of the city the encoder sees, among {', '.join(FEATURE_NAMES)}.",
     )
     model.add_argument("--ray_samples", type=int, default=64, help="Points per transmitter -> pixel ray (walls).")
     model.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; the saved pipeline uses it.")
@@ -283,6 +286,9 @@ def parse_args(input_args: Optional[Sequence[str]] = None) -> argparse.Namespace
     vae_config = read_vae_config(args.pretrained_vae)  # None for a Hub id: checked once loaded
     resolve_defaults(args, vae_config)
     if vae_config is not None and args.resolution is not None:
+        if not args.direct:  # the VAE's own factor first: the message names the part that does not fit
+            factor = 2 ** int(vae_config["num_downsamples"])
+            check_size_divisible(args.resolution, None, factor, "--resolution", owner="the VAE's")
         check_size_divisible(args.resolution, None, size_divisor(args, vae_config), "--resolution", owner=owner(args))
     check_paths(args, vae_config)
     return args
@@ -352,9 +358,21 @@ def resolve_defaults(args: argparse.Namespace, vae_config: Optional[Dict[str, An
     for name, value in MODE_DEFAULTS["direct" if args.direct else "latent"].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    if args.city_channels is None:  # --direct: the features alone
+        args.city_channels = len(args.in_features)
+    if args.city_channels < len(args.in_features):
+        raise InvalidArgumentError(
+            f"--city_channels must be at least the number of --in_features ({len(args.in_features)}, appended to the "
+            f"learned channels), got {args.city_channels}"
+        )
+    channels = args.unet_block_out_channels
     if args.unet_norm_num_groups is None:
-        channels = args.unet_block_out_channels
         args.unet_norm_num_groups = next(g for g in (32, 16, 8, 4, 2, 1) if all(c % g == 0 for c in channels))
+    elif any(c % args.unet_norm_num_groups for c in channels):
+        raise InvalidArgumentError(
+            f"--unet_block_out_channels {channels} must be multiples of --unet_norm_num_groups "
+            f"{args.unet_norm_num_groups}"
+        )
     synthetic = args.data_dir is None and args.dataset_name is None
     if synthetic and args.synthetic_seed is None:
         # the VAE's training cities: the construction stage is trained on the maps the VAE's latent was fitted to
@@ -430,7 +448,8 @@ def make_accelerator(args: argparse.Namespace) -> Accelerator:
         ),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    # the log on stdout; stderr keeps the error line, warnings and the progress bar
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
     for noisy in ("diffusers", "datasets", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING if accelerator.is_local_main_process else logging.ERROR)
     logger.info(accelerator.state, main_process_only=False)
@@ -479,6 +498,11 @@ def open_training_maps(args, accelerator, pipeline):
             )  # fmt: skip
             std = float(train.latents.std()) * train.scaling_factor
             logger.info(f"latents of {len(train)} maps, scaled by {train.scaling_factor:.4g}: std {std:.3f}")
+            if not 0.5 < std < 2:  # the noise schedule assumes unit-variance latents
+                logger.warning(
+                    f"the VAE's scaling_factor {train.scaling_factor:.4g} gives the training latents a standard "
+                    f"deviation of {std:.3f}, not about 1; train_vae.py measures it at the end of a run (1 / std)"
+                )
     features = len(args.in_features)
     cache = args.cache_city_features == "on" or (
         args.cache_city_features == "auto" and not args.random_flip
@@ -488,6 +512,29 @@ def open_training_maps(args, accelerator, pipeline):
         train = CityFeatureMaps(train, pipeline.city_encoder, device=accelerator.device)
     keys = ("pixel_values" if args.direct else "latents", "buildings", "transmitter")
     return data, train, partial(collate_maps, keys=keys + (("city_features",) if cache else ()))
+
+
+def build_optimizer(args: argparse.Namespace, parameters, num_processes: int):
+    """AdamW and its learning-rate schedule (diffusers' ``get_scheduler``; ``lr_end`` for the polynomial one)."""
+    optimizer = torch.optim.AdamW(
+        parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        weight_decay=args.adam_weight_decay,
+    )  # fmt: skip
+    # a prepared scheduler steps once per process per optimizer step, hence the factor
+    lr_scheduler = build_lr_scheduler(
+        args.lr_scheduler, optimizer, args.lr_warmup_steps * num_processes, args.max_train_steps * num_processes,
+        lr_end=args.lr_end, power=args.lr_power, num_cycles=args.lr_num_cycles,
+    )  # fmt: skip
+    return optimizer, lr_scheduler
+
+
+def training_record(summary, lr_scheduler, meter, clock, epoch) -> Dict[str, float]:
+    """What the trackers get every --logging_steps: the window's mean loss (and gradient norm), the learning rate,
+    maps per second, the training time so far (--max_train_seconds counts it) and the epoch."""
+    record = {f"train/{key}": value for key, value in summary.items()}
+    record.update({"train/lr": lr_scheduler.get_last_lr()[0], "train/maps_per_second": meter.images_per_second})
+    record.update({"train/training_seconds": clock.seconds, "train/epoch": epoch})
+    return record
 
 
 def save_final_pipeline(args, accelerator, pipeline, validate, data, global_step, clock, hub_repo_id) -> None:
@@ -545,16 +592,7 @@ def main(args: argparse.Namespace) -> int:
         # ---- optimizer and schedule; one prepare (a stem-less city encoder has nothing to train and stays as it is)
         trained = [unet] + ([city_encoder] if any(p.requires_grad for p in city_encoder.parameters()) else [])
         parameters = [parameter for module in trained for parameter in module.parameters()]
-        optimizer = torch.optim.AdamW(
-            parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-            weight_decay=args.adam_weight_decay,
-        )  # fmt: skip
-        # a prepared scheduler steps once per process per optimizer step, hence the factor
-        lr_scheduler = build_lr_scheduler(
-            args.lr_scheduler, optimizer, args.lr_warmup_steps * accelerator.num_processes,
-            args.max_train_steps * accelerator.num_processes, lr_end=args.lr_end, power=args.lr_power,
-            num_cycles=args.lr_num_cycles,
-        )  # fmt: skip
+        optimizer, lr_scheduler = build_optimizer(args, parameters, accelerator.num_processes)
         *models, optimizer, lr_scheduler, train_dataloader = accelerator.prepare(
             *trained, optimizer, lr_scheduler, train_dataloader
         )
@@ -569,7 +607,7 @@ def main(args: argparse.Namespace) -> int:
 
         # ---- checkpoint contents: the models as save_pretrained folders, the step, the training time, the EMA
         checkpointing.register_checkpoint_hooks(accelerator, {UNet2DModel: "unet", CityEncoder: "city_encoder"})
-        progress, clock = TrainingProgress(NonFiniteGuard(1)), TrainingClock()
+        progress, clock = TrainingProgress(NonFiniteGuard(1)), TrainingClock()  # a non-finite loss stops the run
         for state in [progress, clock] + ([ema] if ema is not None else []):
             accelerator.register_for_checkpointing(state)
 
@@ -650,11 +688,7 @@ def main(args: argparse.Namespace) -> int:
                     meter.update(maps_per_step)
                     progress_bar.update(1)
                     if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-                        record = {f"train/{key}": value for key, value in window.summary(accelerator).items()}
-                        record.update({
-                            "train/lr": lr_scheduler.get_last_lr()[0], "train/maps_per_second": meter.images_per_second,
-                            "train/training_seconds": clock.seconds, "train/epoch": epoch,
-                        })  # fmt: skip
+                        record = training_record(window.summary(accelerator), lr_scheduler, meter, clock, epoch)
                         accelerator.log(record, step=global_step)
                         progress_bar.set_postfix(loss=f"{record['train/loss']:.4g}", refresh=False)
                         window.reset()

@@ -38,6 +38,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -55,8 +56,6 @@ from radiodiff_vae.training import (
     SCHEDULER_NAMES,
     LogWindow,
     NonFiniteGuard,
-    NonFiniteLossError,
-    TensorState,
     ThroughputMeter,
     TrainingProgress,
     Validator,
@@ -385,10 +384,12 @@ class AutoSwitches:
     cudnn_benchmark: bool
 
 
-def resolve_auto_switches(args: argparse.Namespace, accelerator: Accelerator, same_size_batches: bool) -> AutoSwitches:
+def resolve_auto_switches(args: argparse.Namespace, accelerator: Accelerator, train_dataloader) -> AutoSwitches:
     """``--channels_last``, ``--autocast_group_norm`` and ``--cudnn_benchmark``: ``on`` / ``off`` as given, ``auto``
-    decided here by the device (see each flag's help)."""
+    decided here by the device, the precision and the batches (see each flag's help)."""
     on_cuda = accelerator.device.type == "cuda"
+    num_maps, batch_size = len(train_dataloader.dataset), train_dataloader.batch_size
+    same_size_batches = train_dataloader.drop_last or num_maps % batch_size == 0
     automatic = AutoSwitches(
         channels_last=on_cuda and group_norm_keeps_channels_last(accelerator.device),
         autocast_group_norm=accelerator.mixed_precision in ("bf16", "fp16"),
@@ -514,9 +515,8 @@ def main(args: argparse.Namespace) -> int:
     with checkpointing.lock_output_dir(accelerator, args.output_dir):
         # Before any expensive work: a wrong --resume_from_checkpoint or Hub repository fails here.
         resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-        hub_repo_id = None
-        if args.push_to_hub and accelerator.is_main_process:
-            hub_repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo)
+        pushes = args.push_to_hub and accelerator.is_main_process
+        hub_repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo) if pushes else None
 
         # ---- data (the main process first: it fills the datasets cache the others then read)
         with accelerator.main_process_first():
@@ -529,40 +529,39 @@ def main(args: argparse.Namespace) -> int:
             num_workers=args.dataloader_num_workers,
             drop_last=len(data.train) >= args.train_batch_size * accelerator.num_processes,
         )  # fmt: skip
-        same_size_batches = train_dataloader.drop_last or len(data.train) % args.train_batch_size == 0
-        switches = resolve_auto_switches(args, accelerator, same_size_batches)
+        switches = resolve_auto_switches(args, accelerator, train_dataloader)
         torch.backends.cudnn.benchmark = switches.cudnn_benchmark
 
         # ---- models, loss, optimizers, schedulers
         vae, loss_fn = build_models(args, data, switches, accelerator.device)
-        discriminator = loss_fn.discriminator
-        loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless --freeze_logvar
+        # The loss's trained parts are ordinary modules, prepared below like the autoencoder.
+        discriminator, log_variance = loss_fn.discriminator, loss_fn.log_variance
         ema = None
         if args.use_ema:
-            from diffusers.training_utils import EMAModel
-
             ema = EMAModel(vae.parameters(), decay=args.ema_decay, model_cls=RadioVAE, model_config=vae.config)
             ema.to(accelerator.device)
 
         optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc = build_optimizers(
-            args, accelerator.num_processes, list(vae.parameters()) + loose_parameters, discriminator.parameters()
-        )
+            args, accelerator.num_processes, list(vae.parameters()) + loss_fn.trainable_autoencoder_parameters(),
+            discriminator.parameters(),
+        )  # fmt: skip
 
-        # ---- one prepare
+        # ---- one prepare (a frozen logvar has nothing to train, average or checkpoint: it stays as it is)
         vae, discriminator, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc, train_dataloader = (
             accelerator.prepare(
                 vae, discriminator, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc, train_dataloader
             )
         )
+        if not args.freeze_logvar:
+            log_variance = accelerator.prepare(log_variance)
         raw_vae: RadioVAE = accelerator.unwrap_model(vae)
 
-        # ---- checkpoint contents: the models as save_pretrained folders, the step counters, logvar and EMA
+        # ---- checkpoint contents: the models (vae/ and discriminator/ as save_pretrained folders, logvar by
+        # accelerate), optimizers, schedulers, random states, the step counters and the EMA
         checkpointing.register_checkpoint_hooks(accelerator, {RadioVAE: "vae", NLayerDiscriminator: "discriminator"})
         guard = NonFiniteGuard(args.max_nonfinite_steps)
         progress = TrainingProgress(guard)
         accelerator.register_for_checkpointing(progress)
-        if loose_parameters:
-            accelerator.register_for_checkpointing(TensorState({"logvar": loss_fn.logvar}))
         if ema is not None:
             accelerator.register_for_checkpointing(ema)
 
@@ -582,17 +581,13 @@ def main(args: argparse.Namespace) -> int:
         steps_per_epoch, num_epochs = epoch_length(len(train_dataloader), accumulation, args.max_train_steps)
         first_epoch, batches_to_skip = resume_position(global_step, steps_per_epoch, accumulation)
         images_per_step = args.train_batch_size * accelerator.num_processes * accumulation
-        logger.info(
-            f"{data.source}: {len(data.train)} training maps, {len(data.validation)} {data.validation_kind}; "
-            f"{accelerator.num_processes} process(es) x batch {args.train_batch_size} x accumulation {accumulation} "
-            f"= {images_per_step} maps per step; {args.max_train_steps} steps (phase 2 from step {args.disc_start}); "
-            f"starting at step {global_step}"
-        )
+        logger.info(describe_run(args, data, accelerator.num_processes, global_step))
 
         # ---- loop
         train_step = VAEGANStep(
             accelerator, vae, discriminator, loss_fn, optimizer_ae, optimizer_disc, scheduler_ae, scheduler_disc,
             guard, max_grad_norm=args.max_grad_norm, seed=args.seed, channels_last=switches.channels_last,
+            log_variance=log_variance,
         )  # fmt: skip
         validate = Validator(
             accelerator, raw_vae, data.validation, collate_maps, args.train_batch_size, args.num_validation_images,
@@ -603,66 +598,63 @@ def main(args: argparse.Namespace) -> int:
         progress_bar = tqdm(
             total=args.max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process
         )
-        try:
-            for epoch in range(first_epoch, num_epochs):
+        for epoch in range(first_epoch, num_epochs):
+            if global_step >= args.max_train_steps:
+                break
+            train_dataloader.set_epoch(epoch)
+            skip = batches_to_skip if epoch == first_epoch else 0
+            loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
+            for batch in loader:
+                result = train_step(batch["pixel_values"], global_step)  # (B, 1, H, W) in [-1, 1]
+                window.add_micro_batch(result.logs, result.finite)
+                if not result.sync:
+                    continue
+                # ---- one optimizer step done
+                if result.applied and ema is not None:
+                    ema.step(raw_vae.parameters())
+                global_step += 1
+                progress.global_step = global_step
+                meter.update(images_per_step)
+                progress_bar.update(1)
+                if guard.exhausted:  # the weights were not updated by those steps: the checkpoints hold good ones
+                    progress_bar.close()
+                    logger.error(
+                        f"stopping: {guard.describe_streak(global_step - 1)}. The weights were not updated by those "
+                        f"steps; the last good checkpoint is {last_checkpoint or '(none saved yet)'}. See "
+                        "docs/training.md, 'Training instability'."
+                    )
+                    accelerator.end_training()
+                    return 3
+                window.add_step(step_records(result, args.max_grad_norm))
+                phase = 2 if result.adversarial else 1
+
+                if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
+                    record = training_record(
+                        window.summary(accelerator), phase, (scheduler_ae, scheduler_disc), meter, guard, epoch,
+                        accelerator.device,
+                    )  # fmt: skip
+                    accelerator.log(record, step=global_step)
+                    progress_bar.set_postfix(
+                        phase=phase, loss=f"{record['train/total']:.4g}", rec=f"{record['train/rec']:.4f}",
+                        skipped=guard.total, refresh=False,
+                    )  # fmt: skip
+                    window.reset()
+                    meter.reset()
+
+                if global_step % args.checkpointing_steps == 0:
+                    last_checkpoint = checkpointing.save_checkpoint(
+                        accelerator, args.output_dir, global_step, total_limit=args.checkpoints_total_limit,
+                        keep_step=args.disc_start, metadata={"phase_of_last_step": phase},
+                    )  # fmt: skip
+                    logger.info(f"saved {last_checkpoint}")
+
+                if global_step % args.validation_steps == 0 and global_step < args.max_train_steps:
+                    if accelerator.is_main_process:
+                        validate(global_step, logger)
+                    accelerator.wait_for_everyone()
+
                 if global_step >= args.max_train_steps:
                     break
-                train_dataloader.set_epoch(epoch)
-                skip = batches_to_skip if epoch == first_epoch else 0
-                loader = accelerator.skip_first_batches(train_dataloader, skip) if skip else train_dataloader
-                for batch in loader:
-                    result = train_step(batch["pixel_values"], global_step)  # (B, 1, H, W) in [-1, 1]
-                    window.add_micro_batch(result.logs, result.finite)
-                    if not result.sync:
-                        continue
-                    # ---- one optimizer step done
-                    if result.applied and ema is not None:
-                        ema.step(raw_vae.parameters())
-                    global_step += 1
-                    progress.global_step = global_step
-                    meter.update(images_per_step)
-                    progress_bar.update(1)
-                    if guard.exhausted:
-                        raise NonFiniteLossError(guard.describe_streak(global_step - 1))
-                    window.add_step(step_records(result, args.max_grad_norm))
-                    phase = 2 if result.adversarial else 1
-
-                    if global_step % args.logging_steps == 0 or global_step == args.max_train_steps:
-                        record = training_record(
-                            window.summary(accelerator), phase, (scheduler_ae, scheduler_disc), meter, guard, epoch,
-                            accelerator.device,
-                        )  # fmt: skip
-                        accelerator.log(record, step=global_step)
-                        progress_bar.set_postfix(
-                            phase=phase, loss=f"{record['train/total']:.4g}", rec=f"{record['train/rec']:.4f}",
-                            skipped=guard.total, refresh=False,
-                        )  # fmt: skip
-                        window.reset()
-                        meter.reset()
-
-                    if global_step % args.checkpointing_steps == 0:
-                        last_checkpoint = checkpointing.save_checkpoint(
-                            accelerator, args.output_dir, global_step, total_limit=args.checkpoints_total_limit,
-                            keep_step=args.disc_start, metadata={"phase_of_last_step": phase},
-                        )  # fmt: skip
-                        logger.info(f"saved {last_checkpoint}")
-
-                    if global_step % args.validation_steps == 0 and global_step < args.max_train_steps:
-                        if accelerator.is_main_process:
-                            validate(global_step, logger)
-                        accelerator.wait_for_everyone()
-
-                    if global_step >= args.max_train_steps:
-                        break
-        except NonFiniteLossError as error:
-            progress_bar.close()
-            logger.error(
-                f"stopping: {error}. The weights were not updated by those steps; the last good checkpoint is "
-                f"{last_checkpoint or '(none saved yet)'}. See docs/training.md, 'Training instability'.",
-                main_process_only=True,
-            )
-            accelerator.end_training()
-            return 3
         progress_bar.close()
 
         # ---- the end: (EMA) weights, scaling factor, final validation, model card, upload
@@ -675,6 +667,18 @@ def main(args: argparse.Namespace) -> int:
         accelerator.wait_for_everyone()
         accelerator.end_training()
     return 0
+
+
+def describe_run(args: argparse.Namespace, data: RunData, num_processes: int, global_step: int) -> str:
+    """The log line of a run's start: its maps, the maps per step, the phases, where it starts."""
+    accumulation = args.gradient_accumulation_steps
+    images_per_step = args.train_batch_size * num_processes * accumulation
+    return (
+        f"{data.source}: {len(data.train)} training maps, {len(data.validation)} {data.validation_kind}; "
+        f"{num_processes} process(es) x batch {args.train_batch_size} x accumulation {accumulation} "
+        f"= {images_per_step} maps per step; {args.max_train_steps} steps (phase 2 from step {args.disc_start}); "
+        f"starting at step {global_step}"
+    )
 
 
 def training_record(summary, phase, schedulers, meter, guard, epoch, device) -> Dict[str, float]:

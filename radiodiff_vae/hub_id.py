@@ -29,7 +29,9 @@ def check_repo_id(repo_id: Any) -> None:
     """Raises ValueError (one line: what is expected, what came and why) unless ``repo_id`` is a Hub id."""
     problem = hub_id_problem(repo_id)
     if problem is not None:
-        raise InvalidArgumentError(f"repo_id must be 'user/name' (or 'name' in your own namespace), got {repo_id!r}: {problem}")
+        raise InvalidArgumentError(
+            f"repo_id must be 'user/name' (or 'name' in your own namespace), got {repo_id!r}: {problem}"
+        )
 
 
 def local_path_or_hub_id(name: Union[str, os.PathLike], what: str) -> Optional[Path]:

@@ -14,7 +14,7 @@ from radiodiff_vae.errors import InvalidArgumentError
 MODES = ("selective", "full_resolution", "all")
 
 
-class ConvolutionsInBackward(TorchDispatchMode):
+class StepRecorder(TorchDispatchMode):
     """Counts the convolution forwards that run inside a backward (recomputation), and the bytes of the tensors
     created while it is active that are still alive (``alive_bytes``)."""
 
@@ -44,7 +44,7 @@ def _maps(batch: int = 2, size: int = 32) -> torch.Tensor:
 def _run(vae: RadioVAE, maps: torch.Tensor):
     """Output, parameter gradients, convolutions recomputed, and bytes the forward left for the backward."""
     vae.zero_grad(set_to_none=True)
-    counter = ConvolutionsInBackward()
+    counter = StepRecorder()
     with counter:
         output = vae(maps, sample_posterior=True, generator=torch.Generator().manual_seed(1)).sample
         kept = counter.alive_bytes()
@@ -151,7 +151,7 @@ def test_lpips_modes_give_the_same_distance_and_gradient(random_vgg16_home, monk
 
     def distance_and_gradient():
         leaf = reconstructions.clone().requires_grad_(True)
-        counter = ConvolutionsInBackward()
+        counter = StepRecorder()
         with counter:
             distance = loss.perceptual(inputs, leaf)
             kept = counter.alive_bytes()

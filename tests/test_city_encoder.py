@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from radiodiff_vae import CityEncoder
 from radiodiff_vae.errors import CityInputError
 from radiodiff_vae.models import city_encoder as city_module
-from radiodiff_vae.models.city_encoder import DISTANCE_DECADES, FEATURE_NAMES, city_features, walls_fraction
+from radiodiff_vae.models.city_encoder import (
+    DISTANCE_DECADES,
+    FEATURE_NAMES,
+    WALL_COUNT_SCALE,
+    city_features,
+    walls_crossed,
+    walls_fraction,
+)
 
 SIZE = 16
 
@@ -28,8 +35,8 @@ def _city(wall_col: int = 8, tx=(8, 2), size: int = SIZE):
 def test_features_of_a_hand_made_city():
     buildings, transmitter = _city()
     features = city_features(buildings, transmitter)
-    assert features.shape == (1, 4, SIZE, SIZE) and features.dtype == torch.float32
-    assert FEATURE_NAMES == ("buildings", "transmitter", "distance", "walls")
+    assert features.shape == (1, 5, SIZE, SIZE) and features.dtype == torch.float32
+    assert FEATURE_NAMES == ("buildings", "transmitter", "distance", "walls", "wall_count")
     assert torch.equal(features[:, 0:1], buildings) and torch.equal(features[:, 1:2], transmitter)
 
     distance = features[0, 2]
@@ -50,6 +57,35 @@ def test_features_of_a_hand_made_city():
     assert walls[0, 14].item() > 0 and walls[15, 12].item() > 0
     assert walls[8, 8].item() > 0.05  # a pixel inside the wall: the half pixel of wall before its centre
     assert 0 <= walls.min() and walls.max() <= 1
+
+    # One wall entered behind the wall, none before it; a pixel inside the wall counts at most the bilinear edge of
+    # its own wall (points within END_MARGIN of its centre are left out).
+    count = features[0, 4] * WALL_COUNT_SCALE
+    assert count[8, 5].item() == 0.0 and count[8, 8].item() < 0.31
+    # Through a one-pixel wall the samples straddle its centre: the bilinear peak is a little below one entry.
+    assert count[8, 14].item() == pytest.approx(1.0, abs=0.1)
+    assert count[0, 15].item() == pytest.approx(1.0, abs=0.1)
+
+
+def test_wall_count_counts_buildings_not_depth():
+    """Two thin walls cost two entries, one thick block one: the count is what a multi-wall loss follows; the
+    fraction says the opposite (the block is deeper)."""
+    size, tx = 32, (16, 1)
+    thin = torch.zeros(1, 1, size, size)
+    thin[..., 8] = 1.0
+    thin[..., 14] = 1.0
+    thick = torch.zeros(1, 1, size, size)
+    thick[..., 8:20] = 1.0
+    positions = torch.tensor([tx])
+    thin_fraction, thin_count = walls_crossed(thin, positions, 128)
+    thick_fraction, thick_count = walls_crossed(thick, positions, 128)
+    assert thin_count[0, 0, 16, 30].item() == pytest.approx(2.0, abs=0.2)
+    assert thick_count[0, 0, 16, 30].item() == pytest.approx(1.0, abs=1e-4)
+    assert thick_fraction[0, 0, 16, 30] > thin_fraction[0, 0, 16, 30]
+    # Chunked sampling carries the last point over: the same count as one pass.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(city_module, "MAX_RAY_POINTS", size * size * 5)  # 5 samples per chunk
+        torch.testing.assert_close(walls_crossed(thin, positions, 128)[1], thin_count, atol=1e-5, rtol=0)
 
 
 def test_walls_match_a_per_pixel_reference_and_chunking(monkeypatch):
@@ -86,7 +122,7 @@ def test_features_at_the_report_size_stay_bounded():
     transmitter = torch.zeros_like(buildings)
     transmitter[0, 0, 120, 100] = 1
     features = city_features(buildings, transmitter, ray_samples=16)
-    assert features.shape == (1, 4, 320, 320)
+    assert features.shape == (1, 5, 320, 320)
     assert features[0, 3, 120, 300] > 0.1 and features[0, 3, 10, 10] == 0  # shadow behind the block; open corner
 
 
@@ -110,17 +146,18 @@ def test_encoder_shapes(factor):
     transmitter = transmitter.repeat(3, 1, 1, 1)
     output = encoder(buildings, transmitter)
     assert output.shape == (3, 12, 32 // factor, 32 // factor) and output.dtype == torch.float32
-    # The last four channels are the features averaged over each f x f cell.
+    # The last five channels are the features averaged over each f x f cell.
     features = encoder.features(buildings, transmitter)
-    torch.testing.assert_close(output[:, 8:], F.avg_pool2d(features, factor) if factor > 1 else features)
+    pooled = F.avg_pool2d(features, factor) if factor > 1 else features
+    torch.testing.assert_close(output[:, 12 - len(FEATURE_NAMES) :], pooled)
     # Features computed earlier (a training loop's cache) give the same output.
     assert torch.equal(encoder(buildings, transmitter, features=features), output)
-    with pytest.raises(CityInputError, match=r"expected precomputed features of shape \(3, 4, 32, 32\)"):
+    with pytest.raises(CityInputError, match=r"expected precomputed features of shape \(3, 5, 32, 32\)"):
         encoder(buildings, transmitter, features=features[:, :3])
 
 
 def test_features_only_encoder_and_dtypes(tmp_path):
-    encoder = CityEncoder(out_channels=4, downsample_factor=1, ray_samples=8)
+    encoder = CityEncoder(out_channels=len(FEATURE_NAMES), downsample_factor=1, ray_samples=8)
     assert encoder.learned_channels == 0 and sum(p.numel() for p in encoder.parameters()) == 0
     buildings, transmitter = _city()
     torch.testing.assert_close(encoder(buildings, transmitter), city_features(buildings, transmitter, 8))
@@ -141,7 +178,7 @@ def test_features_only_encoder_and_dtypes(tmp_path):
     [
         ({"downsample_factor": 3}, "power of two"),
         ({"downsample_factor": 0}, "power of two"),
-        ({"out_channels": 3}, "must be >= 4"),
+        ({"out_channels": 4}, "must be >= 5"),
         ({"in_features": ("buildings", "height")}, "in_features must be distinct names"),
         ({"in_features": ("walls", "walls")}, "in_features must be distinct names"),
         ({"block_out_channels": (8,), "downsample_factor": 4}, "needs at least 2 level"),

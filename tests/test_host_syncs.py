@@ -10,6 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from radiodiff_vae import RadioVAE, RadioVAELoss
+from radiodiff_vae.errors import InvalidArgumentError
 from radiodiff_vae.training import NonFiniteGuard, VAEGANStep
 
 
@@ -75,7 +76,7 @@ def test_value_checks_stay_on_for_users_calls():
         lambda: vae(maps),
         lambda: vae.decode(torch.full((1, 3, 4, 4), float("inf"))),
     ):
-        with pytest.raises(ValueError, match="non-finite"):
+        with pytest.raises(InvalidArgumentError, match="non-finite"):
             call()
     with torch.no_grad():
         assert torch.isnan(vae(maps, check_values=False).sample).any()  # no check, no sync: NaN flows through

@@ -194,7 +194,7 @@ def test_lpips_stays_frozen_in_eval_mode_and_out_of_checkpoints(criterion):
     assert not any(module.training for module in criterion.perceptual.lpips.modules())
     state = criterion.state_dict()
     assert not any(key.startswith("perceptual") for key in state)
-    assert "logvar" in state and "discriminator.main.0.weight" in state
+    assert "log_variance.logvar" in state and "discriminator.main.0.weight" in state
     criterion.load_state_dict(state, strict=True)  # a checkpoint without the frozen network loads strictly
     # ... and so does one that carries it (the keys of the frozen network exist).
     network_state = criterion.perceptual.lpips.state_dict()

@@ -257,7 +257,8 @@ def test_generator_objective_needs_a_graph():
 
 def test_state_dict_and_config_round_trip(tmp_path):
     loss = make_loss(disc_use_actnorm=True, logvar_init=0.7)
-    assert set(loss.state_dict()) == {"logvar"} | {"discriminator." + key for key in loss.discriminator.state_dict()}
+    discriminator = {"discriminator." + key for key in loss.discriminator.state_dict()}
+    assert set(loss.state_dict()) == {"log_variance.logvar"} | discriminator
     other = make_loss(disc_use_actnorm=True)
     other.load_state_dict(loss.state_dict(), strict=True)
     assert other.logvar.item() == pytest.approx(0.7)

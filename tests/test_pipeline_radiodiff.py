@@ -15,6 +15,7 @@ from PIL import Image
 from radiodiff_vae import CityEncoder, RadioDiffPipeline, RadioMapPipelineOutput, RadioUNetPipeline, RadioVAE
 from radiodiff_vae.data.conventions import model_to_unit
 from radiodiff_vae.errors import CityInputError, InvalidArgumentError
+from radiodiff_vae.models.city_encoder import FEATURE_NAMES
 from radiodiff_vae.pipelines.radiodiff import default_scheduler, diffusion_target
 
 SIZE = 32
@@ -210,7 +211,7 @@ def test_direct_pipeline(tmp_path):
     torch.manual_seed(0)
     direct = RadioUNetPipeline.from_sizes(sample_size=SIZE, unet_block_out_channels=(32, 64), layers_per_block=1,
                                           ray_samples=8)  # fmt: skip
-    assert direct.city_encoder.config.out_channels == direct.unet.config.in_channels == 4
+    assert direct.city_encoder.config.out_channels == direct.unet.config.in_channels == len(FEATURE_NAMES)
     assert direct.city_encoder.learned_channels == 0 and direct.size_divisor == 2
     maps = direct(_buildings(), POSITIONS, output_type="pt").images
     assert maps.shape == (2, 1, SIZE, SIZE) and maps.dtype == torch.float32 and 0 <= maps.min() <= maps.max() <= 1
@@ -230,7 +231,7 @@ def test_direct_pipeline(tmp_path):
     assert half_maps.dtype == torch.float32 and 0 <= half_maps.min() <= half_maps.max() <= 1
 
     with pytest.raises(InvalidArgumentError, match="downsample_factor must be 1, got 4"):
-        RadioUNetPipeline(direct.unet, CityEncoder(out_channels=4, downsample_factor=4))
+        RadioUNetPipeline(direct.unet, CityEncoder(out_channels=len(FEATURE_NAMES), downsample_factor=4))
     with pytest.raises(CityInputError, match="size divisor 2 \\(UNet 2\\)"):
         direct(torch.zeros(1, 31, 31), [(0, 0)])
 

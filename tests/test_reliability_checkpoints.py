@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from conftest import reset_accelerate_state
 
 from radiodiff_vae.atomic import default_file_mode
-from radiodiff_vae.errors import DamagedCheckpointError, NoSpaceLeftError, OutputFolderInUseError
+from radiodiff_vae.errors import DamagedCheckpointError, NoSpaceLeftError, NotWritableError, OutputFolderInUseError
 from radiodiff_vae.training import checkpointing
 
 
@@ -144,7 +144,7 @@ def test_output_folder_turned_read_only_is_one_line(accelerator, tmp_path, monke
         raise OSError(errno.EROFS, "Read-only file system", str(Path(folder, "optimizer.bin")))
 
     monkeypatch.setattr(accelerator, "save_state", read_only)
-    with pytest.raises(PermissionError) as raised:
+    with pytest.raises(NotWritableError) as raised:
         checkpointing.save_checkpoint(accelerator, str(tmp_path), 6)
     assert str(raised.value).startswith(f"cannot write checkpoint-6 in {tmp_path}: it is not writable")
     assert str(raised.value).endswith(f"the previous checkpoint is intact ({previous})")

@@ -223,7 +223,8 @@ def test_a_map_that_is_not_8_bit_stops_the_run_with_one_line_on_stderr(runner, t
 
 
 def test_a_finished_run_leaves_no_lock_files(runner, tmp_path):
-    finished = runner.train(TINY + ["--max_train_steps", "1", "--validation_steps", "10"], tmp_path, environment=OFFLINE)
+    arguments = TINY + ["--max_train_steps", "1", "--validation_steps", "10"]
+    finished = runner.train(arguments, tmp_path, environment=OFFLINE)
     assert finished.code == 0, finished.output
     names = set(os.listdir(tmp_path / "out"))
     assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md"} <= names

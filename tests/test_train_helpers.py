@@ -12,14 +12,17 @@ import torch
 import yaml
 from accelerate import Accelerator
 from conftest import reset_accelerate_state
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 
+from radiodiff_vae.errors import CheckpointError, InputNotFoundError, InvalidArgumentError
 from radiodiff_vae.training import (
     NonFiniteGuard,
-    TensorState,
     TrainingProgress,
     build_lr_scheduler,
     checkpointing,
     clip_grad_norms,
+    epoch_length,
     find_latest_checkpoint,
     list_checkpoints,
     make_reconstruction_grid,
@@ -27,9 +30,11 @@ from radiodiff_vae.training import (
     prune_checkpoints,
     remove_temporary_checkpoints,
     resolve_resume_checkpoint,
+    resume_position,
     save_checkpoint,
     step_generator,
 )
+from radiodiff_vae.training.script import out_of_memory_message, save_final_model, tracker_config
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -86,7 +91,7 @@ def test_config_values_become_defaults_and_command_line_wins(tmp_path):
 )
 def test_bad_config_files_name_the_key(tmp_path, content, message):
     config = _write_yaml(tmp_path / "bad.yaml", content)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(InvalidArgumentError) as error:
         parse_args_with_config(_parser(), ["--config", config])
     assert message in str(error.value)
     assert config in str(error.value)
@@ -108,12 +113,12 @@ def test_config_lists_and_switches(tmp_path):
     config = _write_yaml(tmp_path / "one.yaml", "steps: 4\n")
     assert parse_args_with_config(_parser(), ["--config", config]).steps == [4]
     config = _write_yaml(tmp_path / "bad.yaml", "pair: [1]\n")
-    with pytest.raises(ValueError, match="key 'pair': expected 2 arguments"):
+    with pytest.raises(InvalidArgumentError, match="key 'pair': expected 2 arguments"):
         parse_args_with_config(parser, ["--config", config])
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+    with pytest.raises(InputNotFoundError, match="nowhere.yaml"):
         parse_args_with_config(_parser(), ["--config", str(tmp_path / "nowhere.yaml")])
 
 
@@ -158,11 +163,11 @@ def test_latest_ignores_temporary_incomplete_and_mismatched_checkpoints(tmp_path
     assert resolve_resume_checkpoint("latest", str(tmp_path)) == str(good)
     assert resolve_resume_checkpoint("checkpoint-2", str(tmp_path)) == str(tmp_path / "checkpoint-2")
 
-    with pytest.raises(ValueError, match="incomplete"):
+    with pytest.raises(CheckpointError, match="incomplete"):
         resolve_resume_checkpoint("checkpoint-10", str(tmp_path))
-    with pytest.raises(ValueError, match="checkpoint-N"):
+    with pytest.raises(CheckpointError, match="checkpoint-N"):
         resolve_resume_checkpoint(str(tmp_path / "checkpoint-x"), str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="checkpoint-99"):
+    with pytest.raises(InputNotFoundError, match="checkpoint-99"):
         resolve_resume_checkpoint("checkpoint-99", str(tmp_path))
 
     assert remove_temporary_checkpoints(str(tmp_path)) == [str(tmp_path / "checkpoint-12.tmp")]
@@ -225,7 +230,7 @@ def test_prune_keeps_the_newest(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# step counters, non-finite guard, loose tensors
+# step counters, non-finite guard, resume arithmetic
 def test_nonfinite_guard_counts_streaks_and_round_trips():
     guard = NonFiniteGuard(max_consecutive=3)
     outcomes = [guard.record(finite, step) for step, finite in enumerate([True, False, False, True, False, False])]
@@ -242,23 +247,85 @@ def test_nonfinite_guard_counts_streaks_and_round_trips():
 
     guard.record(False, 6)
     assert guard.exhausted and "3 consecutive" in guard.describe_streak(6)
-    with pytest.raises(ValueError, match="max_consecutive"):
+    with pytest.raises(InvalidArgumentError, match="max_consecutive"):
         NonFiniteGuard(0)
 
 
-def test_tensor_state_copies_in_place_and_refuses_other_shapes():
-    logvar = torch.nn.Parameter(torch.tensor(0.5))
-    optimizer = torch.optim.Adam([logvar], lr=0.1)
-    state = TensorState({"logvar": logvar})
-    saved = state.state_dict()
+def test_resume_arithmetic():
+    # 10 micro-batches per epoch, accumulation 4: 3 optimizer steps per epoch (the last one over 2 micro-batches)
+    assert epoch_length(10, 4, max_train_steps=7) == (3, 3)
+    assert resume_position(0, 3, 4) == (0, 0)
+    assert resume_position(4, 3, 4) == (1, 4)  # epoch 1, its first step done: skip its first 4 micro-batches
+    assert resume_position(6, 3, 4) == (2, 0)
+
+
+class _Tiny(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, width: int = 3):
+        super().__init__()
+        self.linear = torch.nn.Linear(width, 2)
+
+
+def test_checkpoint_hooks_save_model_folders_and_leave_other_modules_to_accelerate(tmp_path, accelerator):
+    torch.manual_seed(0)
+    tiny, plain = _Tiny(), torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD([*tiny.parameters(), *plain.parameters()], lr=0.1)
+    tiny, plain, optimizer = accelerator.prepare(tiny, plain, optimizer)
+    checkpointing.register_checkpoint_hooks(accelerator, {_Tiny: "tiny"})
+    progress = TrainingProgress(NonFiniteGuard(3))
+    progress.global_step = 1
+    accelerator.register_for_checkpointing(progress)
+    saved = Path(save_checkpoint(accelerator, str(tmp_path), 1))
+    files = sorted(str(path.relative_to(saved)) for path in saved.rglob("*.safetensors"))
+    assert files == ["model.safetensors", "tiny/diffusion_pytorch_model.safetensors"]  # plain: accelerate's file
+    checkpointing.check_checkpoint_architecture(str(saved), {"tiny": {"width": 3, "_class_name": "Other"}})
+    with pytest.raises(CheckpointError, match=r"its tiny has another architecture \(width 3 there, 5 here\)"):
+        checkpointing.check_checkpoint_architecture(str(saved), {"tiny": {"width": 5}})
+
+    expected = [parameter.detach().clone() for parameter in [*tiny.parameters(), *plain.parameters()]]
     with torch.no_grad():
-        logvar.fill_(-1.0)
-    state.load_state_dict(saved)
-    assert logvar.item() == 0.5 and optimizer.param_groups[0]["params"][0] is logvar
-    with pytest.raises(ValueError, match="do not match"):
-        state.load_state_dict({"other": torch.tensor(0.0)})
-    with pytest.raises(ValueError, match="shape"):
-        state.load_state_dict({"logvar": torch.zeros(2)})
+        for parameter in [*tiny.parameters(), *plain.parameters()]:
+            parameter.fill_(7.0)
+    progress.global_step = 0
+    checkpointing.load_checkpoint(accelerator, str(saved), progress)
+    assert progress.global_step == 1
+    assert all(torch.equal(a, b) for a, b in zip([*tiny.parameters(), *plain.parameters()], expected))
+    renamed = saved.rename(tmp_path / "checkpoint-2")
+    with pytest.raises(CheckpointError, match="holds step 1, its name says 2"):
+        checkpointing.load_checkpoint(accelerator, str(renamed), progress)
+
+
+def test_save_final_model_writes_beside_other_files_config_last(tmp_path, monkeypatch):
+    from radiodiff_vae import atomic
+
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "config.json").write_text("{}")  # an older model's
+    moved = []
+    real_replace = atomic.os.replace
+
+    def recording_replace(source, target):
+        moved.append(Path(target).name)
+        real_replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", recording_replace)
+    save_final_model(_Tiny(width=4), str(tmp_path))
+    assert moved == ["diffusion_pytorch_model.safetensors", "config.json"]
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["checkpoint-3", "config.json", "diffusion_pytorch_model.safetensors"]  # no staging left
+    assert _Tiny.from_pretrained(tmp_path).config.width == 4
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o666 & ~atomic.current_umask()
+
+
+def test_tracker_config_and_out_of_memory_message():
+    args = argparse.Namespace(learning_rate=1e-4, steps=[1, 2], name=None, flag=True)
+    assert tracker_config(args) == {"learning_rate": 1e-4, "steps": "[1, 2]", "name": "None", "flag": True}
+    line = out_of_memory_message("tiny", 8, 2, None, 320, None, remedies=["--gradient_checkpointing"])
+    assert line.startswith("CUDA out of memory training tiny at batch 8, 320x320, precision the accelerate config's")
+    assert line.endswith(
+        "--gradient_checkpointing; or --train_batch_size 4 --gradient_accumulation_steps 4 (the same maps per step); "
+        "or --mixed_precision bf16"
+    )
+    assert out_of_memory_message("m", 1, 1, "bf16").endswith("lower the memory with a smaller --resolution")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -275,9 +342,9 @@ def test_polynomial_schedule_decays_to_lr_end():
     assert rates[5] == pytest.approx((5e-6 + 5e-7) / 2)  # power 1: a straight line
     assert rates[10] == pytest.approx(5e-7) and rates[11] == pytest.approx(5e-7)
 
-    with pytest.raises(ValueError, match="lr_end"):
+    with pytest.raises(InvalidArgumentError, match="lr_end"):
         build_lr_scheduler("polynomial", optimizer, num_warmup_steps=0, num_training_steps=10, lr_end=5e-6)
-    with pytest.raises(ValueError, match="lr_scheduler"):
+    with pytest.raises(InvalidArgumentError, match="lr_scheduler"):
         build_lr_scheduler("exponential", optimizer, num_warmup_steps=0, num_training_steps=10)
 
 

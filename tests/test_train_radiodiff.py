@@ -15,7 +15,7 @@ import torch
 from conftest import load_example, reset_accelerate_state
 from safetensors.torch import load_file
 
-from process_runner import ProcessRunner
+from process_runner import OFFLINE, ProcessRunner, assert_one_line_error
 from radiodiff_vae import RadioDiffPipeline, RadioUNetPipeline
 from radiodiff_vae.models.autoencoder_radio import RadioVAE
 from radiodiff_vae.training import checkpointing
@@ -24,10 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "examples" / "train_radiodiff.py"
 CONFIGS = REPO_ROOT / "examples" / "configs"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
-OFFLINE = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 VAE_SEED = 5  # the seed the tiny VAE "was trained" with: its synthetic cities are the construction stage's
 
-# 8 maps = 4 batches of 2 per epoch: the checkpoint at step 2 is in the middle of the first epoch.
+# 8 maps = 4 batches of 2 per epoch.
 TINY_RUN = [
     "--synthetic_num_maps", "4", "--synthetic_num_tx", "2", "--num_validation_maps", "2",
     "--num_validation_images", "2", "--unet_block_out_channels", "8", "16", "--layers_per_block", "1",
@@ -36,7 +35,7 @@ TINY_RUN = [
     "--seed", "3",
 ]  # fmt: skip
 
-# 10 maps = 5 micro-batches = 3 optimizer steps per epoch (the last one of a single micro-batch): the checkpoint at step 2
+# 10 maps = 5 micro-batches = 3 optimizer steps per epoch (the last of a single micro-batch): the checkpoint at step 2
 # is in the middle of the first epoch, step 4 in the second.
 ACCUMULATING_RUN = TINY_RUN + [
     "--synthetic_num_maps", "5", "--gradient_accumulation_steps", "2", "--max_train_steps", "4",
@@ -102,7 +101,7 @@ def test_defaults_follow_the_mode_and_the_vae(vae_folder, tmp_path):
     quick = train_radiodiff.parse_args(
         ["--config", str(CONFIGS / "radiodiff_quickstart.yaml"), "--pretrained_vae", str(vae_folder)]
     )
-    assert quick.use_ema and quick.max_train_seconds > 0 and quick.prediction_type in ("epsilon", "v_prediction", "sample")
+    assert quick.use_ema and quick.max_train_seconds > 0 and quick.prediction_type == "v_prediction"
     assert quick.resolution == 64 and quick.data_dir is None  # the yaml's size wins over the VAE's
 
 
@@ -182,20 +181,25 @@ def test_direct_baseline_trains_through_the_same_loop(vae_folder, tmp_path):
     assert not (tmp_path / "checkpoint-2" / "city_encoder").exists()  # the features alone: nothing to train
 
 
-def test_max_train_seconds_stops_at_a_step_and_saves(vae_folder, tmp_path):
+def test_max_train_seconds_stops_at_a_step_saves_and_uploads(vae_folder, tmp_path, hub, hub_endpoint, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    output_dir = tmp_path / "run"
     argv = TINY_RUN + [
-        "--pretrained_vae", str(vae_folder), "--output_dir", str(tmp_path), "--max_train_steps", "50",
+        "--pretrained_vae", str(vae_folder), "--output_dir", str(output_dir), "--max_train_steps", "50",
         "--checkpointing_steps", "100", "--max_train_seconds", "1e-6", "--default_num_inference_steps", "1",
     ]  # fmt: skip
-    assert run(argv) == 0
-    assert [path.name for path in tmp_path.glob("checkpoint-*")] == ["checkpoint-1"]
-    marker = checkpointing.read_checkpoint_marker(str(tmp_path / "checkpoint-1"))
+    assert run(argv + ["--push_to_hub", "--hub_model_id", "test-user/tiny-radiodiff"]) == 0
+    assert [path.name for path in output_dir.glob("checkpoint-*")] == ["checkpoint-1"]  # saved where it stopped
+    marker = checkpointing.read_checkpoint_marker(str(output_dir / "checkpoint-1"))
     assert marker["metadata"]["training_seconds"] > 0
-    assert RadioDiffPipeline.from_pretrained(tmp_path).config.default_num_inference_steps == 1
+    assert RadioDiffPipeline.from_pretrained(output_dir).config.default_num_inference_steps == 1
+    uploaded = set(hub.repos[("model", "test-user/tiny-radiodiff")].commits[-1].files)
+    assert {"model_index.json", "README.md", "sample.png", f"unet/{WEIGHTS}", f"vae/{WEIGHTS}"} <= uploaded
+    assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "latents"))]
     # resumed with the same budget: no step more, the pipeline saved again over the first one
     assert run(argv + ["--resume_from_checkpoint", "latest"]) == 0
-    assert [path.name for path in tmp_path.glob("checkpoint-*")] == ["checkpoint-1"]
-    assert_bit_equal(weights(tmp_path), weights(tmp_path / "checkpoint-1"))
+    assert [path.name for path in output_dir.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert_bit_equal(weights(output_dir), weights(output_dir / "checkpoint-1"))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -209,15 +213,13 @@ def runner():
     "extra, words",
     [
         (["--pretrained_vae", "no/such/vae/folder"], "--pretrained_vae 'no/such/vae/folder' does not exist"),
-        (["--resolution", "36"], "--resolution is 36, not divisible by the pipeline's (VAE x UNet) downsampling factor 8"),
+        (["--resolution", "30"], "--resolution is 30, not divisible by the VAE"),
+        (["--resolution", "36"], "--resolution is 36, not divisible by the pipeline's (VAE x UNet)"),
         (["--prediction_type", "noise"], "argument --prediction_type: invalid choice: 'noise'"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(runner, vae_folder, tmp_path, extra, words):
     argv = TINY_RUN + ["--pretrained_vae", str(vae_folder), "--output_dir", "out", "--max_train_steps", "1"] + extra
     finished = runner.run(str(SCRIPT), argv, tmp_path, environment=OFFLINE)
-    assert "Traceback" not in finished.output, finished.output
-    assert finished.code == 2, finished.output
-    assert len(finished.lines) == 1 and finished.lines[0].startswith("train_radiodiff.py: error: "), finished.output
-    assert words in finished.lines[0]
-    assert list(tmp_path.iterdir()) == []
+    assert_one_line_error(finished, words, prefix="train_radiodiff.py: error: ")
+    assert list(tmp_path.iterdir()) == []  # no output folder

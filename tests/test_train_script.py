@@ -20,6 +20,7 @@ from conftest import load_example, reset_accelerate_state
 from safetensors.torch import load_file
 
 from hub_server import HubServer
+from radiodiff_vae.errors import InputNotFoundError, InvalidArgumentError
 from radiodiff_vae.training import checkpointing, debug
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -72,16 +73,16 @@ def _scalars(output_dir: Path) -> dict:
 @pytest.mark.parametrize(
     "extra, error, message",
     [
-        (["--push_to_hub"], ValueError, "--push_to_hub needs --hub_model_id"),
-        (["--learning_rate", "1e-4", "--lr_end", "1e-4"], ValueError, "--lr_end must be >= 0 and below"),
-        (["--data_dir", "/no/such/RadioMapSeer"], FileNotFoundError, "--data_dir '/no/such/RadioMapSeer'"),
-        (["--data_dir", ".", "--dataset_name", "x/y"], ValueError, "either --data_dir"),
-        (["--train_batch_size", "0"], ValueError, "--train_batch_size must be >= 1, got 0"),
-        (["--max_grad_norm", "-1"], ValueError, "--max_grad_norm must be >= 0"),
-        (["--random_flip"], ValueError, "--random_flip applies to RadioMapSeer"),
-        (["--num_tx", "2"], ValueError, "--num_tx applies to RadioMapSeer .--data_dir. only, got it with synthetic"),
-        (["--dataset_name", "u/d", "--num_tx", "2"], ValueError, "--num_tx .* only, got it with --dataset_name u/d"),
-        (["--simulation", "DPM"], ValueError, "--simulation 'DPM' applies to --data_dir or --dataset_name"),
+        (["--push_to_hub"], InvalidArgumentError, "--push_to_hub needs --hub_model_id"),
+        (["--learning_rate", "1e-4", "--lr_end", "1e-4"], InvalidArgumentError, "--lr_end must be >= 0 and below"),
+        (["--data_dir", "/no/such/RadioMapSeer"], InputNotFoundError, "--data_dir '/no/such/RadioMapSeer'"),
+        (["--data_dir", ".", "--dataset_name", "x/y"], InvalidArgumentError, "either --data_dir"),
+        (["--train_batch_size", "0"], InvalidArgumentError, "--train_batch_size must be >= 1, got 0"),
+        (["--max_grad_norm", "-1"], InvalidArgumentError, "--max_grad_norm must be >= 0"),
+        (["--random_flip"], InvalidArgumentError, "--random_flip applies to RadioMapSeer"),
+        (["--num_tx", "2"], InvalidArgumentError, "--num_tx applies to RadioMapSeer .--data_dir. only, got it with synthetic"),
+        (["--dataset_name", "u/d", "--num_tx", "2"], InvalidArgumentError, "--num_tx .* only, got it with --dataset_name u/d"),
+        (["--simulation", "DPM"], InvalidArgumentError, "--simulation 'DPM' applies to --data_dir or --dataset_name"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(extra, error, message):
@@ -96,7 +97,7 @@ def test_mistyped_flags_are_errors(capsys):
 
 
 def test_resume_from_a_missing_checkpoint_fails_before_training(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint-7"):
+    with pytest.raises(InputNotFoundError, match="checkpoint-7"):
         train(TINY_RUN + ["--output_dir", str(tmp_path), "--resume_from_checkpoint", "checkpoint-7"])
     assert not list(tmp_path.glob("checkpoint-*")) and not (tmp_path / "logs").exists()
 
@@ -210,7 +211,8 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
 
     assert _trace(output_dir)["nonfinite_steps_skipped"] == 1
     assert {"README.md", "config.json", WEIGHTS, "sample.png"} <= set(uploaded)
-    assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug", "."))]
+    assert not [name for name in uploaded if name.startswith(("checkpoint-", "logs", "validation", "debug"))]
+    assert not [name for name in uploaded if ".tmp" in name]
     assert not set(uploaded) & checkpointing.LOCK_FILES
     assert not set(os.listdir(output_dir)) & checkpointing.LOCK_FILES  # the finished folder holds no lock
 
@@ -389,7 +391,7 @@ def test_the_test_hooks_are_not_flags_and_refuse_bad_values(tmp_path, monkeypatc
     help_text = train_vae.build_parser().format_help()
     assert "--debug" not in help_text and "nonfinite_steps" not in help_text.replace("max_nonfinite_steps", "")
     monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, "1,x")
-    with pytest.raises(ValueError, match="RADIODIFF_VAE_NONFINITE_STEPS takes optimizer steps >= 0"):
+    with pytest.raises(InvalidArgumentError, match="RADIODIFF_VAE_NONFINITE_STEPS takes optimizer steps >= 0"):
         debug.nonfinite_steps()
     monkeypatch.setenv(debug.NONFINITE_STEPS_VARIABLE, " 3, 5 ")
     assert debug.nonfinite_steps() == {3, 5}

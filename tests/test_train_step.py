@@ -97,6 +97,8 @@ def _one_phase2_step(scaler, max_grad_norm):
     reset_accelerate_state()
     accelerator = Accelerator(cpu=True)
     accelerator.scaler = scaler  # what accelerate builds for fp16 on a GPU; on the CPU it builds none
+    if scaler is not None:  # and what its unscale_gradients then does (on the CPU, without fp16, nothing)
+        accelerator.unscale_gradients = lambda optimizers: [scaler.unscale_(o.optimizer) for o in optimizers]
     torch.manual_seed(0)
     vae = RadioVAE.from_preset("tiny", sample_size=32)
     loss_fn = RadioVAELoss(perceptual_weight=0.0, disc_base_channels=8, disc_start=2, kl_weight=1e-3)

@@ -28,14 +28,14 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from .arguments import (
-    DTYPES,
-    SPLITS,
-    add_data_arguments,
-    add_device_arguments,
-    data_source_from_args,
-    dataset_from_args,
-    resolve_device,
+from .arguments import SPLITS, add_data_arguments, add_device_arguments, data_source_from_args, dataset_from_args
+from .evaluation_arguments import (
+    add_figure_arguments,
+    add_output_arguments,
+    check_at_least_one,
+    db_range_from_args,
+    device_and_dtype,
+    print_report,
 )
 
 DEFAULT_FIT_MAPS = 512
@@ -49,8 +49,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("pipeline", help="A RadioDiffPipeline folder (save_pretrained) or a Hub id.")
-    parser.add_argument("--output_dir", required=True, help="Folder for metrics.json, metrics.md, per_map.csv, ...")
-    parser.add_argument("--overwrite", action="store_true", help="Replace earlier results in --output_dir.")
+    add_output_arguments(parser, "metrics.json, metrics.md, per_map.csv, examples.png")
     parser.add_argument(
         "--num_inference_steps", type=int, default=None, help="Sampling steps of the pipeline (default: its own)."
     )
@@ -81,15 +80,7 @@ def register(subparsers: Any) -> None:
         help="Take the log-distance fit from this JSON file instead of fitting: an earlier run's metrics.json or a "
         "LogDistanceFit.to_dict() file.",
     )
-    parser.add_argument(
-        "--db_range",
-        nargs=2,
-        type=float,
-        default=None,
-        metavar=("DB_AT_0", "DB_AT_1"),
-        help="Path gain in dB at pixel 0 and 1, for dB errors and the figure (default RadioMapSeer's -147 -47).",
-    )
-    parser.add_argument("--no_figure", action="store_true", help="Skip examples.png.")
+    add_figure_arguments(parser, "dB errors and the figure")
     add_data_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -150,9 +141,6 @@ def fit_source_and_split(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from radiodiff_vae.data.conventions import RADIOMAPSEER_DB_RANGE
     from radiodiff_vae.errors import InvalidArgumentError
     from radiodiff_vae.evaluation.construction import (
         check_construction_inputs,
@@ -164,22 +152,16 @@ def run(args: argparse.Namespace) -> int:
     from radiodiff_vae.models.checks import check_size_divisible
 
     # Every check that needs no model runs first, so a typo costs no loading time and writes nothing.
-    for flag in ("batch_size", "max_maps", "num_inference_steps"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise InvalidArgumentError(f"--{flag} must be at least 1, got {value}")
+    check_at_least_one(args, "batch_size", "max_maps", "num_inference_steps")
     if args.fit_maps < 0:
         raise InvalidArgumentError(f"--fit_maps must be 0 (all) or more, got {args.fit_maps}")
-    db_range = tuple(args.db_range) if args.db_range is not None else RADIOMAPSEER_DB_RANGE
-    if not db_range[1] > db_range[0]:
-        raise InvalidArgumentError(f"--db_range needs DB_AT_0 < DB_AT_1, got {db_range[0]} {db_range[1]}")
+    db_range = db_range_from_args(args)
     check_construction_output_dir(args.output_dir, args.overwrite)
     fit = read_log_distance_fit(args.log_distance_fit) if args.log_distance_fit is not None else None
     if args.split is None:
         args.split = data_source_from_args(args).default_split("test")  # reads a folder's listing at most
     fit_source, fit_split, fit_data = fit_source_and_split(args) if fit is None else (None, None, None)
-    device = resolve_device(args.device)
-    dtype = getattr(torch, DTYPES[args.dtype])
+    device, dtype = device_and_dtype(args)
     pipeline = load_construction_pipeline(args.pipeline, "RadioDiffPipeline", device, dtype, what="PIPELINE")
     direct: Optional[Any] = None
     if args.direct_model is not None:
@@ -214,7 +196,5 @@ def run(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
         },
     )
-    written = save_construction(result, args.output_dir, overwrite=args.overwrite)
-    print(result.table)
-    print("wrote " + ", ".join(str(path) for path in written.values()))
+    print_report(result.table, save_construction(result, args.output_dir, overwrite=args.overwrite))
     return 0

@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         if value < minimum:
             raise InvalidArgumentError(f"{flag} must be >= {minimum}, got {value}")
     if args.first_map_id < 1:
-        raise InvalidArgumentError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
+        raise InvalidArgumentError(
+            f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}"
+        )
     if args.threads is not None and args.threads < 1:
         raise InvalidArgumentError(f"--threads must be >= 1, got {args.threads}")
     config = RaytraceConfig(

@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         if value < minimum:
             raise InvalidArgumentError(f"{flag} must be >= {minimum}, got {value}")
     if args.first_map_id < 1:
-        raise InvalidArgumentError(f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}")
+        raise InvalidArgumentError(
+            f"--first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {args.first_map_id}"
+        )
 
     from radiodiff_vae.data.simulation.synthetic import SyntheticCityConfig, write_synthetic_folder
 

@@ -73,7 +73,9 @@ class DataSource:
         if not simulations:
             raise InvalidArgumentError("simulations must name at least one folder under gain/, got none")
         if self.data_dir is not None and self.dataset_name is not None:
-            raise InvalidArgumentError(f"give data_dir or dataset_name, not both; got {self.data_dir} and {self.dataset_name}")
+            raise InvalidArgumentError(
+                f"give data_dir or dataset_name, not both; got {self.data_dir} and {self.dataset_name}"
+            )
         if self.resolution is not None and self.resolution < 1:
             raise InvalidArgumentError(f"resolution must be a positive number of pixels, got {self.resolution}")
         if self.data_dir is not None and not os.path.isdir(self.data_dir):

@@ -29,8 +29,6 @@ Example::
     save_construction(result, "eval-construction")  # metrics.json, metrics.md, per_map.csv, examples.png
 """
 
-import csv
-import io
 import json
 import math
 import os
@@ -45,22 +43,27 @@ from diffusers.utils import logging as diffusers_logging
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_open
 from ..baseline import LogDistanceFit
 from ..data.batches import spread_indices
 from ..data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit, unit_to_db
-from ..errors import (
-    DataError,
-    InputNotFoundError,
-    InvalidArgumentError,
-    ModelFileError,
-    NotAFolderError,
-    OutputExistsError,
-)
+from ..errors import DataError, InputNotFoundError, InvalidArgumentError, ModelFileError, NotAFolderError
 from ..hub_id import local_path_or_hub_id
 from ..metrics import summarize_metrics
 from ..models.checks import check_size_divisible
-from .reporting import _json_safe, format_number, means_table
+from .reporting import (
+    FIGURE_FILE,
+    METRICS_FILE,
+    TABLE_FILE,
+    check_output_dir,
+    csv_text,
+    draw_panel,
+    figure_grid,
+    figure_png,
+    format_number,
+    means_table,
+    metrics_json,
+    write_files,
+)
 from .scoring import MapScores, reconstruct, score_maps
 
 __all__ = [
@@ -84,10 +87,8 @@ SCORES: Tuple[str, ...] = ("nmse", "rmse", "psnr", "ssim", "rmse_db", "mae", "ma
 # The columns of metrics.md.
 TABLE_SCORES: Tuple[str, ...] = ("nmse", "rmse", "rmse_db", "psnr", "ssim")
 
-METRICS_FILE = "metrics.json"
-TABLE_FILE = "metrics.md"
+# The VAE report's file names (evaluation.reporting), with per_map.csv in place of per_image.csv.
 PER_MAP_FILE = "per_map.csv"
-FIGURE_FILE = "examples.png"
 CONSTRUCTION_OUTPUT_FILES = (METRICS_FILE, TABLE_FILE, PER_MAP_FILE, FIGURE_FILE)
 
 _LABELS = {
@@ -469,15 +470,9 @@ def plot_construction_examples(
     """Figure, one row per example map: city (buildings black, transmitter a red x) | truth | pipeline | direct (when
     scored) | log_distance | pipeline - truth in dB. Gain panels share the data's dB range; titles give each map's
     RMSE in dB. Returns a matplotlib ``Figure`` (drawn without a display)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     methods = [method for method in ("pipeline", "direct", "log_distance") if method in result.per_map]
     columns = 3 + len(methods)
-    figure = Figure(figsize=(2.9 * columns, 2.7 * len(shown)), layout="constrained")
-    axes = figure.subplots(len(shown), columns, squeeze=False)
+    figure, axes = figure_grid(len(shown), columns, (2.9 * columns, 2.7 * len(shown)))
     db_low, db_high = db_range
     steps = result.metrics.get("num_inference_steps")
     for row, example in enumerate(shown):
@@ -499,48 +494,34 @@ def plot_construction_examples(
         error = unit_to_db(example["pipeline"].double(), db_range).numpy() - truth_db  # (H, W), signed
         limit = max(float(np.abs(error).max()), 1e-6)
         panels.append(("pipeline - truth", error, "RdBu_r", (-limit, limit)))
-        for column, (title, image, colormap, (low, high)) in enumerate(panels):
-            axis = axes[row, column]
-            drawn = axis.imshow(image, cmap=colormap, vmin=low, vmax=high)
-            axis.set_title(title, fontsize=9)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if column == 0:
-                axis.scatter([tx_col], [tx_row], marker="x", s=60, c="red", linewidths=2)
-            else:
-                figure.colorbar(drawn, ax=axis, fraction=0.046, pad=0.02).set_label("dB", fontsize=8)
+        for column, (title, image, colormap, limits) in enumerate(panels):
+            draw_panel(figure, axes[row, column], image, title, colormap, limits, None if column == 0 else "dB")
+        axes[row, 0].scatter([tx_col], [tx_row], marker="x", s=60, c="red", linewidths=2)  # the transmitter
     return figure
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the files
 def check_construction_output_dir(output_dir: Union[str, os.PathLike], overwrite: bool) -> None:
-    """Raise before any work when ``output_dir`` is a file or already holds results (without ``overwrite``).
+    """Raise before any work when ``output_dir`` is a file or already holds results (without ``overwrite``):
+    :func:`~radiodiff_vae.evaluation.reporting.check_output_dir` for :data:`CONSTRUCTION_OUTPUT_FILES`.
 
     Raises:
         NotAFolderError: ``output_dir`` is a file.
         OutputExistsError: it holds results already and ``overwrite`` is False.
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotAFolderError(f"--output_dir {output_dir} exists and is not a folder")
-    existing = [name for name in CONSTRUCTION_OUTPUT_FILES if (output_dir / name).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            f"--output_dir {output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them"
-        )
+    check_output_dir(output_dir, overwrite, files=CONSTRUCTION_OUTPUT_FILES, what="--output_dir")
 
 
 def per_map_csv(result: ConstructionResult) -> str:
     """``per_map.csv``: one row per map and method, ``index, name, simulation, method`` then :data:`SCORES`."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["index", "name", "simulation", "method", *SCORES])
-    for position, (index, name, simulation) in enumerate(zip(result.indices, result.names, result.simulations)):
-        for method in result.metrics["methods"]:
-            values = (repr(float(result.per_map[method][score][position])) for score in SCORES)
-            writer.writerow([index, name, simulation, method, *values])
-    return text.getvalue()
+    maps = enumerate(zip(result.indices, result.names, result.simulations))
+    rows = (
+        [index, name, simulation, method, *(repr(float(result.per_map[method][score][position])) for score in SCORES)]
+        for position, (index, name, simulation) in maps
+        for method in result.metrics["methods"]
+    )
+    return csv_text(["index", "name", "simulation", "method", *SCORES], rows)
 
 
 def save_construction(
@@ -548,8 +529,9 @@ def save_construction(
 ) -> Dict[str, Path]:
     """Write ``metrics.json``, ``metrics.md``, ``per_map.csv`` and (when drawn) ``examples.png`` into ``output_dir``.
 
-    Every file is rendered in memory first (a failing step writes nothing), then written to a temporary name and
-    moved into place (an interrupted save leaves the earlier files whole).
+    Written as the VAE's report is (:func:`~radiodiff_vae.evaluation.reporting.write_files`): every file rendered in
+    memory first (a failing step writes nothing), then written to a temporary name and moved into place (an
+    interrupted save leaves the earlier files whole).
 
     Returns:
         ``{file name: path}`` of what was written.
@@ -557,25 +539,11 @@ def save_construction(
     Raises:
         OutputExistsError: results are already there and ``overwrite`` is False.
     """
-    output_dir = Path(output_dir)
     check_construction_output_dir(output_dir, overwrite)
-    figure_bytes = None
-    if result.figure is not None:
-        buffer = io.BytesIO()
-        result.figure.savefig(buffer, format="png", dpi=100)
-        figure_bytes = buffer.getvalue()
     contents = {
-        METRICS_FILE: (json.dumps(_json_safe(result.metrics), indent=2) + "\n").encode(),
+        METRICS_FILE: metrics_json(result.metrics),
         TABLE_FILE: result.table.encode(),
         PER_MAP_FILE: per_map_csv(result).encode(),
-        FIGURE_FILE: figure_bytes,
+        FIGURE_FILE: figure_png(result.figure, dpi=100) if result.figure is not None else None,
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written: Dict[str, Path] = {}
-    for file_name, content in contents.items():
-        if content is None:
-            continue
-        with atomic_open(output_dir / file_name, "wb") as file:
-            file.write(content)
-        written[file_name] = output_dir / file_name
-    return written
+    return write_files(output_dir, contents)

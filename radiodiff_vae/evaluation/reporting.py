@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,11 +27,16 @@ __all__ = [
     "ExampleMaps",
     "OUTPUT_FILES",
     "check_output_dir",
+    "csv_text",
+    "draw_panel",
     "example_positions",
+    "figure_grid",
     "figure_png",
     "format_markdown_table",
     "format_number",
+    "json_safe",
     "means_table",
+    "metrics_json",
     "plot_examples",
     "save_evaluation",
     "summarize_per_simulation",
@@ -236,16 +241,10 @@ def plot_examples(
     Returns:
         A matplotlib ``Figure`` (drawn without a display).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     db_min, db_max = db_range if db_range is not None else (0.0, 1.0)
     unit = "dB" if db_range is not None else "value"
     examples = example_positions(result.per_image["psnr"])
-    figure = Figure(figsize=(11.5, 3.4 * len(examples)), layout="constrained")
-    axes = figure.subplots(len(examples), 3, squeeze=False)
+    figure, axes = figure_grid(len(examples), 3, (11.5, 3.4 * len(examples)))
     for row, (label, position) in enumerate(examples):
         maps = load_example(result.indices[position])
         target_db = unit_to_db(np.asarray(maps.target), (db_min, db_max))
@@ -264,25 +263,54 @@ def plot_examples(
             (output_db, f"{labels[1]}, PSNR {psnr_value:.2f} dB, SSIM {ssim_value:.3f}", "viridis", (db_min, db_max)),
             (error_db, f"|error|, mean {mean_error:.3g} {unit}", "magma", (0.0, max_error)),
         ]
-        for column, (image, title, colormap, (low, high)) in enumerate(panels):
-            axis = axes[row, column]
-            shown = axis.imshow(image, cmap=colormap, vmin=low, vmax=high)
-            axis.set_title(title, fontsize=9)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02).set_label(unit, fontsize=8)
+        for column, (image, title, colormap, limits) in enumerate(panels):
+            draw_panel(figure, axes[row, column], image, title, colormap, limits, unit)
     return figure
+
+
+def figure_grid(rows: int, columns: int, figsize: Tuple[float, float]) -> Tuple[Any, np.ndarray]:
+    """A matplotlib ``Figure`` drawn without a display (constrained layout) and its ``(rows, columns)`` axes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize, layout="constrained")
+    return figure, figure.subplots(rows, columns, squeeze=False)
+
+
+def draw_panel(
+    figure: Any,
+    axis: Any,
+    image: np.ndarray,
+    title: str,
+    colormap: str,
+    limits: Tuple[float, float],
+    unit: Optional[str],
+) -> None:
+    """One map `(H, W)` of an examples figure: shown between ``limits``, titled, without ticks, with a colour bar
+    labelled ``unit`` (none when ``unit`` is None)."""
+    shown = axis.imshow(image, cmap=colormap, vmin=limits[0], vmax=limits[1])
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if unit is not None:
+        figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02).set_label(unit, fontsize=8)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the files
 def check_output_dir(
-    output_dir: Union[str, os.PathLike], overwrite: bool, files: Sequence[str] = OUTPUT_FILES
+    output_dir: Union[str, os.PathLike],
+    overwrite: bool,
+    files: Sequence[str] = OUTPUT_FILES,
+    what: str = "output_dir",
 ) -> None:
     """Raise before any work when ``output_dir`` cannot take the results (a file, or earlier results).
 
     Args:
         files: the names an evaluation writes there (default: :func:`save_evaluation`'s).
+        what: how the messages name the folder (``"output_dir"``, ``"--output_dir"``).
 
     Raises:
         NotAFolderError: ``output_dir`` is a file.
@@ -290,11 +318,11 @@ def check_output_dir(
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise NotAFolderError(f"output_dir {output_dir} exists and is not a folder")
+        raise NotAFolderError(f"{what} {output_dir} exists and is not a folder")
     existing = [name for name in files if (output_dir / name).exists()]
     if existing and not overwrite:
         raise OutputExistsError(
-            f"output_dir {output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them"
+            f"{what} {output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them"
         )
 
 
@@ -316,12 +344,17 @@ def save_evaluation(
     check_output_dir(output_dir, overwrite)
     # Render everything in memory first, so that a failing step writes nothing.
     contents = {
-        METRICS_FILE: (json.dumps(_json_safe(result.metrics), indent=2) + "\n").encode(),
+        METRICS_FILE: metrics_json(result.metrics),
         TABLE_FILE: result.table.encode(),
         PER_IMAGE_FILE: _per_image_csv(result).encode(),
         FIGURE_FILE: figure_png(result.figure) if result.figure is not None else None,
     }
     return write_files(output_dir, contents)
+
+
+def metrics_json(metrics: Mapping[str, Any]) -> bytes:
+    """``metrics.json``'s bytes: indented JSON with inf and nan as strings (:func:`json_safe`)."""
+    return (json.dumps(json_safe(metrics), indent=2) + "\n").encode()
 
 
 def figure_png(figure: Any, dpi: int = 110) -> bytes:
@@ -350,24 +383,34 @@ def write_files(output_dir: Union[str, os.PathLike], contents: Mapping[str, Opti
     return written
 
 
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV file's text, ``\\n`` line ends: the header row, then ``rows``. Scores go in as ``repr(float)``, which
+    reads back exactly (``"nan"``, ``"inf"`` included)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def _per_image_csv(result: EvaluationResult) -> str:
     columns = dict(result.per_image)
     for method, scores in result.compared_per_image.items():
         columns.update({f"{method}_{name}": values for name, values in scores.items()})
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["index", "name", "simulation", *columns])
-    for position, (index, name, simulation) in enumerate(zip(result.indices, result.names, result.simulations)):
-        writer.writerow([index, name, simulation, *(repr(float(values[position])) for values in columns.values())])
-    return text.getvalue()
+    maps = enumerate(zip(result.indices, result.names, result.simulations))
+    rows = (
+        [index, name, simulation, *(repr(float(values[position])) for values in columns.values())]
+        for position, (index, name, simulation) in maps
+    )
+    return csv_text(["index", "name", "simulation", *columns], rows)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no inf/nan: write them as the strings "inf", "-inf" and "nan" (Python's float() reads them back)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value

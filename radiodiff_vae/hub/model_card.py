@@ -3,7 +3,9 @@
 The template is ``radiodiff_vae/templates/model_card.md`` (shipped as package data; ``model_card.md`` at the repository
 root links to it). It is a Jinja2 template rendered by ``huggingface_hub.ModelCard.from_template``, whose YAML header
 comes from a ``ModelCardData`` (library name, tags, datasets, metrics and, when metrics are given, a ``model-index``
-with one ``EvalResult`` per metric).
+with one ``EvalResult`` per metric). The construction pipelines' card (:mod:`radiodiff_vae.pipelines.card`) is
+rendered and written with the same helpers (:func:`template_path`, :func:`eval_results`, :func:`write_card_files`,
+:func:`metric_values`, :func:`training_rows`, :func:`format_number`).
 """
 
 import argparse
@@ -12,7 +14,7 @@ import numbers
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -55,12 +57,40 @@ _REQUIRED_CONFIG_KEYS = ("in_channels", "latent_channels", "sample_size", "scali
 ConfigLike = Union[Mapping[str, Any], Any]  # a mapping or an object with a ``config`` mapping (a RadioVAE)
 
 
-def template_path() -> Path:
-    """Path of the model-card template inside the installed package."""
-    path = Path(str(resources.files("radiodiff_vae") / "templates" / TEMPLATE_NAME))
+def template_path(name: str = TEMPLATE_NAME) -> Path:
+    """Path of a card template (``radiodiff_vae/templates/<name>``, default the VAE's) inside the installed package."""
+    path = Path(str(resources.files("radiodiff_vae") / "templates" / name))
     if not path.is_file():
-        raise FileNotFoundError(f"The model-card template is missing from the installed package: expected {path}.")
+        raise FileNotFoundError(f"The card template {name} is missing from the installed package: expected {path}.")
     return path
+
+
+def check_sample_image_name(sample_image: Optional[str]) -> None:
+    """The card links the sample figure by a name relative to it: refuse an absolute path or one that leaves it."""
+    if sample_image is not None and (os.path.isabs(sample_image) or ".." in Path(sample_image).parts):
+        raise InvalidArgumentError(
+            f"sample_image must be a file name relative to the card (e.g. 'sample.png'), got {sample_image!r}."
+        )
+
+
+def eval_results(
+    values: Mapping[str, float], task_name: str, dataset: str, split: Optional[str]
+) -> Optional[List[EvalResult]]:
+    """The card's ``model-index``: one image-to-image ``EvalResult`` per ``{metric: value}`` (None when empty)."""
+    results = [
+        EvalResult(
+            task_type="image-to-image",
+            task_name=task_name,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=name,
+            metric_name=name.upper().replace("_DB", " (dB)"),
+            metric_value=value,
+        )
+        for name, value in values.items()
+    ]
+    return results or None
 
 
 def render_model_card(
@@ -106,14 +136,11 @@ def render_model_card(
     model_config, parameter_count = _read_config(config)
     if num_parameters is not None:
         parameter_count = int(num_parameters)
-    training = _training_rows(training_args)
+    training = training_rows(training_args)
     training_map = dict(_as_mapping(training_args))
-    metric_values = _metric_values(metrics)
+    scores = metric_values(metrics)
     baseline_method, baseline_values = _baseline_values(baseline)
-    if sample_image is not None and (os.path.isabs(sample_image) or ".." in Path(sample_image).parts):
-        raise ValueError(
-            f"sample_image must be a file name relative to the card (e.g. 'sample.png'), got {sample_image!r}."
-        )
+    check_sample_image_name(sample_image)
 
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else "RadioDiff VAE")
     repo_id = repo_id or "<user>/<model>"  # a placeholder in the loading snippet of a card saved locally
@@ -121,30 +148,15 @@ def render_model_card(
     split = eval_split or training_map.get("eval_split") or training_map.get("split_scheme")
     db_low, db_high = _db_range(training_map.get("db_range"))
 
-    eval_results = None
-    if metric_values:
-        eval_results = [
-            EvalResult(
-                task_type="image-to-image",
-                task_name="Radio map reconstruction",
-                dataset_type=dataset,
-                dataset_name=dataset,
-                dataset_split=str(split) if split else None,
-                metric_type=name,
-                metric_name=name.upper().replace("_DB", " (dB)"),
-                metric_value=value,
-            )
-            for name, value in metric_values.items()
-        ]
     card_data = ModelCardData(
         model_name=model_name,
         library_name=LIBRARY_NAME,
         license=license,
         tags=list(DEFAULT_TAGS),
         datasets=[dataset],
-        metrics=sorted(metric_values) or ["psnr", "ssim", "nmse", "rmse"],
+        metrics=sorted(scores) or ["psnr", "ssim", "nmse", "rmse"],
         pipeline_tag="image-to-image",
-        eval_results=eval_results,
+        eval_results=eval_results(scores, "Radio map reconstruction", dataset, str(split) if split else None),
     )
 
     factor = 2 ** int(model_config.get("num_downsamples", 3))
@@ -163,30 +175,30 @@ def render_model_card(
         downsample_factor=factor,
         sample_size=size,
         latent_shape=f"{latent_channels} x {size // factor} x {size // factor}",
-        compression=_format_number(factor * factor * in_channels / latent_channels),
+        compression=format_number(factor * factor * in_channels / latent_channels),
         num_parameters=f"{parameter_count / 1e6:.2f} M" if parameter_count is not None else "see config.json",
-        scaling_factor=_format_number(float(model_config["scaling_factor"])),
+        scaling_factor=format_number(float(model_config["scaling_factor"])),
         architecture=[(key, _format_value(model_config[key])) for key in _ARCHITECTURE_KEYS if key in model_config],
-        db_low=_format_number(db_low),
-        db_high=_format_number(db_high),
+        db_low=format_number(db_low),
+        db_high=format_number(db_high),
         training=training,
         metrics=[
             (
                 name,
-                _format_number(value),
-                _format_number(baseline_values[name]) if name in baseline_values else "",
+                format_number(value),
+                format_number(baseline_values[name]) if name in baseline_values else "",
                 METRIC_UNITS.get(name, ""),
             )
-            for name, value in metric_values.items()
+            for name, value in scores.items()
         ],
         baseline_method=baseline_method if baseline_values else None,
         psnr_gap=(
-            f"{metric_values['psnr'] - baseline_values['psnr']:+.2f}"
-            if "psnr" in metric_values and "psnr" in baseline_values
+            f"{scores['psnr'] - baseline_values['psnr']:+.2f}"
+            if "psnr" in scores and "psnr" in baseline_values
             else None
         ),
-        eval_dataset=dataset if metric_values else None,
-        eval_split=split if metric_values else None,
+        eval_dataset=dataset if scores else None,
+        eval_split=split if scores else None,
         sample_image=sample_image,
     )
     return str(card)
@@ -203,7 +215,32 @@ def save_model_card(
     """Writes ``README.md`` (and a copy of the sample figure) into a ``save_pretrained`` folder.
 
     ``sample_image`` is a path to an image file; it is copied next to the card (keeping its file name) unless it is
-    already there. Both files are written atomically. Returns the path of the card.
+    already there. Both files are written atomically (:func:`write_card_files`). Returns the path of the card.
+    """
+
+    def render(image_name: Optional[str]) -> str:
+        return render_model_card(config, training_args, metrics, image_name, **render_kwargs)
+
+    return write_card_files(folder, render, sample_image)
+
+
+def write_card_files(
+    folder: Union[str, os.PathLike],
+    render: Callable[[Optional[str]], str],
+    sample_image: Optional[Union[str, os.PathLike]] = None,
+) -> Path:
+    """Writes a card into an existing ``save_pretrained`` folder: ``README.md`` and a copy of ``sample_image``.
+
+    Args:
+        render: the card's text given the sample figure's file name (None without one).
+        sample_image: an image file, copied next to the card under its own name unless it is already there.
+
+    The card is rendered before anything is written, so a bad argument leaves the folder as it was; both files are
+    written atomically. Returns the path of the card.
+
+    Raises:
+        NotAFolderError: ``folder`` is not an existing folder.
+        InputNotFoundError: ``sample_image`` is not a file.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -214,8 +251,7 @@ def save_model_card(
         if not source.is_file():
             raise InputNotFoundError(f"Sample figure {source} does not exist; expected an image file (e.g. a PNG).")
         image_name = source.name
-    # Render first: a bad argument fails before anything is written.
-    text = render_model_card(config, training_args, metrics, image_name, **render_kwargs)
+    text = render(image_name)  # first: a bad argument fails before anything is written
     if sample_image is not None and source.resolve() != (folder / image_name).resolve():
         atomic_copy(source, folder / image_name)
     card_path = folder / CARD_FILENAME
@@ -256,7 +292,9 @@ def _db_range(value: Any) -> Tuple[float, float]:
     if value is None:
         return RADIOMAPSEER_DB_RANGE
     if not isinstance(value, (list, tuple)) or len(value) != 2 or not float(value[1]) > float(value[0]):
-        raise InvalidArgumentError(f"training_args['db_range'] must be (dB at pixel 0, dB at pixel 1), low < high; got {value!r}.")
+        raise InvalidArgumentError(
+            f"training_args['db_range'] must be (dB at pixel 0, dB at pixel 1), low < high; got {value!r}."
+        )
     return float(value[0]), float(value[1])
 
 
@@ -274,7 +312,8 @@ def _as_mapping(arguments: Optional[Union[Mapping[str, Any], argparse.Namespace]
     raise ValueError(f"training_args must be a mapping or an argparse.Namespace, got {type(arguments).__name__}.")
 
 
-def _training_rows(arguments: Optional[Union[Mapping[str, Any], argparse.Namespace]]) -> List[Tuple[str, str]]:
+def training_rows(arguments: Optional[Union[Mapping[str, Any], argparse.Namespace]]) -> List[Tuple[str, str]]:
+    """``(name, value)`` rows of the training arguments for a card: scalars and short lists; secrets left out."""
     rows = []
     for name, value in sorted(_as_mapping(arguments).items()):
         # Secrets never go into a public card; callables and objects say nothing useful.
@@ -287,7 +326,8 @@ def _training_rows(arguments: Optional[Union[Mapping[str, Any], argparse.Namespa
     return rows
 
 
-def _metric_values(metrics: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+def metric_values(metrics: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+    """``{name: float}`` of metrics given as numbers, tensors of per-image scores (averaged) or summaries (``mean``)."""
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
@@ -316,11 +356,12 @@ def _baseline_values(baseline: Optional[Mapping[str, Any]]) -> Tuple[Optional[st
     method = baseline.get("method")
     if not isinstance(method, str) or not method:
         raise ValueError(f"baseline needs a 'method' string (e.g. 'area-resize to 14x14 ...'), got {method!r}.")
-    values = _metric_values({name: value for name, value in baseline.items() if name in METRIC_UNITS})
+    values = metric_values({name: value for name, value in baseline.items() if name in METRIC_UNITS})
     return method, values
 
 
-def _format_number(value: float) -> str:
+def format_number(value: float) -> str:
+    """A number for a card: an integer as such, else four significant digits."""
     if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
         return str(value)
     if float(value).is_integer() and abs(value) < 1e15:
@@ -334,6 +375,6 @@ def _format_value(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, numbers.Real):
-        return _format_number(value)
+        return format_number(value)
     return str(value).replace("|", "/")  # a pipe would break the markdown table
 

@@ -9,9 +9,10 @@ from .adversarial import (
     vanilla_discriminator_loss,
 )
 from .perceptual import PerceptualLoss, ensure_vgg16_trunk, load_lpips_vgg16, vgg16_trunk_path
-from .vae_gan import RadioVAELoss
+from .vae_gan import LogVariance, RadioVAELoss
 
 __all__ = [
+    "LogVariance",
     "PerceptualLoss",
     "RadioVAELoss",
     "adaptive_generator_weight",

@@ -1,11 +1,16 @@
 """RadioVAELoss: the VAE-GAN objective of the RadioDiff VAE (report section 3, defaults of docs/loss.md).
 
-A training step calls it twice on one autoencoder forward, as ``radiodiff_vae.training.VAEGANStep`` does::
+Its trained parts are ordinary modules, ``criterion.discriminator`` and ``criterion.log_variance`` (the learned
+``logvar``), that a training script prepares with accelerate like the autoencoder and passes to the objectives. A
+training step calls it twice on one autoencoder forward, as ``radiodiff_vae.training.VAEGANStep`` does::
 
+    vae, discriminator, log_variance = accelerator.prepare(vae, criterion.discriminator, criterion.log_variance)
     out = vae(x, sample_posterior=True, return_posterior=True)          # through the accelerate-prepared vae
-    objective, logs = criterion.generator_objective(x, out.sample, out.latent_dist, step, raw_vae.get_last_layer())
+    objective, logs = criterion.generator_objective(
+        x, out.sample, out.latent_dist, step, raw_vae.get_last_layer(), log_variance=log_variance
+    )
     if criterion.disc_factor(step) > 0:
-        d_loss, d_logs = criterion.discriminator_objective(x, out.sample, step, discriminator=prepared_discriminator)
+        d_loss, d_logs = criterion.discriminator_objective(x, out.sample, step, discriminator=discriminator)
         objective = objective + d_loss                # no gradient crosses: the discriminator sees detached maps
     accelerator.backward(objective)   # then both optimizers (the autoencoder's also trains
                                       # criterion.trainable_autoencoder_parameters())
@@ -35,6 +40,28 @@ from .perceptual import PerceptualLoss
 
 GENERATOR_LOG_KEYS = ("total", "nll", "rec", "l1", "mse", "perceptual", "kl", "logvar", "d_weight", "g_loss")
 DISCRIMINATOR_LOG_KEYS = ("disc_loss", "logits_real", "logits_fake")
+
+
+class LogVariance(nn.Module):
+    r"""The learned log-variance of the loss's Gaussian likelihood, ``nll = rec / exp(logvar) + logvar``: one 0-dim
+    parameter ``logvar``.
+
+    A module of its own so that a training script treats it as it treats the models: ``accelerator.prepare`` it (DDP
+    then averages its gradient over the processes) and ``save_state`` checkpoints it. Calling it returns ``logvar`` as
+    a 0-dim tensor of the graph; the call goes through the (DDP) module, which is how DDP learns that the backward
+    will reach the parameter.
+
+    Parameters:
+        init (`float`, defaults to 0.0): the initial value.
+        learn (`bool`, defaults to `True`): whether ``logvar`` requires grad.
+    """
+
+    def __init__(self, init: float = 0.0, learn: bool = True):
+        super().__init__()
+        self.logvar = nn.Parameter(torch.full((), float(init)), requires_grad=learn)
+
+    def forward(self) -> torch.Tensor:
+        return self.logvar.view(())  # a view: the graph's path to the parameter starts in this forward
 
 
 class RadioVAELoss(nn.Module, ConfigMixin):
@@ -75,7 +102,8 @@ class RadioVAELoss(nn.Module, ConfigMixin):
 
     Attributes:
         discriminator (`NLayerDiscriminator`): train it with its own optimizer.
-        logvar (`nn.Parameter`, 0-dim): requires grad only when ``learn_logvar``.
+        log_variance (`LogVariance`): holds ``logvar`` (`nn.Parameter`, 0-dim, also ``self.logvar``), which requires
+            grad only when ``learn_logvar``; trained by the autoencoder's optimizer.
         perceptual (`PerceptualLoss` or `None`): frozen LPIPS, absent when ``perceptual_weight == 0``.
     """
 
@@ -116,7 +144,7 @@ class RadioVAELoss(nn.Module, ConfigMixin):
 
         # LPIPS first: it is the part that can fail (missing VGG16 weights), before anything else is built.
         self.perceptual = PerceptualLoss(allow_download) if perceptual_weight > 0 else None
-        self.logvar = nn.Parameter(torch.full((), float(logvar_init)), requires_grad=learn_logvar)
+        self.log_variance = LogVariance(logvar_init, learn_logvar)
         self.discriminator = NLayerDiscriminator(
             in_channels=disc_in_channels,
             base_channels=disc_base_channels,
@@ -153,6 +181,11 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             global_step, self.config.disc_start, self.config.disc_factor_max, self.config.disc_ramp_steps
         )
 
+    @property
+    def logvar(self) -> nn.Parameter:
+        """The log-variance parameter (0-dim), ``self.log_variance.logvar``."""
+        return self.log_variance.logvar
+
     def trainable_autoencoder_parameters(self) -> List[nn.Parameter]:
         """Parameters of this loss that the autoencoder's optimizer must train: ``[logvar]`` or ``[]``."""
         return [self.logvar] if self.logvar.requires_grad else []
@@ -165,6 +198,7 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         posterior,
         global_step: Union[int, torch.Tensor],
         last_layer: Optional[torch.Tensor] = None,
+        log_variance: Optional[nn.Module] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """The autoencoder's objective (class docstring) as a surrogate to backpropagate once, and its logs.
 
@@ -183,6 +217,8 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             global_step (`int`): the optimisation step, for ``disc_factor``.
             last_layer (`torch.Tensor`, *optional*): ``vae.get_last_layer()`` of the model that made
                 ``reconstructions``; needed from ``disc_start`` on, for the adaptive GAN weight.
+            log_variance (`nn.Module`, *optional*): the module that gives ``logvar``, e.g. the accelerate-prepared
+                (DDP) wrapper of ``self.log_variance``; defaults to ``self.log_variance``.
 
         Returns:
             The 0-dim surrogate (its value is not the loss), and detached 0-dim tensors: total (the loss's value),
@@ -212,8 +248,9 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         # (A view of the leaf, not the leaf itself: module backward hooks, e.g. FlopCounterMode's, refuse a leaf
         # input under autograd.grad.)
         leaf = reconstructions.detach().requires_grad_(True).view_as(reconstructions)
-        loss, terms, nll_loss, g_loss = self._generator_terms(inputs, leaf, kl, factor)
-        loose = [self.logvar] if self.logvar.requires_grad else []
+        logvar = (self.log_variance if log_variance is None else log_variance)()  # 0-dim
+        loss, terms, nll_loss, g_loss = self._generator_terms(inputs, leaf, kl, factor, logvar)
+        loose = [logvar] if logvar.requires_grad else []
         nll_grads = torch.autograd.grad(nll_loss, [leaf, *loose])  # the LPIPS backward, once
         rec_grad = nll_grads[0]  # (B, C, H, W)
         if factor > 0:
@@ -232,10 +269,16 @@ class RadioVAELoss(nn.Module, ConfigMixin):
         return surrogate, logs
 
     def _generator_terms(
-        self, inputs: torch.Tensor, reconstructions: torch.Tensor, kl: torch.Tensor, factor: float
+        self,
+        inputs: torch.Tensor,
+        reconstructions: torch.Tensor,
+        kl: torch.Tensor,
+        factor: float,
+        logvar: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """The loss without its GAN term (``d_weight`` needs the gradients), its terms by log key (plus
         ``kl_tensor``, with its graph), the nll and the GAN loss (0 while ``factor`` is 0)."""
+        logvar = self.logvar if logvar is None else logvar  # 0-dim
         batch_size = inputs.shape[0]
         difference = inputs - reconstructions
         l1 = difference.abs()  # (B, C, H, W)
@@ -246,7 +289,7 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             rec = rec + self.config.perceptual_weight * perceptual
         else:
             perceptual = l1.new_zeros(())
-        nll = rec / torch.exp(self.logvar) + self.logvar  # (B, C, H, W)
+        nll = rec / torch.exp(logvar) + logvar  # (B, C, H, W)
         nll_loss = nll.sum() / batch_size
         kl_loss = kl.to(nll_loss.device).sum() / batch_size
 
@@ -256,7 +299,7 @@ class RadioVAELoss(nn.Module, ConfigMixin):
             g_loss = generator_gan_loss(logits, self.config.gan_loss)
 
         loss = nll_loss + self.config.kl_weight * kl_loss
-        values = [loss, nll_loss, rec.mean(), l1.mean(), mse.mean(), perceptual.mean(), kl_loss, self.logvar]
+        values = [loss, nll_loss, rec.mean(), l1.mean(), mse.mean(), perceptual.mean(), kl_loss, logvar]
         values += [d_weight, g_loss]
         terms = {key: value.detach() for key, value in zip(GENERATOR_LOG_KEYS, values)}
         terms["kl_tensor"] = kl_loss

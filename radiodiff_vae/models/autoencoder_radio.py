@@ -14,7 +14,6 @@ from ``AutoencoderKL`` in :mod:`radiodiff_vae.conversion.autoencoder_kl`.
 
 import inspect
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple, Union
@@ -39,7 +38,7 @@ from ..conversion.autoencoder_kl import (
     radio_vae_config_of_autoencoder_kl,
 )
 from ..errors import InvalidArgumentError, ModelFileError, NotAFolderError
-from ..hub_id import check_repo_id, local_path_or_hub_id
+from ..hub_id import local_path_or_hub_id
 from .checks import check_architecture, check_size_divisible, check_tensor, warn_if_not_model_range
 from .normalization import GroupNormSiLU, fuse_group_norm_silu, unfuse_group_norm_silu
 from .presets import PRESETS
@@ -763,31 +762,15 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         Returns:
             `CommitInfo`: `.oid` is the revision that `from_pretrained(repo_id, revision=...)` pins.
         """
-        from huggingface_hub import HfApi
-
         from ..hub.model_card import save_model_card
+        from ..hub.push import push_with_card
 
-        check_repo_id(repo_id)
-        api = HfApi(token=token)
-        with tempfile.TemporaryDirectory(prefix="radiodiff-vae-push-") as staging:
-            self.save_pretrained(staging, safe_serialization=safe_serialization, variant=variant)
+        def write_card(folder: os.PathLike, name: str) -> None:
+            save_model_card(folder, self, training_args, metrics, sample_image, repo_id=name, **card_kwargs)
 
-            def write_card(name: str) -> None:
-                card_args = dict(sample_image=sample_image, repo_id=name, **card_kwargs)
-                save_model_card(staging, self, training_args, metrics, **card_args)
-
-            if not subfolder:
-                write_card(repo_id)  # bad card arguments fail here, before any request
-            full_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-            if not subfolder and full_id != repo_id:
-                write_card(full_id)  # "name" became "user/name": the card's loading snippet names the full id
-            return api.upload_folder(
-                repo_id=full_id,
-                folder_path=staging,
-                path_in_repo=subfolder,
-                commit_message=commit_message or f"Upload {type(self).__name__}",
-                create_pr=create_pr,
-            )
+        return push_with_card(
+            self, repo_id, write_card, commit_message, private, token, create_pr, safe_serialization, variant, subfolder
+        )
 
     def to_autoencoder_kl(self) -> "AutoencoderKL":
         """The same network as a `diffusers.AutoencoderKL`: same weights, dtype and device, equal `encode`/`decode`.

@@ -2,10 +2,12 @@
 
 Two parts:
 
-* :func:`city_features`: deterministic physics features at full resolution, `(B, 4, H, W)`: the building mask, the
-  transmitter's one-hot image, the normalised log-distance to the transmitter and the fraction of the straight
-  transmitter -> pixel segment that lies inside buildings ("walls crossed"). A one-pixel transmitter tells a network
-  little; the distance and the line-of-sight shadow are what path gain mostly follows.
+* :func:`city_features`: deterministic physics features at full resolution, `(B, 5, H, W)`: the building mask, the
+  transmitter's one-hot image, the normalised log-distance to the transmitter, the fraction of the straight
+  transmitter -> pixel segment that lies inside buildings, and how many buildings that segment enters. A one-pixel
+  transmitter tells a network little; the distance and the walls in the way are what path gain mostly follows (on
+  the synthetic cities a least-squares fit on distance alone leaves 15.5 dB RMSE, 11.3 dB with the fraction, 7.6 dB
+  with the fraction and the wall count: docs/construction.md).
 * :class:`CityEncoder`: those features through a stem of diffusers blocks down to the latent's resolution (the VAE's
   downsampling factor), optionally with the features themselves, area-averaged, appended. With `downsample_factor=1`
   and no learned channels it is the feature extractor of the direct (pixel-space) predictor.
@@ -19,17 +21,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D
 
 from ..data.conventions import RADIOMAPSEER_NATIVE_SIZE
 from ..errors import CityInputError, InvalidArgumentError
+from .blocks import down_encoder_blocks
 
-FEATURE_NAMES: Tuple[str, ...] = ("buildings", "transmitter", "distance", "walls")
+FEATURE_NAMES: Tuple[str, ...] = ("buildings", "transmitter", "distance", "walls", "wall_count")
 
 # distance feature = 1 + log10(d / side) / DISTANCE_DECADES: 0 at half a pixel of a native 256-pixel RadioMapSeer map
 # (0.5 m of its 256 m), 1 at the map side, 1.06 at the diagonal. A fixed scale, so that a pixel at a given fraction of
 # the map gets the same value at every resolution.
 DISTANCE_DECADES = math.log10(2 * RADIOMAPSEER_NATIVE_SIZE)
+
+# Sampled points this close to the pixel (in pixels) are not counted as entries: the pixel's own building.
+END_MARGIN = 0.7
+
+# "wall_count" = building entries / WALL_COUNT_SCALE: about [0, 1] in dense city blocks.
+WALL_COUNT_SCALE = 4.0
 
 # Points sampled at once along the rays (batch x samples x pixels): ~32 MiB of grid, whatever the map size.
 MAX_RAY_POINTS = 1 << 22
@@ -50,22 +58,29 @@ def _ray_fractions(ray_samples: Union[int, torch.Tensor], device: torch.device) 
     return (torch.arange(int(ray_samples), device=device, dtype=torch.float32) + 0.5) / int(ray_samples)
 
 
-def walls_fraction(
+def walls_crossed(
     buildings: torch.Tensor, positions: torch.Tensor, ray_samples: Union[int, torch.Tensor] = 64
-) -> torch.Tensor:
-    """Fraction of the segment from each transmitter to each pixel centre that lies inside buildings.
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What lies between each transmitter and each pixel centre: the fraction of the segment inside buildings, and
+    how many times the segment enters a building.
 
     The building mask is sampled bilinearly (``F.grid_sample``) at ``ray_samples`` evenly spaced midpoints of every
-    segment and averaged; the points are sampled in chunks of at most `MAX_RAY_POINTS`, so memory stays bounded
-    (a 320 x 320 map with 64 samples takes four chunks).
+    segment, in chunks of at most `MAX_RAY_POINTS` points, so memory stays bounded (a 320 x 320 map with 64 samples
+    takes four chunks). The fraction is the mean of the samples; an entry is a rise of the sampled mask from one
+    point to the next, summed over the segment, counting only points more than `END_MARGIN` pixels before the pixel
+    itself (a pixel inside a building does not count its own walls). Path loss follows the entries: every wall costs
+    about the same whatever the building's depth (multi-wall models, and RadioMapSeer's dominant-path simulations).
 
     Args:
         buildings (`torch.Tensor` of shape `(B, 1, H, W)`): the mask, 1 on buildings.
         positions (`torch.Tensor` of shape `(B, 2)`): (row, col) of each transmitter.
-        ray_samples (`int` or `torch.Tensor` of shape `(S,)`): points per segment, or their positions in (0, 1).
+        ray_samples (`int` or `torch.Tensor` of shape `(S,)`): points per segment, or their positions in (0, 1),
+            increasing.
 
     Returns:
-        `torch.Tensor` of shape `(B, 1, H, W)`, float32 in [0, 1]: 0 on a line of sight.
+        `(fraction, entries)`, each a `torch.Tensor` of shape `(B, 1, H, W)`, float32: the fraction in [0, 1] and the
+        number of building entries (>= 0, not an integer where the mask is sampled between pixels); both 0 on a line
+        of sight.
     """
     batch, _, height, width = buildings.shape
     device = buildings.device
@@ -76,7 +91,14 @@ def walls_fraction(
     pixel_y = (2 * torch.arange(height, device=device, dtype=torch.float32) + 1) / height - 1  # (H,)
     tx_y = (2 * positions[:, 0].float() + 1) / height - 1  # (B,)
     tx_x = (2 * positions[:, 1].float() + 1) / width - 1  # (B,)
-    total = torch.zeros(batch, height, width, device=device, dtype=torch.float32)
+    rows = torch.arange(height, device=device, dtype=torch.float32).view(1, -1, 1)
+    cols = torch.arange(width, device=device, dtype=torch.float32).view(1, 1, -1)
+    length = torch.sqrt(
+        (rows - positions[:, 0].float().view(-1, 1, 1)) ** 2 + (cols - positions[:, 1].float().view(-1, 1, 1)) ** 2
+    )  # (B, H, W) segment length in pixels
+    inside = torch.zeros(batch, height, width, device=device, dtype=torch.float32)
+    entries = torch.zeros_like(inside)
+    previous = torch.zeros_like(inside)  # the mask before the first point: the transmitter starts outside
     chunk = max(1, MAX_RAY_POINTS // max(1, batch * height * width))
     for start in range(0, fractions.numel(), chunk):
         t = fractions[start : start + chunk].view(1, -1, 1, 1)  # (1, k, 1, 1)
@@ -86,8 +108,21 @@ def walls_fraction(
         grid = torch.stack(torch.broadcast_tensors(x, y), dim=-1)  # (B, k, H, W, 2)
         grid = grid.reshape(batch, samples * height, width, 2)
         sampled = F.grid_sample(mask, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        total += sampled.view(batch, samples, height, width).sum(dim=1)  # (B, H, W)
-    return (total / fractions.numel()).unsqueeze(1)
+        sampled = sampled.view(batch, samples, height, width)  # (B, k, H, W)
+        inside += sampled.sum(dim=1)
+        before_end = ((1 - t) * length.unsqueeze(1) > END_MARGIN).float()  # (B, k, H, W)
+        counted = sampled * before_end
+        steps = torch.diff(counted, dim=1, prepend=previous.unsqueeze(1))  # (B, k, H, W)
+        entries += steps.clamp(min=0).sum(dim=1)
+        previous = counted[:, -1]
+    return (inside / fractions.numel()).unsqueeze(1), entries.unsqueeze(1)
+
+
+def walls_fraction(
+    buildings: torch.Tensor, positions: torch.Tensor, ray_samples: Union[int, torch.Tensor] = 64
+) -> torch.Tensor:
+    """`(B, 1, H, W)`: the fraction of each transmitter -> pixel segment inside buildings (see :func:`walls_crossed`)."""
+    return walls_crossed(buildings, positions, ray_samples)[0]
 
 
 def city_features(
@@ -103,11 +138,12 @@ def city_features(
         transmitter (`torch.Tensor` of shape `(B, 1, H, W)`): the transmitter's image; its largest pixel is the
             transmitter (a one-hot image as the datasets give).
         ray_samples (`int` or `torch.Tensor` of shape `(S,)`, defaults to 64): points sampled along each
-            transmitter -> pixel segment for ``"walls"`` (or their positions in (0, 1)).
-        features (`Sequence[str]`, defaults to all four): which channels, in order, among
+            transmitter -> pixel segment for ``"walls"`` and ``"wall_count"`` (or their positions in (0, 1)).
+        features (`Sequence[str]`, defaults to all five): which channels, in order, among
             ``"buildings"``, ``"transmitter"`` (one-hot), ``"distance"`` (``1 + log10(d / side) / log10(512)`` with
             ``d`` the distance in pixels clamped at half a pixel and ``side = max(H, W)``: about [0, 1], clamped at
-            0), ``"walls"`` (fraction of the segment inside buildings, [0, 1]).
+            0), ``"walls"`` (fraction of the segment inside buildings, [0, 1]), ``"wall_count"`` (buildings the segment
+            enters, divided by `WALL_COUNT_SCALE`).
 
     Returns:
         `torch.Tensor` of shape `(B, len(features), H, W)`, float32.
@@ -137,8 +173,10 @@ def city_features(
         d_col = cols - positions[:, 1].float().view(-1, 1, 1)  # (B, 1, W)
         distance = torch.sqrt(d_row**2 + d_col**2).clamp(min=0.5) / max(height, width)  # (B, H, W)
         channels["distance"] = (1.0 + torch.log10(distance) / DISTANCE_DECADES).clamp(min=0.0).unsqueeze(1)
-    if "walls" in features:
-        channels["walls"] = walls_fraction(buildings, positions, ray_samples)
+    if "walls" in features or "wall_count" in features:
+        fraction, entries = walls_crossed(buildings, positions, ray_samples)
+        channels["walls"] = fraction
+        channels["wall_count"] = entries / WALL_COUNT_SCALE
     return torch.cat([channels[name] for name in features], dim=1)  # (B, len(features), H, W)
 
 
@@ -196,7 +234,7 @@ class CityEncoder(ModelMixin, ConfigMixin):
     averaged over each ``f x f`` cell, are appended after the learned channels.
 
     Parameters:
-        in_features (`Tuple[str]`, defaults to `("buildings", "transmitter", "distance", "walls")`): the physics
+        in_features (`Tuple[str]`, defaults to `FEATURE_NAMES`, all five): the physics
             features used, in order (see :func:`city_features`).
         out_channels (`int`, defaults to 32): channels of the output, appended features included.
         block_out_channels (`Tuple[int]`, defaults to `(32, 64)`): channels of each level of the stem.
@@ -236,25 +274,13 @@ class CityEncoder(ModelMixin, ConfigMixin):
         self.conv_in = self.down_blocks = self.conv_norm_out = self.conv_act = self.conv_out = None
         if self.learned_channels > 0:
             self.conv_in = nn.Conv2d(len(in_features), block_out_channels[0], kernel_size=3, padding=1)
-            blocks, previous = [], block_out_channels[0]
-            for level, channels in enumerate(block_out_channels):
-                blocks.append(
-                    DownEncoderBlock2D(
-                        in_channels=previous,
-                        out_channels=channels,
-                        num_layers=layers_per_block,
-                        resnet_eps=1e-6,
-                        resnet_act_fn=act_fn,
-                        resnet_groups=norm_num_groups,
-                        add_downsample=level < num_downsamples,
-                        downsample_padding=1,
-                    )
-                )
-                previous = channels
-            self.down_blocks = nn.ModuleList(blocks)
-            self.conv_norm_out = nn.GroupNorm(num_groups=norm_num_groups, num_channels=previous, eps=1e-6)
+            self.down_blocks = down_encoder_blocks(
+                block_out_channels, layers_per_block, num_downsamples, norm_num_groups, act_fn, downsample_padding=1
+            )
+            last = block_out_channels[-1]
+            self.conv_norm_out = nn.GroupNorm(num_groups=norm_num_groups, num_channels=last, eps=1e-6)
             self.conv_act = nn.SiLU()
-            self.conv_out = nn.Conv2d(previous, self.learned_channels, kernel_size=3, padding=1)
+            self.conv_out = nn.Conv2d(last, self.learned_channels, kernel_size=3, padding=1)
 
     def features(self, buildings: torch.Tensor, transmitter: torch.Tensor) -> torch.Tensor:
         """The physics features `(B, len(in_features), H, W)`, float32 (see :func:`city_features`)."""

@@ -1,10 +1,13 @@
-"""GroupNorm that follows autocast into bf16 / fp16 instead of upcasting to fp32.
+"""GroupNorm that follows autocast into bf16 / fp16 instead of upcasting to fp32, and GroupNorm fused with its SiLU.
 
 Under CUDA autocast ``group_norm`` is one of the ops cast to fp32: every GroupNorm of the autoencoder then reads a
 bf16 activation, writes an fp32 copy of it for the backward, normalises in fp32, and its SiLU keeps another fp32
 tensor, before the next convolution casts back to bf16. At 320x320 those fp32 tensors are most of the training
 step's activation memory. ``AutocastGroupNorm`` normalises in the autocast dtype; the kernel still accumulates the
 mean and variance in fp32, so only the output is rounded, as the following convolution would round it anyway.
+
+``GroupNormSiLU`` runs a GroupNorm and the SiLU after it as one autograd node that keeps only its input for the
+backward (``RadioVAE.fuse_group_norm_silu``), in either memory layout.
 """
 
 from typing import Dict, Optional, Tuple
@@ -12,6 +15,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import is_fake
 
 from ..errors import InvalidArgumentError
 
@@ -89,6 +93,8 @@ def _group_norm_dtype_under_autocast(x: torch.Tensor) -> torch.dtype:
 def _native_kernel_keeps_layout(x: torch.Tensor) -> bool:
     if x.is_contiguous():
         return True
+    if is_fake(x):  # traced (torch.compile, memory counting): no kernel to probe; the CPU's keeps the layout
+        return _KEEPS_CHANNELS_LAST.get(x.device, x.device.type == "cpu")
     if x.device not in _KEEPS_CHANNELS_LAST:
         _KEEPS_CHANNELS_LAST[x.device] = group_norm_keeps_channels_last(x.device)
     return _KEEPS_CHANNELS_LAST[x.device]

@@ -1,17 +1,20 @@
 """What the two construction pipelines share: the output dataclass, the conversion of maps to the output type, the
-size divisor of a UNet, and a mixin (component names in ``model_index.json``, the card, the Hub upload)."""
+building of their UNet and city encoder, the size divisor of a UNet, and a mixin (component names in
+``model_index.json``, the card, the Hub upload)."""
 
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import PIL.Image
 import torch
+from diffusers import UNet2DModel
 from diffusers.utils import BaseOutput
 
 from ..errors import InvalidArgumentError
+from ..models.city_encoder import CityEncoder
 
 PACKAGE = "radiodiff_vae"
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -45,6 +48,66 @@ def maps_to_output(unit: torch.Tensor, output_type: str) -> Union[List[PIL.Image
         return array
     grey = np.round(array[..., 0] * 255.0).astype(np.uint8)  # (B, H, W), RadioMapSeer's 8-bit encoding
     return [PIL.Image.fromarray(image, mode="L") for image in grey]
+
+
+def unet_block_types(levels: int, attention: bool) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(down, up) block types of a ``UNet2DModel`` with ``levels`` levels, attention at the lowest one if asked."""
+    down = ["DownBlock2D"] * levels
+    up = ["UpBlock2D"] * levels
+    if attention:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    return tuple(down), tuple(up)
+
+
+def build_unet(
+    sample_size: int,
+    in_channels: int,
+    out_channels: int,
+    block_out_channels: Sequence[int],
+    layers_per_block: int,
+    attention: bool,
+    norm_num_groups: int,
+    overrides: Optional[Dict[str, Any]] = None,
+) -> UNet2DModel:
+    """A fresh ``UNet2DModel`` of the construction pipelines: one level per entry of ``block_out_channels``,
+    self-attention at the lowest level and in the mid block when ``attention``; ``overrides`` replace any config
+    value. In eval mode, as ``from_pretrained`` gives (training calls ``.train()``)."""
+    down, up = unet_block_types(len(block_out_channels), attention)
+    config = dict(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        add_attention=attention,
+        norm_num_groups=norm_num_groups,
+    )
+    config.update(overrides or {})
+    return UNet2DModel(**config).eval()
+
+
+def build_city_encoder(
+    in_features: Sequence[str],
+    out_channels: int,
+    block_out_channels: Sequence[int],
+    downsample_factor: int,
+    ray_samples: int,
+    overrides: Optional[Dict[str, Any]] = None,
+    **config: Any,
+) -> CityEncoder:
+    """A fresh :class:`CityEncoder` (further config values in ``config``; ``overrides`` replace any), in eval mode."""
+    settings = dict(
+        in_features=tuple(in_features),
+        out_channels=out_channels,
+        block_out_channels=tuple(block_out_channels),
+        downsample_factor=downsample_factor,
+        ray_samples=ray_samples,
+        **config,
+    )
+    settings.update(overrides or {})
+    return CityEncoder(**settings).eval()
 
 
 def unet_size_factor(unet: Any) -> int:
@@ -134,12 +197,16 @@ class ConstructionPipelineMixin:
         **kwargs: Any,
     ):
         """diffusers' ``push_to_hub`` with this package's card (the construction ``metrics``) in place of diffusers'
-        generic one: the folder and the card in one commit; returns the ``CommitInfo``. Keyword arguments go to
-        :func:`~radiodiff_vae.pipelines.card.push_pipeline_to_hub` (``training_args``, ``sample_image``,
+        generic one: the folder and the card in one commit (:func:`~radiodiff_vae.hub.push.push_with_card`, as
+        ``RadioVAE.push_to_hub``); returns the ``CommitInfo``. Keyword arguments go to the card
+        (:func:`~radiodiff_vae.pipelines.card.save_pipeline_card`: ``training_args``, ``sample_image``,
         ``eval_dataset``, ``eval_steps``, ...)."""
-        from .card import push_pipeline_to_hub
+        from ..hub.push import push_with_card
+        from .card import save_pipeline_card
 
-        return push_pipeline_to_hub(
-            self, repo_id, commit_message, private, token, create_pr, safe_serialization, variant, metrics=metrics,
-            **kwargs,
-        )  # fmt: skip
+        def write_card(folder: os.PathLike, name: str) -> None:
+            save_pipeline_card(folder, self, metrics, repo_id=name, **kwargs)
+
+        return push_with_card(
+            self, repo_id, write_card, commit_message, private, token, create_pr, safe_serialization, variant
+        )

@@ -17,12 +17,13 @@ from ..models.city_encoder import FEATURE_NAMES, CityEncoder
 from .common import (
     ConstructionPipelineMixin,
     RadioMapPipelineOutput,
+    build_city_encoder,
+    build_unet,
     check_output_type,
     maps_to_output,
     unet_size_factor,
 )
 from .inputs import CityImages, Transmitters, prepare_city
-from .radiodiff import unet_block_types
 
 # The UNet2DModel always embeds a timestep; the direct predictor has none and feeds this constant.
 DIRECT_TIMESTEP = 0
@@ -90,30 +91,16 @@ class RadioUNetPipeline(ConstructionPipelineMixin, DiffusionPipeline):
             ray_samples (`int`, defaults to 64): points per transmitter -> pixel segment.
             unet_kwargs / city_encoder_kwargs (`dict`, *optional*): override any config value.
         """
-        encoder_config = dict(
-            in_features=tuple(in_features),
-            out_channels=city_channels,
-            block_out_channels=tuple(city_block_out_channels),
-            downsample_factor=1,
-            ray_samples=ray_samples,
-        )
-        encoder_config.update(city_encoder_kwargs or {})
-        city_encoder = CityEncoder(**encoder_config)
-        down, up = unet_block_types(len(unet_block_out_channels), attention)
-        unet_config = dict(
-            sample_size=sample_size,
-            in_channels=city_encoder.config.out_channels,
-            out_channels=1,
-            block_out_channels=tuple(unet_block_out_channels),
-            layers_per_block=layers_per_block,
-            down_block_types=down,
-            up_block_types=up,
-            add_attention=attention,
-            norm_num_groups=unet_norm_num_groups,
-        )
-        unet_config.update(unet_kwargs or {})
-        # eval mode, as from_pretrained gives (training calls .train())
-        return cls(UNet2DModel(**unet_config).eval(), city_encoder.eval())
+        city_encoder = build_city_encoder(
+            in_features, city_channels, city_block_out_channels, downsample_factor=1, ray_samples=ray_samples,
+            overrides=city_encoder_kwargs,
+        )  # fmt: skip
+        unet = build_unet(
+            sample_size, in_channels=city_encoder.config.out_channels, out_channels=1,
+            block_out_channels=unet_block_out_channels, layers_per_block=layers_per_block, attention=attention,
+            norm_num_groups=unet_norm_num_groups, overrides=unet_kwargs,
+        )  # fmt: skip
+        return cls(unet, city_encoder)
 
     @property
     def size_divisor(self) -> int:

@@ -29,6 +29,8 @@ from ..models.city_encoder import FEATURE_NAMES, CityEncoder
 from .common import (
     ConstructionPipelineMixin,
     RadioMapPipelineOutput,
+    build_city_encoder,
+    build_unet,
     check_inference_steps,
     check_output_type,
     maps_to_output,
@@ -86,15 +88,6 @@ def default_scheduler(
     )
     settings.update(overrides)
     return DDIMScheduler(**settings)
-
-
-def unet_block_types(levels: int, attention: bool) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """(down, up) block types of a ``UNet2DModel`` with ``levels`` levels, attention at the lowest one if asked."""
-    down = ["DownBlock2D"] * levels
-    up = ["UpBlock2D"] * levels
-    if attention:
-        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
-    return tuple(down), tuple(up)
 
 
 def _check_components(vae: Any, unet: Any, city_encoder: Any) -> None:
@@ -208,34 +201,20 @@ class RadioDiffPipeline(ConstructionPipelineMixin, DiffusionPipeline):
         if city_block_out_channels is None:
             levels = max(1, factor.bit_length() - 1)
             city_block_out_channels = tuple(min(32 * 2**level, 128) for level in range(levels))
-        encoder_config = dict(
-            in_features=tuple(in_features),
-            out_channels=city_channels,
-            block_out_channels=tuple(city_block_out_channels),
-            downsample_factor=factor,
-            ray_samples=ray_samples,
-            norm_num_groups=city_norm_num_groups,
-        )
-        encoder_config.update(city_encoder_kwargs or {})
-        city_encoder = CityEncoder(**encoder_config)
-        down, up = unet_block_types(len(unet_block_out_channels), attention)
-        unet_config = dict(
-            sample_size=vae.config.sample_size // factor,
-            in_channels=vae.config.latent_channels + city_encoder.config.out_channels,
-            out_channels=vae.config.latent_channels,
-            block_out_channels=tuple(unet_block_out_channels),
-            layers_per_block=layers_per_block,
-            down_block_types=down,
-            up_block_types=up,
-            add_attention=attention,
-            norm_num_groups=unet_norm_num_groups,
-        )
-        unet_config.update(unet_kwargs or {})
-        unet = UNet2DModel(**unet_config)
+        city_encoder = build_city_encoder(
+            in_features, city_channels, city_block_out_channels, downsample_factor=factor, ray_samples=ray_samples,
+            overrides=city_encoder_kwargs, norm_num_groups=city_norm_num_groups,
+        )  # fmt: skip
+        latent_channels = vae.config.latent_channels
+        unet = build_unet(
+            vae.config.sample_size // factor, in_channels=latent_channels + city_encoder.config.out_channels,
+            out_channels=latent_channels, block_out_channels=unet_block_out_channels,
+            layers_per_block=layers_per_block, attention=attention, norm_num_groups=unet_norm_num_groups,
+            overrides=unet_kwargs,
+        )  # fmt: skip
         scheduler = scheduler if scheduler is not None else default_scheduler(prediction_type)
-        # eval mode, as from_pretrained gives: a built pipeline samples like a loaded one (training calls .train())
-        steps = default_num_inference_steps
-        return cls(vae, unet.eval(), city_encoder.eval(), scheduler, default_num_inference_steps=steps)
+        # the UNet and city encoder come in eval mode: a built pipeline samples like a loaded one
+        return cls(vae, unet, city_encoder, scheduler, default_num_inference_steps=default_num_inference_steps)
 
     # --------------------------------------------------------------------------------------------------------------
     @property

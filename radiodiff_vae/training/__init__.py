@@ -13,13 +13,13 @@ from .checkpointing import (
 )
 from .compilation import compile_for_training
 from .config import load_yaml_config, parse_args_with_config
-from .gradients import average_loose_gradients, clip_grad_norms, step_optimizers, unscale_gradients
+from .gradients import clip_grad_norms, step_optimizers
 from .log_window import LogWindow
 from .lr_schedule import SCHEDULER_NAMES, build_lr_scheduler
 from .meter import ThroughputMeter, peak_memory_mib
 from .nonfinite import NonFiniteGuard, NonFiniteLossError
 from .seeding import step_generator
-from .state import TensorState, TrainingProgress, epoch_length, resume_position
+from .state import TrainingProgress, epoch_length, resume_position
 from .step import StepOutput, VAEGANStep
 from .validation import (
     Validator,
@@ -36,13 +36,11 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteLossError",
     "SCHEDULER_NAMES",
-    "TensorState",
     "ThroughputMeter",
     "StepOutput",
     "TrainingProgress",
     "VAEGANStep",
     "Validator",
-    "average_loose_gradients",
     "build_lr_scheduler",
     "clip_grad_norms",
     "compile_for_training",
@@ -65,5 +63,4 @@ __all__ = [
     "spread_subset",
     "step_generator",
     "step_optimizers",
-    "unscale_gradients",
 ]

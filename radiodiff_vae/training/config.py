@@ -122,11 +122,15 @@ def parse_args_with_config(
         defaults = {}
         for key, value in file_values.items():
             if key == CONFIG_FLAG:
-                raise InvalidArgumentError(f"{known.config}: a configuration file cannot name another one (key {key!r})")
+                raise InvalidArgumentError(
+                    f"{known.config}: a configuration file cannot name another one (key {key!r})"
+                )
             if key not in actions:
                 suggestion = difflib.get_close_matches(key, list(actions), n=1)
                 hint = f" (did you mean {suggestion[0]!r}?)" if suggestion else ""
-                raise InvalidArgumentError(f"{known.config}: unknown key {key!r}{hint}; keys are the script's flag names")
+                raise InvalidArgumentError(
+                    f"{known.config}: unknown key {key!r}{hint}; keys are the script's flag names"
+                )
             defaults[key] = _parse_value(parser, actions[key], value, f"{known.config}: key {key!r}")
         # Defaults set here are overridden by any flag given on the command line, which is the precedence we want.
         parser.set_defaults(**defaults)

@@ -1,16 +1,10 @@
-"""Small objects that ``accelerator.register_for_checkpointing`` saves next to the models and optimizers.
-
-Anything with ``state_dict``/``load_state_dict`` can be registered; these two hold what is neither a prepared model
-nor an optimizer: the run's step counters, and loose parameters such as the loss's learned ``logvar``.
-"""
+"""The run's position: the step counters that ``accelerator.register_for_checkpointing`` saves next to the models
+and optimizers, and the arithmetic that turns a step into the epoch and batch a resumed run goes on from."""
 
 import math
 from typing import Any, Dict, Mapping, Tuple
 
-import torch
-
 from .nonfinite import NonFiniteGuard
-from ..errors import CheckpointError
 
 
 class TrainingProgress:
@@ -44,31 +38,3 @@ def resume_position(global_step: int, steps_per_epoch: int, gradient_accumulatio
     the micro-batches of it already trained on (pass them to ``accelerator.skip_first_batches`` in that epoch only;
     with accelerate's seedable sampler the epoch's order is the same as the first time)."""
     return global_step // steps_per_epoch, (global_step % steps_per_epoch) * gradient_accumulation_steps
-
-
-class TensorState:
-    """Checkpoints named tensors in place (e.g. ``{"logvar": loss.logvar}``), keeping their identity.
-
-    Loading copies into the registered tensors, so an optimizer that holds them keeps working. Names and shapes must
-    match exactly: a checkpoint from a differently configured run fails loudly instead of loading half its state.
-    """
-
-    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        self.tensors = dict(tensors)
-
-    def state_dict(self) -> Dict[str, torch.Tensor]:
-        return {name: tensor.detach().cpu().clone() for name, tensor in self.tensors.items()}
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        if set(state) != set(self.tensors):
-            raise CheckpointError(
-                f"checkpointed tensors {sorted(state)} do not match the ones this run trains {sorted(self.tensors)}"
-            )
-        for name, tensor in self.tensors.items():
-            value = state[name]
-            if tuple(value.shape) != tuple(tensor.shape):
-                raise CheckpointError(
-                    f"checkpointed tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(tensor.shape)}"
-                )
-            with torch.no_grad():
-                tensor.copy_(value.to(device=tensor.device, dtype=tensor.dtype))

@@ -4,16 +4,20 @@ Per micro-batch: one autoencoder forward, :meth:`RadioVAELoss.generator_objectiv
 input gradient computed once each, the adaptive weight from them), from ``disc_start`` on the discriminator's
 objective on the detached reconstructions, and one backward of both. On the last micro-batch of an accumulation
 window the optimizer step follows: the non-finite check (one host sync per optimizer step, none per micro-batch),
-unscaling (fp16), clipping per group, both optimizers' steps, one scale update, the schedulers.
+unscaling (fp16, ``accelerator.unscale_gradients``), clipping per group, both optimizers' steps, one scale update,
+the schedulers.
+
+The autoencoder, the discriminator and the loss's ``log_variance`` are all accelerate-prepared modules: DDP averages
+every gradient, and ``accelerator.save_state`` checkpoints all three.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
 from ..losses.vae_gan import RadioVAELoss
-from .gradients import average_loose_gradients, clip_grad_norms, has_gradients, step_optimizers, unscale_gradients
+from .gradients import clip_grad_norms, has_gradients, step_optimizers
 from .nonfinite import NonFiniteGuard
 from .seeding import step_generator
 
@@ -57,6 +61,8 @@ class VAEGANStep:
             already converted with ``.to(memory_format=torch.channels_last)`` (cuDNN then needs no NCHW <-> NHWC
             transposes around its convolutions). It pays only where GroupNorm keeps the layout
             (``models.normalization.group_norm_keeps_channels_last``; not CUDA in torch 2.11).
+        log_variance (`torch.nn.Module`, *optional*): the prepared ``loss_fn.log_variance`` (needed with several
+            processes and a learned ``logvar``, so that DDP averages its gradient); defaults to the unprepared one.
 
     The loss runs under ``accelerator.autocast()``: with bf16/fp16 mixed precision LPIPS and the discriminator's
     logits of the generator objective are computed in that precision like the autoencoder; the loss terms are
@@ -77,9 +83,17 @@ class VAEGANStep:
         max_grad_norm: float = 0.0,
         seed: int = 0,
         channels_last: bool = False,
+        log_variance: Optional[torch.nn.Module] = None,
     ) -> None:
+        if log_variance is None:
+            log_variance = loss_fn.log_variance
+            if accelerator.num_processes > 1 and loss_fn.logvar.requires_grad:
+                raise ValueError(
+                    "VAEGANStep with several processes and a learned logvar needs log_variance="
+                    "accelerator.prepare(loss_fn.log_variance), or each process would train its own logvar"
+                )
         self.accelerator = accelerator
-        self.vae, self.discriminator, self.loss_fn = vae, discriminator, loss_fn
+        self.vae, self.discriminator, self.log_variance, self.loss_fn = vae, discriminator, log_variance, loss_fn
         self.optimizers = [optimizer_ae, optimizer_disc]
         self.schedulers = [scheduler_ae, scheduler_disc]
         self.guard = guard
@@ -87,13 +101,13 @@ class VAEGANStep:
         self.seed = seed
         self.channels_last = channels_last
         self.raw_vae = accelerator.unwrap_model(vae)
-        self.loose_parameters = loss_fn.trainable_autoencoder_parameters()  # [logvar] unless frozen
+        logvar = [parameter for parameter in log_variance.parameters() if parameter.requires_grad]  # [] if frozen
         self.parameter_groups: Dict[str, List[torch.nn.Parameter]] = {
             "autoencoder": list(self.raw_vae.parameters()),
-            "logvar": self.loose_parameters,
+            "logvar": logvar,
             "discriminator": list(accelerator.unwrap_model(discriminator).parameters()),
         }
-        if not self.loose_parameters:
+        if not logvar:
             del self.parameter_groups["logvar"]
         self.micro_step = 0
         self._window_bad = torch.zeros((), device=accelerator.device)
@@ -104,14 +118,15 @@ class VAEGANStep:
         adversarial = self.loss_fn.disc_factor(global_step) > 0
         if self.channels_last:
             maps = maps.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), NHWC in memory
-        with accelerator.accumulate(self.vae, self.discriminator):
+        with accelerator.accumulate(self.vae, self.discriminator, self.log_variance):
             noise = step_generator(maps.device, self.seed, global_step, self.micro_step, accelerator.process_index)
             # No value checks inside the forward (each a host sync): the collator checked the maps on the host.
             output = self.vae(maps, sample_posterior=True, generator=noise, return_posterior=True, check_values=False)
             with accelerator.autocast():
                 objective, logs = self.loss_fn.generator_objective(
-                    maps, output.sample, output.latent_dist, global_step, self.raw_vae.get_last_layer()
-                )
+                    maps, output.sample, output.latent_dist, global_step, self.raw_vae.get_last_layer(),
+                    log_variance=self.log_variance,
+                )  # fmt: skip
                 if adversarial:
                     # Detached reconstructions through the prepared discriminator; before disc_start it never runs.
                     disc_loss, disc_logs = self.loss_fn.discriminator_objective(
@@ -143,8 +158,7 @@ class VAEGANStep:
         norms: Dict[str, torch.Tensor] = {}
         active = [optimizer for optimizer in self.optimizers if has_gradients(optimizer)]
         if finite:
-            average_loose_gradients(accelerator, self.loose_parameters)
-            unscale_gradients(accelerator, active)
+            accelerator.unscale_gradients(active)  # fp16: once per optimizer, before clipping; else nothing
             if self.max_grad_norm > 0:
                 norms = {
                     name: norm

@@ -115,7 +115,9 @@ class SyntheticCityConfig:
         for name in ("block_pitch_m", "street_width_m", "building_probability", "building_fill", "db_range"):
             low, high = getattr(self, name)
             if not low <= high:
-                raise InvalidArgumentError(f"SyntheticCityConfig.{name} must be (low, high) with low <= high, got {(low, high)}")
+                raise InvalidArgumentError(
+                    f"SyntheticCityConfig.{name} must be (low, high) with low <= high, got {(low, high)}"
+                )
         if self.street_width_m[1] >= self.block_pitch_m[0]:
             raise InvalidArgumentError(
                 f"SyntheticCityConfig.street_width_m {self.street_width_m} must stay below the smallest block pitch "
@@ -133,7 +135,9 @@ class SyntheticCityConfig:
                 f"SyntheticCityConfig.building_probability must lie in [0, 1], got {self.building_probability}"
             )
         if self.building_fill[0] <= 0 or self.building_fill[1] > 1:
-            raise InvalidArgumentError(f"SyntheticCityConfig.building_fill must lie in (0, 1], got {self.building_fill}")
+            raise InvalidArgumentError(
+                f"SyntheticCityConfig.building_fill must lie in (0, 1], got {self.building_fill}"
+            )
         if not 0 <= self.l_shape_probability <= 1:
             raise InvalidArgumentError(
                 f"SyntheticCityConfig.l_shape_probability must lie in [0, 1], got {self.l_shape_probability}"
@@ -621,7 +625,9 @@ class SyntheticRadioMaps(Dataset):
         if resolution is not None and resolution < 8:
             raise InvalidArgumentError(f"resolution must be >= 8 pixels or None (256), got {resolution}")
         if first_map_id < 1:
-            raise InvalidArgumentError(f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}")
+            raise InvalidArgumentError(
+                f"first_map_id must be >= 1 (RadioMapSeer numbers maps from 1), got {first_map_id}"
+            )
         self.num_maps = int(num_maps)
         self.num_tx = int(num_tx)
         self.seed = int(seed)
