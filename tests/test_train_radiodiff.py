@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from process_runner import OFFLINE, ProcessRunner, assert_one_line_error
 from radiodiff_vae import RadioDiffPipeline, RadioUNetPipeline
 from radiodiff_vae.models.autoencoder_radio import RadioVAE
+from radiodiff_vae.models.city_encoder import FEATURE_NAMES
 from radiodiff_vae.training import checkpointing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_defaults_follow_the_mode_and_the_vae(vae_folder, tmp_path):
     direct = train_radiodiff.parse_args(
         ["--pretrained_vae", str(vae_folder), "--output_dir", str(tmp_path), "--direct", "--seed", "9"]
     )
-    assert (direct.unet_block_out_channels, direct.attention, direct.city_channels) == ([32, 64, 128], False, 4)
+    assert (direct.unet_block_out_channels, direct.attention, direct.city_channels) == ([32, 64, 128], False, len(FEATURE_NAMES))
     quick = train_radiodiff.parse_args(
         ["--config", str(CONFIGS / "radiodiff_quickstart.yaml"), "--pretrained_vae", str(vae_folder)]
     )
@@ -168,7 +169,7 @@ def test_resume_with_another_objective_is_refused(full_run, vae_folder):
 def test_direct_baseline_trains_through_the_same_loop(vae_folder, tmp_path):
     argv = TINY_RUN + [
         "--pretrained_vae", str(vae_folder), "--output_dir", str(tmp_path), "--direct", "--max_train_steps", "2",
-        "--checkpointing_steps", "2", "--city_channels", "4",
+        "--checkpointing_steps", "2", "--city_channels", "5",
     ]  # fmt: skip
     assert run(argv) == 0
     assert not (tmp_path / "latents.safetensors").exists()  # no latent in pixel space
