@@ -107,7 +107,13 @@ def test_one_and_several_steps_for_each_prediction_type(prediction_type):
             prediction = pipe.denoise(noise, 999, pipe.city_encoder(buildings, transmitter))
             expected = pipe.decode_latents(prediction)
         one_step = pipe(_buildings(), POSITIONS, num_inference_steps=1, latents=noise, output_type="pt").images
-        assert torch.equal(one_step, expected)
+        assert torch.equal(one_step, expected * (1 - buildings))
+        # mask_buildings=False returns what the VAE decodes inside buildings too.
+        unmasked = pipe(
+            _buildings(), POSITIONS, num_inference_steps=1, latents=noise, output_type="pt", mask_buildings=False
+        ).images
+        assert torch.equal(unmasked, expected) and bool((unmasked[buildings.bool()] > 0).any())
+        assert torch.equal(one_step[buildings.bool()], torch.zeros_like(one_step[buildings.bool()]))
 
 
 def test_training_targets():
@@ -218,7 +224,8 @@ def test_direct_pipeline(tmp_path):
     with torch.no_grad():
         buildings, transmitter = direct.prepare_city(_buildings(), POSITIONS)
         expected = model_to_unit(direct.predict(buildings, transmitter)).clamp(0, 1)
-    assert torch.equal(maps, expected)
+    assert torch.equal(maps, expected * (1 - buildings))
+    assert torch.equal(direct(_buildings(), POSITIONS, output_type="pt", mask_buildings=False).images, expected)
     assert direct(_buildings(), POSITIONS, output_type="np").images.shape == (2, SIZE, SIZE, 1)
 
     direct.save_pretrained(tmp_path / "direct")

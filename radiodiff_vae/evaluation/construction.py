@@ -6,8 +6,9 @@ prediction is scored against the true map on the ``[0, 1]`` scale over **all** p
 (``radiodiff_vae.metrics.compute_metrics``):
 
 * ``pipeline``: the :class:`~radiodiff_vae.RadioDiffPipeline` at ``num_inference_steps``;
-* ``ceiling``: the pipeline's own VAE reconstructing the true map (posterior mean, decoded): the map the pipeline's
-  target latent decodes to, the reference a construction through this latent is trained to reach;
+* ``ceiling``: the pipeline's own VAE reconstructing the true map (posterior mean, decoded, building pixels set to 0
+  as the pipelines set them): the map the pipeline's target latent decodes to, the reference a construction through
+  this latent is trained to reach;
 * ``log_distance``: :class:`~radiodiff_vae.baseline.LogDistanceFit`, ``a + b log10 d`` dB fitted on training maps;
 * ``direct`` (when given): a :class:`~radiodiff_vae.RadioUNetPipeline`, a RadioUNet-style predictor in pixel space.
 
@@ -50,6 +51,7 @@ from ..errors import DataError, InputNotFoundError, InvalidArgumentError, ModelF
 from ..hub_id import local_path_or_hub_id
 from ..metrics import summarize_metrics
 from ..models.checks import check_size_divisible
+from ..pipelines.common import outside_buildings
 from .reporting import (
     FIGURE_FILE,
     METRICS_FILE,
@@ -349,7 +351,8 @@ def evaluate_construction(
                 outputs[method] = images.to(device, torch.float32)
             timed_maps += count if timing else 0
             outputs["log_distance"] = log_distance.predict(buildings, transmitter).to(device)
-            outputs["ceiling"] = model_to_unit(reconstruct(pipeline.vae, pixel_values).clamp(-1, 1))
+            ceiling = model_to_unit(reconstruct(pipeline.vae, pixel_values).clamp(-1, 1))
+            outputs["ceiling"] = outside_buildings(ceiling, buildings)  # the pipelines' own rule for known buildings
 
             scores.add_maps(batch, indices[position : position + count])
             for method in methods:

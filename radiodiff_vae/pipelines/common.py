@@ -38,6 +38,12 @@ def check_output_type(output_type: str) -> None:
         raise InvalidArgumentError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
 
+def outside_buildings(maps: torch.Tensor, buildings: torch.Tensor) -> torch.Tensor:
+    """`maps` `(B, 1, H, W)` on the [0, 1] scale with the pixels where `buildings` `(B, 1, H, W)` is 1 set to 0, the
+    value RadioMapSeer's gain maps (and the synthetic and ray-traced folders) hold inside buildings."""
+    return maps * (1 - buildings.to(maps.dtype))
+
+
 def maps_to_output(unit: torch.Tensor, output_type: str) -> Union[List[PIL.Image.Image], np.ndarray, torch.Tensor]:
     """Maps `(B, 1, H, W)` in [0, 1] as ``output_type`` (see :class:`RadioMapPipelineOutput`)."""
     unit = unit.float().clamp(0.0, 1.0)

@@ -21,6 +21,7 @@ from .common import (
     build_unet,
     check_output_type,
     maps_to_output,
+    outside_buildings,
     unet_size_factor,
 )
 from .inputs import CityImages, Transmitters, prepare_city
@@ -125,6 +126,7 @@ class RadioUNetPipeline(ConstructionPipelineMixin, DiffusionPipeline):
         transmitters: Transmitters,
         output_type: str = "pil",
         return_dict: bool = True,
+        mask_buildings: bool = True,
     ) -> Union[RadioMapPipelineOutput, Tuple[Any]]:
         """Constructs the radio maps of a batch of cities, in one forward.
 
@@ -132,6 +134,8 @@ class RadioUNetPipeline(ConstructionPipelineMixin, DiffusionPipeline):
             buildings, transmitters: as :meth:`RadioDiffPipeline.__call__`.
             output_type (`str`, defaults to ``"pil"``): ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict (`bool`, defaults to True): a :class:`RadioMapPipelineOutput`, else ``(images,)``.
+            mask_buildings (`bool`, defaults to True): set building pixels to 0 (-147 dB), as RadioMapSeer's gain
+                maps hold them.
 
         Returns:
             :class:`RadioMapPipelineOutput` whose ``images`` are the maps at the input size on the [0, 1] scale.
@@ -139,6 +143,8 @@ class RadioUNetPipeline(ConstructionPipelineMixin, DiffusionPipeline):
         check_output_type(output_type)
         buildings, transmitter = self.prepare_city(buildings, transmitters)
         maps = model_to_unit(self.predict(buildings, transmitter).float()).clamp(0.0, 1.0)  # (B, 1, H, W)
+        if mask_buildings:
+            maps = outside_buildings(maps, buildings)
         self.maybe_free_model_hooks()
         images = maps_to_output(maps, output_type)
         return RadioMapPipelineOutput(images=images) if return_dict else (images,)

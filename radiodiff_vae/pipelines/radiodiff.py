@@ -34,6 +34,7 @@ from .common import (
     check_inference_steps,
     check_output_type,
     maps_to_output,
+    outside_buildings,
     unet_size_factor,
 )
 from .inputs import CityImages, Transmitters, prepare_city
@@ -260,6 +261,7 @@ class RadioDiffPipeline(ConstructionPipelineMixin, DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         latents: Optional[torch.Tensor] = None,
+        mask_buildings: bool = True,
     ) -> Union[RadioMapPipelineOutput, Tuple[Any]]:
         """Constructs the radio maps of a batch of cities.
 
@@ -274,6 +276,8 @@ class RadioDiffPipeline(ConstructionPipelineMixin, DiffusionPipeline):
             output_type (`str`, defaults to ``"pil"``): ``"pil"``, ``"np"`` or ``"pt"``.
             return_dict (`bool`, defaults to True): a :class:`RadioMapPipelineOutput`, else the tuple ``(images,)``.
             latents (`torch.Tensor` of shape `(B, C, H/f, W/f)`, *optional*): the initial noise, instead of a draw.
+            mask_buildings (`bool`, defaults to True): set building pixels to 0 (-147 dB), as RadioMapSeer's gain
+                maps hold them: the mask is an input, so the maps are exact there instead of what the VAE decodes.
 
         Returns:
             :class:`RadioMapPipelineOutput` whose ``images`` are the maps at the input size on the [0, 1] scale.
@@ -308,6 +312,8 @@ class RadioDiffPipeline(ConstructionPipelineMixin, DiffusionPipeline):
             latents = self.scheduler.step(prediction, timestep, latents, **step_kwargs).prev_sample.to(dtype)
 
         maps = self.decode_latents(latents)  # (B, 1, H, W) in [0, 1]
+        if mask_buildings:
+            maps = outside_buildings(maps, buildings)
         self.maybe_free_model_hooks()
         images = maps_to_output(maps, output_type)
         return RadioMapPipelineOutput(images=images) if return_dict else (images,)
