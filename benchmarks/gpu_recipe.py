@@ -160,8 +160,7 @@ def phase1_seconds(path: Path) -> float:
 # figures
 def gap_curve(run: Path) -> List[tuple]:
     """``[(step, seconds since the first logged event, gap dB), ...]`` of a run's validations."""
-    sys.path.insert(0, str(HERE))
-    from plot_learning_curves import BASELINE_TAG, MODEL_TAG, read_scalars
+    from radiodiff_vae.training.curves import BASELINE_TAG, MODEL_TAG, read_scalars
 
     scalars = read_scalars(str(run), wall_time=True)
     start = min(point[2] for points in scalars.values() for point in points)
@@ -301,8 +300,7 @@ def run_precision(args: argparse.Namespace, out: Path) -> Dict[str, object]:
     draw_curves(
         curves, out / "precision_curves.png", f"bf16 against fp32, same {steps} steps at {resolution}x{resolution}"
     )
-    sys.path.insert(0, str(HERE))
-    from plot_learning_curves import read_scalars
+    from radiodiff_vae.training.curves import read_scalars
 
     losses = {name: read_scalars(str(run)).get("train/rec", []) for name, run in zip(curves, runs.values())}
     return {"steps": steps, "resolution": resolution, "gap_curves": curves, "train_rec_loss": losses}

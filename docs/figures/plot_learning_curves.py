@@ -12,9 +12,7 @@ Usage::
 """
 
 import argparse
-import re
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import matplotlib
 
@@ -22,9 +20,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from radiodiff_vae.atomic import atomic_path  # noqa: E402
-
-MODEL_TAG = "validation/psnr"
-BASELINE_TAG = "validation/baseline_psnr"
+from radiodiff_vae.training.curves import BASELINE_TAG, MODEL_TAG, read_console_log, read_scalars  # noqa: E402
 
 
 def parse_args(input_args=None) -> argparse.Namespace:
@@ -41,32 +37,6 @@ def parse_args(input_args=None) -> argparse.Namespace:
         if not (Path(folder) / "logs").is_dir() and not (folder.endswith(".log") and Path(folder).is_file()):
             parser.error(f"--run {folder}: expected a training output folder with logs/, found none")
     return args
-
-
-def read_scalars(output_dir: str, wall_time: bool = False) -> Dict[str, List[Tuple]]:
-    """``{tag: [(step, value), ...]}`` of every scalar in a run's TensorBoard logs, by step (the last value of a
-    step wins); ``(step, value, wall_time)`` with ``wall_time=True`` (seconds since the epoch)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    scalars: Dict[str, Dict[int, Tuple]] = {}
-    for events in sorted(Path(output_dir, "logs").rglob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            for event in accumulator.Scalars(tag):
-                point = (event.step, event.value, event.wall_time) if wall_time else (event.step, event.value)
-                scalars.setdefault(tag, {})[event.step] = point
-    return {tag: [points[step] for step in sorted(points)] for tag, points in scalars.items()}
-
-
-def read_console_log(path: str) -> Dict[str, List[Tuple]]:
-    """The validation PSNR and baseline of a train_vae.py console log, as :func:`read_scalars` gives them."""
-    pattern = re.compile(r"\] step (\d+), \d+ [^:]*: baseline_psnr ([\d.]+),.*? psnr ([\d.]+),")
-    points = [match.groups() for match in pattern.finditer(Path(path).read_text(encoding="utf-8", errors="replace"))]
-    return {
-        MODEL_TAG: [(int(step), float(psnr)) for step, _, psnr in points],
-        BASELINE_TAG: [(int(step), float(baseline)) for step, baseline, _ in points],
-    }
 
 
 def main(input_args=None) -> None:

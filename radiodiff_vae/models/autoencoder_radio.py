@@ -37,7 +37,7 @@ from ..conversion.autoencoder_kl import (
     placed_like,
     radio_vae_config_of_autoencoder_kl,
 )
-from ..errors import InvalidArgumentError, ModelFileError, NotAFolderError
+from ..errors import InputError, InvalidArgumentError, ModelFileError, NotAFolderError, one_line
 from ..hub_id import local_path_or_hub_id
 from .checks import check_architecture, check_size_divisible, check_tensor, warn_if_not_model_range
 from .normalization import GroupNormSiLU, fuse_group_norm_silu, unfuse_group_norm_silu
@@ -703,7 +703,17 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
                     f"{path} is a file: expected a model folder with config.json and "
                     "diffusion_pytorch_model.safetensors (written by save_pretrained)."
                 )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (TypeError, ValueError, ZeroDivisionError) as error:
+            # Raised while building the model from the folder's config values or fitting its weights: the folder's
+            # fault, reported in one line. Our own checks already raise typed errors.
+            if isinstance(error, InputError):
+                raise
+            raise ModelFileError(
+                f"{pretrained_model_name_or_path} does not build a {cls.__name__}: {type(error).__name__}: "
+                f"{one_line(error)} (check its config.json against save_pretrained's)."
+            ) from error
 
     @classmethod
     def load_config(cls, pretrained_model_name_or_path: Union[str, os.PathLike], **kwargs):
@@ -720,7 +730,7 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         if class_name != cls.__name__:
             loader = "diffusers." if hasattr(diffusers, str(class_name)) else ""
             remedy = ", or convert it with RadioVAE.from_autoencoder_kl" if class_name == "AutoencoderKL" else ""
-            article = "an" if str(class_name)[:1] in "AEIOU" else "a"
+            article = "an" if str(class_name)[:1] in "AEIO" else "a"  # "a UNet2DModel"
             raise ModelFileError(
                 f"{pretrained_model_name_or_path} holds {article} {class_name} (config.json _class_name), not a "
                 f"{cls.__name__}: load it with {loader}{class_name}.from_pretrained{remedy}."

@@ -27,6 +27,8 @@ def check_architecture(
     sample_size: int,
 ) -> None:
     """Raises ``InvalidArgumentError`` for a combination of config values that builds no network."""
+    if isinstance(num_downsamples, bool) or not isinstance(num_downsamples, int):
+        raise InvalidArgumentError(f"num_downsamples must be an integer, got {num_downsamples!r}.")
     if not 0 <= num_downsamples <= len(block_out_channels):
         raise InvalidArgumentError(
             f"num_downsamples must be between 0 and len(block_out_channels)={len(block_out_channels)}, "
