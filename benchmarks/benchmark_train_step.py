@@ -86,9 +86,10 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--gradient_checkpointing_scope",
-        default="full_resolution",
-        choices=["full_resolution", "all"],
-        help="With --gradient_checkpointing: the full-resolution levels only (default) or every level.",
+        default="selective",
+        choices=["selective", "full_resolution", "all"],
+        help="With --gradient_checkpointing: recompute normalisations and activations only (selective, train_vae.py's "
+        "default), the full-resolution levels, or every level.",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (CUDA times are synchronised).")
@@ -181,10 +182,9 @@ def build(args: argparse.Namespace):
         allow_download=False,
     )  # fmt: skip
     if args.gradient_checkpointing:
-        vae.enable_gradient_checkpointing(
-            full_resolution_only=getattr(args, "gradient_checkpointing_scope", "all") == "full_resolution"
-        )
-        loss_fn.enable_gradient_checkpointing()
+        mode = getattr(args, "gradient_checkpointing_scope", "all")
+        vae.enable_gradient_checkpointing(mode=mode)
+        loss_fn.enable_gradient_checkpointing(mode=mode)
     if getattr(args, "autocast_group_norm", False):
         group_norm_in_autocast_dtype(vae)
     device = torch.device(getattr(args, "device", "cpu"))

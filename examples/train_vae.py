@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -127,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--gradient_checkpointing_scope",
         type=str,
-        default="full_resolution",
-        choices=["full_resolution", "all"],
-        help="With --gradient_checkpointing: recompute only the full-resolution levels (encoder's first, decoder's "
-        "last; most of the memory for a fraction of the compute) or every level.",
+        default="selective",
+        choices=["selective", "full_resolution", "all"],
+        help="With --gradient_checkpointing: selective keeps every convolution output and recomputes only the "
+        "GroupNorms, SiLUs and additions (no convolution recomputed); full_resolution recomputes the full-resolution "
+        "levels (encoder's first, decoder's last); all recomputes every level (the least memory). Which for which "
+        "card: docs/training.md.",
     )
     model.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
     model.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with --use_ema).")
@@ -185,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         "The autoencoder's GroupNorms normalise in the autocast dtype (bf16/fp16; statistics still accumulated in "
         "fp32) instead of fp32, which CUDA autocast picks: less activation memory and traffic; auto: on with "
         "--mixed_precision bf16 or fp16.",
+    )
+    add_auto_switch(
+        training,
+        "--fused_group_norm",
+        "Each GroupNorm + SiLU of the autoencoder as one autograd function that keeps only its input for the backward "
+        "(one full-size tensor instead of two; the same outputs and gradients, the same checkpoints); on CUDA it also "
+        "keeps channels-last through the normalisation; auto: on.",
     )
     add_auto_switch(
         training,
@@ -381,21 +390,23 @@ def expected_architecture(args: argparse.Namespace) -> Dict[str, Dict]:
 class AutoSwitches:
     channels_last: bool
     autocast_group_norm: bool
+    fused_group_norm: bool
     cudnn_benchmark: bool
 
 
 def resolve_auto_switches(args: argparse.Namespace, accelerator: Accelerator, train_dataloader) -> AutoSwitches:
-    """``--channels_last``, ``--autocast_group_norm`` and ``--cudnn_benchmark``: ``on`` / ``off`` as given, ``auto``
-    decided here by the device, the precision and the batches (see each flag's help)."""
+    """``--channels_last``, ``--autocast_group_norm``, ``--fused_group_norm`` and ``--cudnn_benchmark``: ``on`` /
+    ``off`` as given, ``auto`` decided here by the device, the precision and the batches (see each flag's help)."""
     on_cuda = accelerator.device.type == "cuda"
     num_maps, batch_size = len(train_dataloader.dataset), train_dataloader.batch_size
     same_size_batches = train_dataloader.drop_last or num_maps % batch_size == 0
     automatic = AutoSwitches(
         channels_last=on_cuda and group_norm_keeps_channels_last(accelerator.device),
         autocast_group_norm=accelerator.mixed_precision in ("bf16", "fp16"),
+        fused_group_norm=True,
         cudnn_benchmark=on_cuda and same_size_batches,
     )
-    values = {name: getattr(args, name) for name in ("channels_last", "autocast_group_norm", "cudnn_benchmark")}
+    values = {field.name: getattr(args, field.name) for field in fields(AutoSwitches)}
     return AutoSwitches(
         **{name: value == "on" or (value == "auto" and getattr(automatic, name)) for name, value in values.items()}
     )
@@ -444,9 +455,10 @@ def build_models(
             f"{loss_fn.discriminator.min_input_size}; pass a larger --resolution or fewer --disc_num_layers"
         )
     if args.gradient_checkpointing:
-        full_resolution_only = args.gradient_checkpointing_scope == "full_resolution"
-        vae.enable_gradient_checkpointing(full_resolution_only=full_resolution_only)
-        loss_fn.enable_gradient_checkpointing()
+        vae.enable_gradient_checkpointing(mode=args.gradient_checkpointing_scope)
+        loss_fn.enable_gradient_checkpointing(mode=args.gradient_checkpointing_scope)
+    if switches.fused_group_norm:
+        vae.fuse_group_norm_silu()
     if switches.channels_last:
         vae.to(memory_format=torch.channels_last)
         loss_fn.to(memory_format=torch.channels_last)
@@ -775,7 +787,10 @@ def describe_out_of_memory(args: argparse.Namespace, device: Optional[torch.devi
     """The one line of a CUDA out-of-memory error, with this script's remedies first."""
     remedies: List[str] = []
     if not args.gradient_checkpointing:
-        remedies.append("--gradient_checkpointing (about 8 GiB at batch 8 and 320x320 in bf16, docs/benchmarks.md)")
+        remedies.append(
+            "--gradient_checkpointing (selective: about 6.2 GiB counted at batch 8 and 320x320 in bf16, "
+            "docs/benchmarks.md)"
+        )
     elif args.gradient_checkpointing_scope != "all":
         remedies.append("--gradient_checkpointing_scope all")
     model = args.preset if args.pretrained_model_name_or_path is None else args.pretrained_model_name_or_path

@@ -83,7 +83,7 @@ def test_full_resolution_checkpointing_recomputes_two_levels_with_the_same_gradi
         return {name: parameter.grad.clone() for name, parameter in vae.named_parameters()}
 
     expected = gradients()
-    vae.enable_gradient_checkpointing(full_resolution_only=True)
+    vae.enable_gradient_checkpointing(mode="full_resolution")
     checkpointed = []
     original = vae.encoder._gradient_checkpointing_func
 

@@ -102,7 +102,8 @@ def test_defaults_follow_the_mode_and_the_vae(vae_folder, tmp_path):
     quick = train_radiodiff.parse_args(
         ["--config", str(CONFIGS / "radiodiff_quickstart.yaml"), "--pretrained_vae", str(vae_folder)]
     )
-    assert quick.use_ema and quick.max_train_seconds > 0 and quick.prediction_type == "v_prediction"
+    assert not quick.use_ema and quick.max_train_seconds > 0 and quick.prediction_type == "sample"
+    assert quick.default_num_inference_steps == 1 and "wall_count" in quick.in_features
     assert quick.resolution == 64 and quick.data_dir is None  # the yaml's size wins over the VAE's
 
 
