@@ -14,6 +14,13 @@ Three parts, each writing its numbers and figures under ``--output_dir`` as it g
   (``--compare_seconds``; steps from each layout's measured step time), scored on the same unseen cities.
 * ``precision``: the report's preset trained in bf16 and in fp32 for the same steps (``--precision_steps``, at
   ``--precision_resolution``), validation PSNR and loss curves side by side.
+* ``construction``: RadioDiff's second stage on that VAE (the ``recipe`` part's, else ``--vae_dir``):
+  ``examples/train_radiodiff.py --config examples/configs/radiodiff_gpu.yaml`` for ``--construction_seconds`` of
+  training, then the direct baseline (``--direct``) for the same training time; ``radiodiff-vae
+  evaluate-construction`` of both on unseen synthetic cities (other seed, cities 10001..) against the log-distance
+  fit and the VAE's ceiling, the pipeline at 1, 2, 4 and 10 sampling steps (quality and maps per second), and on the
+  ray-traced folder with the synthetic run's fit; ``construction.json`` / ``construction.md`` and the validation
+  curves of both runs against training time.
 
 ``--dry_run`` runs all of it on the CPU at toy sizes (``tiny`` presets, 32x32 maps, a few steps, LPIPS off), which
 is how the tests run it. Without ``--step_json`` the step counts come from ``--step_seconds``.
@@ -23,11 +30,14 @@ Usage::
     python benchmarks/gpu_recipe.py --parts recipe --output_dir gpu-recipe --step_json gpu-check/step_bf16.json \\
         --train_seconds 240 --raytraced_dir raytraced_eval
     python benchmarks/gpu_recipe.py --parts compare precision --output_dir gpu-recipe --bench_dir gpu-check
+    python benchmarks/gpu_recipe.py --parts construction --output_dir gpu-recipe --vae_dir gpu-recipe/recipe \\
+        --construction_seconds 180 --raytraced_dir raytraced_eval
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -45,8 +55,21 @@ LAYOUTS = [
     ("4x, 3 channels (radiodiff-ldm-f4)", ["--preset", "radiodiff-ldm-f4"], "step_ldm_f4_bf16"),
     ("8x, 8 channels", ["--preset", "radiodiff-vae", "--latent_channels", "8"], "step_latent8_bf16"),
 ]
+# The construction part: its training config, the direct baseline's UNet in pixel space at 320x320 (four levels down
+# to 40x40, the latent's size; no attention, as RadioUNet), the sampling steps of the steps-vs-quality table.
+CONSTRUCTION_CONFIG = ROOT / "examples" / "configs" / "radiodiff_gpu.yaml"
+DIRECT_UNET = ["--unet_block_out_channels", "32", "64", "128", "256", "--no-attention"]
+CONSTRUCTION_STEPS = (1, 2, 4, 10)
+CONSTRUCTION_METRICS = ("rmse_db", "nmse", "rmse", "psnr", "ssim")
+TABLE_HEADER = "| {first} | RMSE dB | NMSE | RMSE | PSNR dB | SSIM | maps/s |"
+TABLE_RULE = "|---|---|---|---|---|---|---|"
+# Several `radiodiff-vae` commands in one interpreter (start-up once): argv lists as JSON, stops at the first failure.
+RUN_COMMANDS = (
+    "import json, sys; from radiodiff_vae.cli import main; "
+    "sys.exit(next((code for code in map(main, json.loads(sys.argv[1])) if code), 0))"
+)
 # What each part prints of its results (the rest is in summary.json).
-SUMMARY_KEYS = ("error", "unseen_cities", "raytraced", "rows", "part_seconds")
+SUMMARY_KEYS = ("error", "unseen_cities", "raytraced", "rows", "steps", "part_seconds")
 # Validation, logging and EMA cost on top of the optimizer steps' own time.
 OVERHEAD = 1.12
 
@@ -54,7 +77,9 @@ OVERHEAD = 1.12
 def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, help="Folder for the runs, scores, figures and summary.")
-    parser.add_argument("--parts", nargs="+", default=["recipe"], choices=["recipe", "compare", "precision"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["recipe"], choices=["recipe", "compare", "precision", "construction"]
+    )
     parser.add_argument("--train_seconds", type=float, default=240.0, help="Recipe: seconds of optimizer steps.")
     parser.add_argument("--step_json", default=None, help="Recipe: benchmark_train_step.py's JSON (phase-1 time).")
     parser.add_argument("--step_seconds", type=float, default=0.1, help="Recipe: step time without --step_json.")
@@ -62,7 +87,32 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--compare_seconds", type=float, default=60.0, help="Compare: GPU seconds per layout.")
     parser.add_argument("--precision_steps", type=int, default=300, help="Precision: steps of each run.")
     parser.add_argument("--precision_resolution", type=int, default=128, help="Precision: map size.")
-    parser.add_argument("--raytraced_dir", default=None, help="A make-raytraced folder to score the recipe on.")
+    parser.add_argument(
+        "--vae_dir", default=None, help="Construction: the VAE (train_vae.py folder) when --parts has no recipe."
+    )
+    parser.add_argument(
+        "--construction_seconds",
+        type=float,
+        default=None,
+        help="Construction: training seconds of the pipeline, and of the direct baseline (default --train_seconds).",
+    )
+    parser.add_argument(
+        "--construction_step_seconds",
+        type=float,
+        default=0.09,
+        help="Construction: the pipeline's step time the cosine schedule's length is planned with (a guess until a "
+        "run's summary records seconds_per_step; the time limit stops a slower run).",
+    )
+    parser.add_argument(
+        "--direct_step_seconds", type=float, default=0.15, help="Construction: the same for the direct baseline."
+    )
+    parser.add_argument(
+        "--construction_eval_maps", type=int, default=256, help="Construction: unseen synthetic cities to score."
+    )
+    parser.add_argument("--raytraced_dir", default=None, help="A make-raytraced folder to score the models on.")
+    parser.add_argument(
+        "--raytraced_simulation", default="sionna", help="The simulation folder of --raytraced_dir (under gain/)."
+    )
     parser.add_argument("--eval_maps", type=int, default=512, help="Unseen synthetic cities to score.")
     parser.add_argument(
         "--concurrent",
@@ -72,20 +122,40 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--dry_run", action="store_true", help="CPU, toy sizes: checks the plumbing.")
     args = parser.parse_args(input_args)
-    for name in ("train_seconds", "step_seconds", "compare_seconds"):
-        if getattr(args, name) <= 0:
+    if args.construction_seconds is None:
+        args.construction_seconds = args.train_seconds
+    for name in ("train_seconds", "step_seconds", "compare_seconds", "construction_seconds",
+                 "construction_step_seconds", "direct_step_seconds"):  # fmt: skip
+        if not getattr(args, name) > 0:
             parser.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    for name in ("eval_maps", "construction_eval_maps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if "compare" in args.parts and args.bench_dir is None and not args.dry_run:
         parser.error("--parts compare needs --bench_dir (benchmark_gpu.py's output with the layouts' step times)")
+    if "construction" in args.parts and not args.dry_run and "recipe" not in args.parts and args.vae_dir is None:
+        parser.error("--parts construction needs a VAE: --parts recipe construction, or --vae_dir (train_vae.py's)")
+    for name in ("vae_dir", "raytraced_dir"):
+        folder = getattr(args, name)
+        if folder is not None and not Path(folder).is_dir():
+            parser.error(f"--{name} must be a folder, got {folder} (no such folder)")
     return args
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # running the package's commands
-def train(output_dir: Path, arguments: List[str], log: Path, wait: bool = True) -> Tuple[subprocess.Popen, Path]:
-    """Starts ``train_vae.py --config radiodiff_vae_gpu.yaml`` with ``arguments`` winning, its output in ``log``;
-    waits for it (``finish``) unless ``wait`` is False. Returns the process and its log."""
-    command = [sys.executable, str(ROOT / "examples" / "train_vae.py"), "--config", str(RECIPE_CONFIG)]
+def train(
+    output_dir: Path,
+    arguments: List[str],
+    log: Path,
+    wait: bool = True,
+    script: str = "train_vae.py",
+    config: Path = RECIPE_CONFIG,
+) -> Tuple[subprocess.Popen, Path]:
+    """Starts ``examples/<script> --config <config>`` (``train_vae.py``, ``radiodiff_vae_gpu.yaml``) with
+    ``arguments`` winning, its output in ``log``; waits for it (``finish``) unless ``wait`` is False. Returns the
+    process and its log."""
+    command = [sys.executable, str(ROOT / "examples" / script), "--config", str(config)]
     command += ["--output_dir", str(output_dir), *arguments]
     with open(log, "w", encoding="utf-8") as handle:
         handle.write("# " + " ".join(command) + "\n")
@@ -101,7 +171,7 @@ def finish(run: Tuple[subprocess.Popen, Path]) -> None:
     process, log = run
     code = process.wait()
     if code != 0:
-        raise RuntimeError(f"train_vae.py exited {code}; see {log}")
+        raise RuntimeError(f"{Path(process.args[1]).name} exited {code}; see {log}")
 
 
 def evaluate(model: Path, output_dir: Path, data: List[str], log: Path) -> Dict[str, object]:
@@ -306,13 +376,231 @@ def run_precision(args: argparse.Namespace, out: Path) -> Dict[str, object]:
     return {"steps": steps, "resolution": resolution, "gap_curves": curves, "train_rec_loss": losses}
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# the construction stage
+def construction_vae(args: argparse.Namespace, out: Path) -> Tuple[Path, str]:
+    """The first stage the construction part trains on, and where it came from: the ``recipe`` part's model when
+    that part ran in this call and succeeded, else ``--vae_dir``; in a dry run without either, a tiny VAE trained
+    as the recipe's dry run trains one."""
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    if "recipe" in args.parts and "error" not in summary.get("recipe", {"error": "did not run"}):
+        return out / "recipe", "the recipe part (radiodiff_vae_gpu.yaml)"
+    if args.vae_dir is not None:
+        return Path(args.vae_dir), "--vae_dir"
+    if not args.dry_run:
+        raise RuntimeError("the recipe part failed and no --vae_dir was given: the construction stage needs a VAE")
+    vae = out / "construction_vae"
+    train(vae, phase_flags(4) + toy_flags(args), out / "construction_vae.log")
+    return vae, "a tiny VAE trained for the dry run"
+
+
+def construction_toy_flags(args: argparse.Namespace, direct: bool = False) -> List[str]:
+    """The dry run's sizes for train_radiodiff.py: 32x32 maps, 8 cities x 2 transmitters, a UNet of 16/32 channels
+    (8/16 for the direct one), 8 ray samples, fp32, batch 4."""
+    if not args.dry_run:
+        return []
+    unet = ["--unet_block_out_channels", "8", "16"] if direct else ["--unet_block_out_channels", "16", "32"]
+    return ["--resolution", "32", "--synthetic_num_maps", "8", "--synthetic_num_tx", "2", "--synthetic_num_workers",
+            "0", "--dataloader_num_workers", "0", "--num_validation_maps", "4", "--num_validation_images", "2",
+            "--layers_per_block", "1", "--no-attention", "--city_channels", "8", "--city_block_out_channels", "8",
+            "8", "16", "--ray_samples", "8", "--train_batch_size", "4", "--mixed_precision", "no"] + unet  # fmt: skip
+
+
+def construction_plan(steps: int, seconds: float) -> List[str]:
+    """Train for ``steps`` (the cosine's length) or ``seconds`` of training, whichever ends first; eight
+    validations, one checkpoint at the end (its marker holds the steps and seconds the run reached)."""
+    return ["--max_train_steps", str(steps), "--max_train_seconds", str(seconds),
+            "--lr_warmup_steps", str(min(300, steps // 10)), "--validation_steps", str(max(1, steps // 8)),
+            "--checkpointing_steps", str(steps), "--checkpoints_total_limit", "1",
+            "--logging_steps", str(max(1, min(50, steps // 10)))]  # fmt: skip
+
+
+def construction_run_record(run: Path, planned_steps: int, command_seconds: float) -> Dict[str, object]:
+    """What a train_radiodiff.py run reached: steps and training seconds (its last checkpoint's marker), what
+    stopped it, the validation RMSE (dB of path gain) by step."""
+    from radiodiff_vae.training import checkpointing
+    from radiodiff_vae.training.curves import read_scalars
+
+    checkpoints = checkpointing.list_checkpoints(str(run))
+    if not checkpoints:
+        raise RuntimeError(f"{run} holds no complete checkpoint: the run did not finish")
+    marker = checkpointing.read_checkpoint_marker(checkpoints[-1][1])
+    steps, seconds = int(marker["step"]), float(marker["metadata"]["training_seconds"])
+    curve = read_scalars(str(run)).get("validation/rmse_db", [])
+    return {
+        "run": str(run), "planned_steps": planned_steps, "steps": steps, "training_seconds": round(seconds, 2),
+        "seconds_per_step": seconds / steps, "stopped_by": "time" if steps < planned_steps else "steps",
+        "command_seconds": round(command_seconds, 1), "validation_rmse_db": [list(point) for point in curve],
+    }  # fmt: skip
+
+
+def read_construction(output_dir: Path) -> Dict[str, object]:
+    """The means of an ``evaluate-construction`` run's ``metrics.json``, by method, with the models' maps per second."""
+    metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
+    methods = {}
+    for method in metrics["methods"]:
+        block = metrics[method]
+        methods[method] = {key: block[key] for key in CONSTRUCTION_METRICS}
+        if "maps_per_second" in block:
+            methods[method]["maps_per_second"] = block["maps_per_second"]
+    return {
+        "maps": metrics["num_maps"], "data": metrics["data"], "num_inference_steps": metrics["num_inference_steps"],
+        "device": metrics["settings"]["device"], "methods": methods,
+    }  # fmt: skip
+
+
+def construction_evaluations(args: argparse.Namespace, out: Path, pipeline: Path, direct: Path) -> List[tuple]:
+    """``(name, steps, output folder, argv)`` of every evaluate-construction run: unseen synthetic cities at one step
+    with the direct model (it fits the log-distance line), at the other steps of the table with that fit, and the
+    ray-traced folder with it too."""
+    resolution = 32 if args.dry_run else 320
+    maps = 8 if args.dry_run else args.construction_eval_maps
+    run = ["--batch_size", "8", "--device", "cpu", "--fit_maps", "16"] if args.dry_run else ["--batch_size", "32"]
+    unseen = ["--synthetic_num_maps", str(maps), "--synthetic_num_tx", "1", "--synthetic_seed", str(EVALUATION_SEED),
+              "--synthetic_first_map", "10001", "--resolution", str(resolution)]  # fmt: skip
+    fit = ["--log_distance_fit", str(out / "construction_eval_unseen" / "metrics.json")]
+
+    def command(folder: Path, steps: int, data: List[str], extra: List[str]) -> List[str]:
+        return ["evaluate-construction", str(pipeline), "--output_dir", str(folder), "--overwrite",
+                "--num_inference_steps", str(steps), *run, *data, *extra]  # fmt: skip
+
+    folder = out / "construction_eval_unseen"
+    runs = [("unseen_cities", 1, folder, command(folder, 1, unseen, ["--direct_model", str(direct)]))]
+    for steps in CONSTRUCTION_STEPS[1:]:
+        folder = out / f"construction_eval_steps_{steps}"
+        runs.append((f"steps_{steps}", steps, folder, command(folder, steps, unseen, fit + ["--no_figure"])))
+    if args.raytraced_dir:
+        folder = out / "construction_eval_raytraced"
+        data = ["--data_dir", args.raytraced_dir, "--simulation", args.raytraced_simulation, "--resolution",
+                str(resolution)]  # fmt: skip
+        runs.append(("raytraced", 1, folder, command(folder, 1, data, fit + ["--direct_model", str(direct)])))
+    return runs
+
+
+def run_construction(args: argparse.Namespace, out: Path) -> Dict[str, object]:
+    seconds = args.construction_seconds
+    vae, vae_source = construction_vae(args, out)
+    result: Dict[str, object] = {
+        "vae": str(vae), "vae_source": vae_source, "construction_seconds": seconds,
+        "resolution": 32 if args.dry_run else 320,
+    }  # fmt: skip
+    progress = out / "construction.json"  # what is done so far: a failed evaluation keeps the trainings' records
+
+    def save() -> None:
+        progress.write_text(json.dumps(result, indent=1), encoding="utf-8")
+
+    runs = {}
+    for name, step_seconds, flags in (
+        ("pipeline", args.construction_step_seconds, construction_toy_flags(args)),
+        ("direct", args.direct_step_seconds, ["--direct"] + (construction_toy_flags(args, True) or DIRECT_UNET)),
+    ):
+        steps = 4 if args.dry_run else max(100, int(seconds / step_seconds))
+        run = out / f"construction_{name}"
+        if run.is_dir():  # an earlier call's run: its checkpoints would be read as this one's
+            shutil.rmtree(run)
+        start = time.perf_counter()
+        # the toy sizes and the direct flags come after the plan, the VAE last: later flags win
+        flags = construction_plan(steps, 600.0 if args.dry_run else seconds) + flags + ["--pretrained_vae", str(vae)]
+        train(run, flags, out / f"construction_{name}.log", script="train_radiodiff.py", config=CONSTRUCTION_CONFIG)
+        result[f"{name}_run"] = construction_run_record(run, steps, time.perf_counter() - start)
+        runs[name] = run
+        save()
+
+    evaluations = construction_evaluations(args, out, runs["pipeline"], runs["direct"])
+    command = [sys.executable, "-c", RUN_COMMANDS, json.dumps([argv for *_, argv in evaluations])]
+    log = out / "construction_eval.log"
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("".join("# radiodiff-vae " + " ".join(argv) + "\n" for *_, argv in evaluations))
+        handle.flush()
+        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, check=True)
+    scores = {name: read_construction(folder) for name, _, folder, _ in evaluations}
+    result["unseen_cities"] = scores["unseen_cities"]
+    result["steps"] = []
+    for name, steps, _, _ in evaluations[: len(CONSTRUCTION_STEPS)]:
+        row = scores[name]["methods"]["pipeline"]
+        result["steps"].append({"num_inference_steps": steps, **row})
+    if "raytraced" in scores:
+        result["raytraced"] = scores["raytraced"]
+    save()
+    draw_construction_curves(result, out / "construction_curves.png")
+    write_construction_md(result, out / "construction.md")
+    return result
+
+
+def draw_construction_curves(result: Dict[str, object], path: Path) -> None:
+    """Validation RMSE of the pipeline and of the direct baseline against training time (step x the run's mean step
+    time): where the two cross, if they do."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    for name, label in (("pipeline", "RadioDiffPipeline (latent, 1 step)"), ("direct", "direct UNet (pixels)")):
+        record = result[f"{name}_run"]
+        if record["validation_rmse_db"]:
+            steps, values = zip(*record["validation_rmse_db"])
+            axis.plot([step * record["seconds_per_step"] for step in steps], values, marker="o", label=label)
+    axis.set_xlabel("training seconds (step x the run's mean step time)")
+    axis.set_ylabel("validation RMSE (dB of path gain)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    axis.set_title("Construction at the same training time, validation cities")
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write_construction_md(result: Dict[str, object], path: Path) -> None:
+    """The part's tables: the trainings, each data set's methods, the steps against quality and throughput."""
+    import torch
+
+    machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "the CPU"
+    side = result["resolution"]
+    lines = [f"# The construction stage at {side}x{side} on {machine}", ""]
+    lines += [f"VAE: {result['vae']} ({result['vae_source']}); training budget {result['construction_seconds']:g} s "
+              "each.", "", "| run | steps (planned) | stopped by | training s | s / step | final validation RMSE dB |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name in ("pipeline", "direct"):
+        record = result[f"{name}_run"]
+        final = record["validation_rmse_db"][-1][1] if record["validation_rmse_db"] else float("nan")
+        lines.append(
+            f"| {name} | {record['steps']} ({record['planned_steps']}) | {record['stopped_by']} | "
+            f"{record['training_seconds']:.1f} | {record['seconds_per_step']:.4f} | {final:.2f} |"
+        )
+    for key in ("unseen_cities", "raytraced"):
+        if key not in result:
+            continue
+        scores = result[key]
+        steps = scores["num_inference_steps"]
+        lines += ["", f"{scores['maps']} maps: {scores['data']}; the pipeline at {steps} step(s), {scores['device']}.",
+                  "", TABLE_HEADER.format(first="method"), TABLE_RULE]  # fmt: skip
+        for method, row in scores["methods"].items():
+            lines.append(f"| {method} | {table_cells(row)} |")
+    lines += ["", "Steps against quality (unseen synthetic cities):", "", TABLE_HEADER.format(first="steps"),
+              TABLE_RULE]  # fmt: skip
+    for row in result["steps"]:
+        lines.append(f"| {row['num_inference_steps']} | {table_cells(row)} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def table_cells(row: Dict[str, object]) -> str:
+    """RMSE dB | NMSE | RMSE | PSNR | SSIM | maps/s of one method (strings for non-finite values pass through)."""
+    cells = []
+    for key, form in (("rmse_db", ".2f"), ("nmse", ".4f"), ("rmse", ".4f"), ("psnr", ".2f"), ("ssim", ".3f"),
+                      ("maps_per_second", ".1f")):  # fmt: skip
+        value = row.get(key)
+        cells.append("" if value is None else format(value, form) if isinstance(value, (int, float)) else str(value))
+    return " | ".join(cells)
+
+
 def main(input_args: Optional[List[str]] = None) -> int:
     args = parse_args(input_args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    parts = {"recipe": run_recipe, "compare": run_compare, "precision": run_precision}
+    parts = {"recipe": run_recipe, "compare": run_compare, "precision": run_precision, "construction": run_construction}
     failed = False
     for name in args.parts:
         print(f"[gpu_recipe] {name}", flush=True)

@@ -13,9 +13,9 @@ Launch lines (docs/construction.md explains the recipe and its numbers):
     #   python examples/train_vae.py --config examples/configs/quickstart.yaml
     python examples/train_radiodiff.py --config examples/configs/radiodiff_quickstart.yaml
 
-    # the direct baseline on the same data, for the same training time
+    # the direct baseline on the same data, for the training time the run above reports
     python examples/train_radiodiff.py --config examples/configs/radiodiff_quickstart.yaml --direct \
-        --output_dir outputs/radiodiff_direct
+        --unet_block_out_channels 32 64 128 --output_dir outputs/radiodiff_direct --max_train_seconds 551
 
     # RadioMapSeer on one GPU, bf16, with a VAE from the Hub
     accelerate launch examples/train_radiodiff.py --pretrained_vae user/radiodiff-vae --data_dir /data/RadioMapSeer \
@@ -35,23 +35,19 @@ checkpoint intact.
 """
 
 import argparse
-import logging
-import math
 import os
 import sys
 from functools import partial
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers import UNet2DModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from radiodiff_vae import CityEncoder, RadioDiffPipeline, RadioUNetPipeline
-from radiodiff_vae.atomic import atomic_directory, atomic_write_json
+from radiodiff_vae.atomic import atomic_directory
 from radiodiff_vae.cli.arguments import (
     add_data_arguments,
     check_training_data_arguments,
@@ -60,41 +56,49 @@ from radiodiff_vae.cli.arguments import (
 )
 from radiodiff_vae.data.batches import build_datasets, collate_maps
 from radiodiff_vae.data.latents import LatentRadioMaps
-from radiodiff_vae.errors import CheckpointError, InvalidArgumentError, OneLineArgumentParser, check_output_folder
+from radiodiff_vae.errors import CheckpointError, InvalidArgumentError
 from radiodiff_vae.models.checks import check_size_divisible
 from radiodiff_vae.models.city_encoder import FEATURE_NAMES
 from radiodiff_vae.pipelines.radiodiff import PREDICTION_TYPES, default_scheduler
 from radiodiff_vae.training import (
-    SCHEDULER_NAMES,
     LogWindow,
-    NonFiniteGuard,
     NonFiniteLossError,
     ThroughputMeter,
+    TrainingClock,
     TrainingProgress,
+    add_training_arguments,
     build_lr_scheduler,
+    check_training_arguments,
     checkpointing,
     epoch_length,
     parse_args_with_config,
     resume_position,
     save_png,
     step_generator,
+    training_parser,
 )
 from radiodiff_vae.training.construction import (
     CityFeatureMaps,
     ConstructionValidator,
-    TrainingClock,
     diffusion_loss,
     direct_loss,
     read_vae_config,
     read_vae_training_args,
     vae_synthetic_seed,
 )
-from radiodiff_vae.training.script import create_hub_repo, is_rank_zero, run_command_line, tracker_config
+from radiodiff_vae.training.script import (
+    check_paths,
+    create_hub_repo,
+    make_accelerator,
+    resume_from,
+    run_command_line,
+    start_trackers,
+)
 
 logger = get_logger(__name__, log_level="INFO")
 
 TRACKER_PROJECT_NAME = "radiodiff-construction"
-SEED_RANGE = (0, 2**32 - 1)  # the seeds numpy's and torch's generators both accept
+HUB_MODEL_ID_EXAMPLE = "user/radiodiff"
 # Model sizes the flags leave open: the latent pipeline's, and the direct predictor's (RadioUNetPipeline.from_sizes).
 MODE_DEFAULTS = {
     "latent": dict(unet_block_out_channels=[64, 128, 256], layers_per_block=2, attention=True, city_channels=32),
@@ -111,13 +115,10 @@ LATENT_CACHE_NAME = "latents.safetensors"
 # ------------------------------------------------------------------------------------------------------------------
 # arguments
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
-        description="Train RadioDiff's construction stage (latent diffusion on a frozen RadioVAE) or, with --direct, "
-        "the direct pixel-space baseline, with accelerate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        allow_abbrev=False,  # a mistyped flag is an error, not silently another flag
+    parser = training_parser(
+        "Train RadioDiff's construction stage (latent diffusion on a frozen RadioVAE) or, with --direct, the direct "
+        "pixel-space baseline, with accelerate."
     )
-    parser.add_argument("--config", type=str, default=None, help="YAML file of flag values; flags given here win.")
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -190,8 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Physics features of the city the encoder sees, among {', '.join(FEATURE_NAMES)}.",
     )
     model.add_argument("--ray_samples", type=int, default=64, help="Points per transmitter -> pixel ray (walls).")
-    model.add_argument("--use_ema", action="store_true", help="Keep an EMA of the weights; the saved pipeline uses it.")
-    model.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with --use_ema).")
 
     data = add_data_arguments(parser, training=True)  # the flags of train_vae.py and the radiodiff-vae commands
     data.add_argument(
@@ -209,71 +208,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="Compute the city features of every training map once and keep them in memory (the ray sampling costs "
         "more than a small UNet's step on a CPU); auto: on when they take at most 2 GiB and --random_flip is off.",
     )
-    data.add_argument("--num_validation_maps", type=int, default=16, help="Validation maps scored (spread).")
-    data.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation image grid.")
 
-    training = parser.add_argument_group("training")
-    training.add_argument(
-        "--output_dir", type=str, default="radiodiff-construction", help="Pipeline, checkpoints, logs."
-    )
-    training.add_argument("--seed", type=int, default=42, help="Seed of initialisation, data order and noise.")
-    training.add_argument("--train_batch_size", type=int, default=16, help="Maps per process per micro-batch.")
-    training.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Micro-batches per step.")
-    training.add_argument("--max_train_steps", type=int, default=10_000, help="Optimizer steps in total.")
-    training.add_argument(
+    groups = add_training_arguments(
+        parser,
+        defaults=dict(
+            output_dir="radiodiff-construction", train_batch_size=16, gradient_accumulation_steps=1,
+            max_train_steps=10_000, learning_rate=1e-4, lr_scheduler="constant", lr_end=0.0, max_grad_norm=1.0,
+            logging_steps=50, tracker_project_name=TRACKER_PROJECT_NAME, validation_steps=500,
+            checkpointing_steps=1000,
+        ),
+        help_texts=dict(
+            output_dir="Pipeline, checkpoints, logs.",
+            use_ema="Keep an EMA of the weights; the saved pipeline uses it.",
+            push_to_hub="Upload the final pipeline with its model card.",
+        ),
+        optimizer="AdamW",
+        hub_model_id_example=HUB_MODEL_ID_EXAMPLE,
+    )  # fmt: skip
+    groups.training.add_argument(
         "--max_train_seconds",
         type=float,
         default=None,
         help="Stop at the first optimizer step after this much training time, counted across resumes (module "
         "docstring); the equal-time comparison of the latent pipeline and --direct.",
     )
-    training.add_argument("--learning_rate", type=float, default=1e-4, help="Initial learning rate (AdamW).")
-    training.add_argument(
-        "--lr_scheduler", type=str, default="constant", choices=SCHEDULER_NAMES, help="Learning-rate schedule."
-    )
-    training.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warm-up steps.")
-    training.add_argument("--lr_end", type=float, default=0.0, help="Final learning rate of the polynomial decay.")
-    training.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
-    training.add_argument("--lr_num_cycles", type=int, default=1, help="Cycles of cosine_with_restarts.")
-    training.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW beta1.")
-    training.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW beta2.")
-    training.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
-    training.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW (decoupled) weight decay.")
-    training.add_argument("--max_grad_norm", type=float, default=1.0, help="Clip the gradient norm; 0: off.")
-    training.add_argument(
-        "--mixed_precision",
-        type=str,
-        default=None,
-        choices=["no", "fp16", "bf16"],
-        help="Autocast precision (weights stay fp32); default: the accelerate config's.",
-    )
-    training.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
-
-    logs = parser.add_argument_group("logging and validation")
-    logs.add_argument("--logging_steps", type=int, default=50, help="Log the averaged loss every N steps.")
-    logs.add_argument(
-        "--report_to", type=str, default="tensorboard", help="accelerate tracker(s): tensorboard, wandb, all, or none."
-    )
-    logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
-    logs.add_argument("--tracker_project_name", type=str, default=TRACKER_PROJECT_NAME, help="Tracker run name.")
-    logs.add_argument("--validation_steps", type=int, default=500, help="Validate every N steps (and at the end).")
-
-    checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument("--checkpointing_steps", type=int, default=1000, help="Save a checkpoint every N steps.")
-    checkpoints.add_argument(
-        "--checkpoints_total_limit", type=int, default=3, help="Keep the newest N checkpoints; 0 keeps all."
-    )
-    checkpoints.add_argument(
-        "--resume_from_checkpoint",
-        type=str,
-        default=None,
-        help="'latest' (newest complete checkpoint in --output_dir, or a fresh start) or a checkpoint-N folder.",
-    )
-
-    hub = parser.add_argument_group("Hugging Face Hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final pipeline with its model card.")
-    hub.add_argument("--hub_model_id", type=str, default=None, help="Repository id, e.g. user/radiodiff.")
-    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
     return parser
 
 
@@ -290,55 +248,29 @@ def parse_args(input_args: Optional[Sequence[str]] = None) -> argparse.Namespace
             factor = 2 ** int(vae_config["num_downsamples"])
             check_size_divisible(args.resolution, None, factor, "--resolution", owner="the VAE's")
         check_size_divisible(args.resolution, None, size_divisor(args, vae_config), "--resolution", owner=owner(args))
-    check_paths(args, vae_config)
+    resume_path = check_paths(args)
+    if resume_path is not None:
+        check_resume_checkpoint(args, resume_path, vae_config)
     return args
 
 
 def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Raises an InvalidArgumentError naming the flag for any value the run could only fail on later."""
-    for action in parser._actions:  # nan passes every comparison below
-        value = getattr(args, action.dest, None)
-        if action.type is float and value is not None and not math.isfinite(value):
-            raise InvalidArgumentError(f"{action.option_strings[0]} must be a finite number, got {value}")
     if args.pretrained_vae is None:
         raise InvalidArgumentError("--pretrained_vae is required: the RadioVAE folder or Hub id of the first stage")
-    positive = [
-        "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "logging_steps", "validation_steps",
-        "checkpointing_steps", "num_validation_maps", "num_train_timesteps", "default_num_inference_steps",
-        "ray_samples", "lr_num_cycles", "learning_rate", "ema_decay", "adam_epsilon", "lr_power",
-    ]  # fmt: skip
-    for name in positive:
-        if not getattr(args, name) > 0:
-            bound = ">= 1" if isinstance(getattr(args, name), int) else "> 0"
-            raise InvalidArgumentError(f"--{name} must be {bound}, got {getattr(args, name)}")
-    for name in ["lr_warmup_steps", "num_validation_images", "adam_weight_decay", "max_grad_norm", "lr_end"]:
-        if getattr(args, name) < 0:
-            raise InvalidArgumentError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    check_training_arguments(
+        args, parser, positive=["num_train_timesteps", "default_num_inference_steps", "ray_samples"],
+        hub_model_id_example=HUB_MODEL_ID_EXAMPLE,
+    )  # fmt: skip
     for name in ["layers_per_block", "city_channels", "unet_norm_num_groups"]:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InvalidArgumentError(f"--{name} must be >= 1 when given, got {getattr(args, name)}")
     for name in ["unet_block_out_channels", "city_block_out_channels"]:
         if getattr(args, name) is not None and min(getattr(args, name)) < 1:
             raise InvalidArgumentError(f"--{name} must be positive channel counts, got {getattr(args, name)}")
-    if args.checkpoints_total_limit < 0:
-        raise InvalidArgumentError(
-            f"--checkpoints_total_limit must be >= 1, or 0 to keep all, got {args.checkpoints_total_limit}"
-        )
     if args.max_train_seconds is not None and not args.max_train_seconds > 0:
         raise InvalidArgumentError(f"--max_train_seconds must be > 0 when given, got {args.max_train_seconds}")
     check_training_data_arguments(args, parser)
-    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
-        raise InvalidArgumentError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
-    for name in ["adam_beta1", "adam_beta2"]:
-        if not 0 <= getattr(args, name) < 1:
-            raise InvalidArgumentError(f"--{name} must be in [0, 1), got {getattr(args, name)}")
-    if not args.ema_decay < 1:
-        raise InvalidArgumentError(f"--ema_decay must be < 1, got {args.ema_decay}")
-    if args.lr_scheduler == "polynomial" and not args.lr_end < args.learning_rate:
-        raise InvalidArgumentError(
-            f"--lr_end must be below the learning rate ({args.learning_rate}) for the polynomial schedule, got "
-            f"{args.lr_end}"
-        )
     if args.default_num_inference_steps > args.num_train_timesteps:
         raise InvalidArgumentError(
             f"--default_num_inference_steps must be at most --num_train_timesteps {args.num_train_timesteps}, got "
@@ -348,8 +280,6 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         raise InvalidArgumentError(f"--in_features must name each feature once, got {args.in_features}")
     if args.cache_city_features == "on" and args.random_flip:
         raise InvalidArgumentError("--cache_city_features on cannot be combined with --random_flip (flipped maps)")
-    if args.push_to_hub and not args.hub_model_id:
-        raise InvalidArgumentError("--push_to_hub needs --hub_model_id (e.g. user/radiodiff)")
 
 
 def resolve_defaults(args: argparse.Namespace, vae_config: Optional[Dict[str, Any]]) -> None:
@@ -381,8 +311,6 @@ def resolve_defaults(args: argparse.Namespace, vae_config: Optional[Dict[str, An
         args.resolution = int(vae_config.get("sample_size") or 64)
     if args.latent_cache is None:
         args.latent_cache = os.path.join(args.output_dir, LATENT_CACHE_NAME)
-    if args.checkpoints_total_limit == 0:
-        args.checkpoints_total_limit = None  # keep all
 
 
 def size_divisor(args: argparse.Namespace, vae_config: Dict[str, Any]) -> int:
@@ -399,19 +327,8 @@ def objective(args: argparse.Namespace) -> str:
     return "direct" if args.direct else args.prediction_type
 
 
-def check_paths(args: argparse.Namespace, vae_config: Optional[Dict[str, Any]]) -> None:
-    """The folders a run reads and writes, before anything is written: --output_dir writable and not in use, the
-    RadioMapSeer layout of --data_dir, and the --resume_from_checkpoint folder (complete, intact, same models)."""
-    check_output_folder(args.output_dir, "--output_dir")
-    if is_rank_zero():  # the other processes of a launch may start after rank 0 took the lock
-        checkpointing.check_output_not_locked(args.output_dir)
-    if args.data_dir is not None:
-        from radiodiff_vae.data.radiomapseer import check_radiomapseer_folder
-
-        check_radiomapseer_folder(args.data_dir, args.simulation)
-    resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if resume_path is None:
-        return
+def check_resume_checkpoint(args: argparse.Namespace, resume_path: str, vae_config: Optional[Dict[str, Any]]) -> None:
+    """Refuses a --resume_from_checkpoint folder trained for another objective or holding other models."""
     saved = (checkpointing.read_checkpoint_marker(resume_path) or {}).get("metadata", {})
     if saved.get("objective", objective(args)) != objective(args):
         raise CheckpointError(
@@ -436,29 +353,6 @@ def check_paths(args: argparse.Namespace, vae_config: Optional[Dict[str, Any]]) 
 
 # ------------------------------------------------------------------------------------------------------------------
 # the parts of a run
-def make_accelerator(args: argparse.Namespace) -> Accelerator:
-    """Accumulation, precision, trackers and the seedable data order (what makes a mid-epoch resume exact); logging
-    and the seed."""
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
-    # the log on stdout; stderr keeps the error line, warnings and the progress bar
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
-    for noisy in ("diffusers", "datasets", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if accelerator.is_local_main_process else logging.ERROR)
-    logger.info(accelerator.state, main_process_only=False)
-    if args.allow_tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-    set_seed(args.seed)
-    return accelerator
-
-
 def build_pipeline(args: argparse.Namespace, device: torch.device):
     """The untrained pipeline of the flags: RadioDiffPipeline around the frozen VAE, or RadioUNetPipeline with
     --direct (whose VAE is only read for its config: the same data, at a size it divides)."""
@@ -559,7 +453,10 @@ def save_final_pipeline(args, accelerator, pipeline, validate, data, global_step
     )  # fmt: skip
     pipeline.save_model_card(args.output_dir, repo_id=hub_repo_id, **card)
     scores = f"validation RMSE {metrics['rmse_db']:.2f} dB of path gain, PSNR {metrics['psnr']:.2f} dB"
-    logger.info(f"saved the pipeline to {args.output_dir}: {scores}")
+    logger.info(
+        f"saved the pipeline to {args.output_dir} after {global_step} steps ({clock.seconds:.0f} s of training): "
+        f"{scores}"
+    )
     if args.push_to_hub:
         pipeline.push_to_hub(
             hub_repo_id, commit_message="Upload a pipeline trained with examples/train_radiodiff.py",
@@ -575,9 +472,8 @@ def main(args: argparse.Namespace) -> int:
     accelerator = make_accelerator(args)
     with checkpointing.lock_output_dir(accelerator, args.output_dir):
         resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-        hub_repo_id = None
-        if args.push_to_hub and accelerator.is_main_process:
-            hub_repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo)
+        pushes = args.push_to_hub and accelerator.is_main_process
+        hub_repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo) if pushes else None
 
         # ---- models (the frozen VAE first: the training maps' latents need it), then the data
         pipeline = build_pipeline(args, accelerator.device)
@@ -607,20 +503,13 @@ def main(args: argparse.Namespace) -> int:
 
         # ---- checkpoint contents: the models as save_pretrained folders, the step, the training time, the EMA
         checkpointing.register_checkpoint_hooks(accelerator, {UNet2DModel: "unet", CityEncoder: "city_encoder"})
-        progress, clock = TrainingProgress(NonFiniteGuard(1)), TrainingClock()  # a non-finite loss stops the run
+        progress, clock = TrainingProgress(), TrainingClock()  # a non-finite loss stops the run: no streak to count
         for state in [progress, clock] + ([ema] if ema is not None else []):
             accelerator.register_for_checkpointing(state)
 
-        if accelerator.is_main_process:
-            accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
-            atomic_write_json(os.path.join(args.output_dir, "training_args.json"), vars(args))
+        start_trackers(accelerator, args)
 
-        if resume_path is not None:
-            logger.info(f"Resuming from {resume_path}")
-            checkpointing.load_checkpoint(accelerator, resume_path, progress)
-            if ema is not None:
-                ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
-        global_step = progress.global_step
+        global_step = resume_from(accelerator, resume_path, progress, ema)
         accumulation = args.gradient_accumulation_steps
         steps_per_epoch, num_epochs = epoch_length(len(train_dataloader), accumulation, args.max_train_steps)
         first_epoch, batches_to_skip = resume_position(global_step, steps_per_epoch, accumulation)

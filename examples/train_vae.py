@@ -27,8 +27,6 @@ Bad flags, configuration files, data folders and checkpoints are refused before 
 """
 
 import argparse
-import logging
-import math
 import os
 import sys
 from dataclasses import dataclass, fields
@@ -37,30 +35,29 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from radiodiff_vae.atomic import atomic_write_json
 from radiodiff_vae.baseline import baseline_for_model
 from radiodiff_vae.cli.arguments import add_data_arguments, check_training_data_arguments, data_source_from_args
 from radiodiff_vae.data.batches import RunData, build_datasets, collate_maps
-from radiodiff_vae.errors import DataError, InvalidArgumentError, OneLineArgumentParser, check_output_folder
+from radiodiff_vae.errors import DataError, InvalidArgumentError
 from radiodiff_vae.losses.vae_gan import RadioVAELoss
 from radiodiff_vae.models.autoencoder_radio import PRESETS, RadioVAE
 from radiodiff_vae.models.checks import check_size_divisible
 from radiodiff_vae.models.discriminator import NLayerDiscriminator
 from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype, group_norm_keeps_channels_last
 from radiodiff_vae.training import (
-    SCHEDULER_NAMES,
     LogWindow,
     NonFiniteGuard,
     ThroughputMeter,
     TrainingProgress,
     Validator,
     VAEGANStep,
+    add_training_arguments,
     build_lr_scheduler,
+    check_training_arguments,
     checkpointing,
     compile_for_training,
     epoch_length,
@@ -69,23 +66,25 @@ from radiodiff_vae.training import (
     peak_memory_mib,
     resume_position,
     save_png,
+    training_parser,
 )
 from radiodiff_vae.training.script import (
+    check_paths,
     create_hub_repo,
-    is_rank_zero,
+    make_accelerator,
     out_of_memory_message,
     push_output_folder,
+    resume_from,
     run_command_line,
     save_final_model,
-    tracker_config,
+    start_trackers,
 )
 from radiodiff_vae.training.validation import BASELINE_KEYS
 
 logger = get_logger(__name__, log_level="INFO")
 
 TRACKER_PROJECT_NAME = "radiodiff-vae"
-# the seeds numpy's and torch's generators both accept
-SEED_RANGE = (0, 2**32 - 1)
+HUB_MODEL_ID_EXAMPLE = "user/radiodiff-vae"
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -96,12 +95,7 @@ def add_auto_switch(group: argparse._ArgumentGroup, flag: str, help: str) -> Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
-        description="Train a RadioVAE (VAE-GAN, two phases) with accelerate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        allow_abbrev=False,  # a mistyped flag is an error, not silently another flag (--learning_rat)
-    )
-    parser.add_argument("--config", type=str, default=None, help="YAML file of flag values; flags given here win.")
+    parser = training_parser("Train a RadioVAE (VAE-GAN, two phases) with accelerate.")
 
     model = parser.add_argument_group("model")
     model.add_argument("--preset", type=str, default="radiodiff-vae", choices=sorted(PRESETS), help="Architecture.")
@@ -134,46 +128,50 @@ def build_parser() -> argparse.ArgumentParser:
         "levels (encoder's first, decoder's last); all recomputes every level (the least memory). Which for which "
         "card: docs/training.md.",
     )
-    model.add_argument("--use_ema", action="store_true", help="Keep an exponential moving average of the weights.")
-    model.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay (with --use_ema).")
 
     add_data_arguments(parser, training=True)  # shared with the radiodiff-vae commands
 
-    training = parser.add_argument_group("training")
-    training.add_argument("--output_dir", type=str, default="radiodiff-vae-output", help="Model, checkpoints, logs.")
-    training.add_argument("--seed", type=int, default=42, help="Seed of initialisation, data order and noise.")
-    training.add_argument("--train_batch_size", type=int, default=8, help="Maps per process per micro-batch.")
-    training.add_argument("--gradient_accumulation_steps", type=int, default=2, help="Micro-batches per step.")
-    training.add_argument("--max_train_steps", type=int, default=150_000, help="Optimizer steps in total.")
-    training.add_argument("--learning_rate", type=float, default=5e-6, help="Initial learning rate (both models).")
+    loss = parser.add_argument_group("VAE-GAN loss")
+    loss.add_argument("--disc_start", type=int, default=50_001, help="First step of phase 2 (discriminator on).")
+    loss.add_argument("--disc_factor", type=float, default=0.5, help="Adversarial factor in phase 2.")
+    loss.add_argument("--disc_ramp_steps", type=int, default=0, help="Ramp the factor up over these steps.")
+    loss.add_argument("--disc_weight", type=float, default=0.5, help="Multiplier of the adaptive GAN weight.")
+    loss.add_argument("--kl_weight", type=float, default=1e-6, help="Weight of the KL term.")
+    loss.add_argument(
+        "--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 needs no VGG16 weights (CPU, offline)."
+    )
+    loss.add_argument("--logvar_init", type=float, default=0.0, help="Initial log-variance of the likelihood.")
+    loss.add_argument(
+        "--freeze_logvar", action="store_true", help="Keep logvar fixed (what the original trainer did in effect)."
+    )
+    loss.add_argument("--gan_loss", type=str, default="hinge", choices=["hinge", "vanilla"], help="GAN objective.")
+    loss.add_argument("--disc_num_layers", type=int, default=3, help="Stride-2 layers of the PatchGAN.")
+    loss.add_argument("--disc_base_channels", type=int, default=64, help="Filters of the PatchGAN's first layer.")
+    loss.add_argument("--disc_use_actnorm", action="store_true", help="ActNorm instead of BatchNorm in the PatchGAN.")
+
+    groups = add_training_arguments(
+        parser,
+        defaults=dict(
+            output_dir="radiodiff-vae-output", train_batch_size=8, gradient_accumulation_steps=2,
+            max_train_steps=150_000, learning_rate=5e-6, lr_scheduler="polynomial", lr_end=5e-7, max_grad_norm=0.0,
+            logging_steps=100, tracker_project_name=TRACKER_PROJECT_NAME, validation_steps=5000,
+            checkpointing_steps=5000,
+        ),
+        help_texts=dict(
+            learning_rate="Initial learning rate (both models).",
+            max_grad_norm="Clip the gradient norm of each group (autoencoder, logvar, discriminator) to this; 0: off "
+            "(the report).",
+            mixed_precision="Autocast precision (weights stay fp32); default: the accelerate config's. The report "
+            "trains in fp32.",
+            checkpoints_total_limit="Keep the newest N checkpoints, plus the last one before --disc_start; 0 keeps "
+            "all.",
+        ),
+        hub_model_id_example=HUB_MODEL_ID_EXAMPLE,
+    )  # fmt: skip
+    training = groups.training
     training.add_argument(
         "--disc_learning_rate", type=float, default=None, help="Discriminator learning rate (default: --learning_rate)."
     )
-    training.add_argument(
-        "--lr_scheduler", type=str, default="polynomial", choices=SCHEDULER_NAMES, help="Learning-rate schedule."
-    )
-    training.add_argument("--lr_end", type=float, default=5e-7, help="Final learning rate of the polynomial decay.")
-    training.add_argument("--lr_power", type=float, default=1.0, help="Power of the polynomial decay.")
-    training.add_argument("--lr_warmup_steps", type=int, default=0, help="Linear warm-up steps.")
-    training.add_argument("--lr_num_cycles", type=int, default=1, help="Cycles of cosine_with_restarts.")
-    training.add_argument("--adam_beta1", type=float, default=0.9, help="Adam beta1.")
-    training.add_argument("--adam_beta2", type=float, default=0.999, help="Adam beta2.")
-    training.add_argument("--adam_epsilon", type=float, default=1e-8, help="Adam epsilon.")
-    training.add_argument("--adam_weight_decay", type=float, default=0.0, help="Adam (L2) weight decay.")
-    training.add_argument(
-        "--max_grad_norm",
-        type=float,
-        default=0.0,
-        help="Clip the gradient norm of each group (autoencoder, logvar, discriminator) to this; 0: off (the report).",
-    )
-    training.add_argument(
-        "--mixed_precision",
-        type=str,
-        default=None,
-        choices=["no", "fp16", "bf16"],
-        help="Autocast precision (weights stay fp32); default: the accelerate config's. The report trains in fp32.",
-    )
-    training.add_argument("--allow_tf32", action="store_true", help="Allow TF32 matmuls on Ampere+ GPUs.")
     add_auto_switch(
         training,
         "--channels_last",
@@ -213,62 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="Stop after this many consecutive optimizer steps with a non-finite loss or gradient (each is skipped).",
     )
-
-    loss = parser.add_argument_group("VAE-GAN loss")
-    loss.add_argument("--disc_start", type=int, default=50_001, help="First step of phase 2 (discriminator on).")
-    loss.add_argument("--disc_factor", type=float, default=0.5, help="Adversarial factor in phase 2.")
-    loss.add_argument("--disc_ramp_steps", type=int, default=0, help="Ramp the factor up over these steps.")
-    loss.add_argument("--disc_weight", type=float, default=0.5, help="Multiplier of the adaptive GAN weight.")
-    loss.add_argument("--kl_weight", type=float, default=1e-6, help="Weight of the KL term.")
-    loss.add_argument(
-        "--perceptual_weight", type=float, default=1.0, help="LPIPS weight; 0 needs no VGG16 weights (CPU, offline)."
-    )
-    loss.add_argument("--logvar_init", type=float, default=0.0, help="Initial log-variance of the likelihood.")
-    loss.add_argument(
-        "--freeze_logvar", action="store_true", help="Keep logvar fixed (what the original trainer did in effect)."
-    )
-    loss.add_argument("--gan_loss", type=str, default="hinge", choices=["hinge", "vanilla"], help="GAN objective.")
-    loss.add_argument("--disc_num_layers", type=int, default=3, help="Stride-2 layers of the PatchGAN.")
-    loss.add_argument("--disc_base_channels", type=int, default=64, help="Filters of the PatchGAN's first layer.")
-    loss.add_argument("--disc_use_actnorm", action="store_true", help="ActNorm instead of BatchNorm in the PatchGAN.")
-
-    logs = parser.add_argument_group("logging and validation")
-    logs.add_argument("--logging_steps", type=int, default=100, help="Log the averaged losses every N steps.")
-    logs.add_argument(
-        "--report_to",
-        type=str,
-        default="tensorboard",
-        help="accelerate tracker(s): tensorboard, wandb, comet_ml, all, or none.",
-    )
-    logs.add_argument("--logging_dir", type=str, default="logs", help="Tracker folder, relative to --output_dir.")
-    logs.add_argument("--tracker_project_name", type=str, default=TRACKER_PROJECT_NAME, help="Tracker run name.")
-    logs.add_argument("--validation_steps", type=int, default=5000, help="Validate every N steps (and at the end).")
-    logs.add_argument("--num_validation_maps", type=int, default=16, help="Validation maps scored (spread).")
-    logs.add_argument("--num_validation_images", type=int, default=4, help="Rows of the validation image grid.")
-    logs.add_argument(
+    groups.logging.add_argument(
         "--scaling_factor_maps", type=int, default=64, help="Training maps whose latents set scaling_factor = 1/std."
     )
-
-    checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument("--checkpointing_steps", type=int, default=5000, help="Save a checkpoint every N steps.")
-    checkpoints.add_argument(
-        "--checkpoints_total_limit",
-        type=int,
-        default=3,
-        help="Keep the newest N checkpoints, plus the last one before --disc_start; 0 keeps all.",
-    )
-    checkpoints.add_argument(
-        "--resume_from_checkpoint",
-        type=str,
-        default=None,
-        help="'latest' (newest complete checkpoint in --output_dir, or a fresh start) or a checkpoint-N folder.",
-    )
-
-    hub = parser.add_argument_group("Hugging Face Hub")
-    hub.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder.")
-    hub.add_argument("--hub_model_id", type=str, default=None, help="Repository id, e.g. user/radiodiff-vae.")
-    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
-
     return parser
 
 
@@ -277,39 +222,20 @@ def parse_args(input_args: Optional[Sequence[str]] = None) -> argparse.Namespace
     parser = build_parser()
     args = parse_args_with_config(parser, input_args)
     validate_args(args, parser)
-    if args.checkpoints_total_limit == 0:
-        args.checkpoints_total_limit = None  # keep all
-    check_paths(args)
+    resume_path = check_paths(args)
+    if resume_path is not None:  # a checkpoint of the architecture the flags build
+        checkpointing.check_checkpoint_architecture(resume_path, expected_architecture(args))
     return args
 
 
 def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Raises an InvalidArgumentError naming the flag for any value the run could only fail on later."""
-    # float("nan") passes every comparison below: refuse non-finite values of all float flags first
-    for action in parser._actions:
-        value = getattr(args, action.dest, None)
-        if action.type is float and value is not None and not math.isfinite(value):
-            raise InvalidArgumentError(f"{action.option_strings[0]} must be a finite number, got {value}")
-    positive = [
-        "train_batch_size", "gradient_accumulation_steps", "max_train_steps", "logging_steps", "validation_steps",
-        "checkpointing_steps", "num_validation_maps", "scaling_factor_maps", "max_nonfinite_steps", "lr_num_cycles",
-        "disc_num_layers", "disc_base_channels", "learning_rate", "ema_decay", "adam_epsilon", "lr_power",
-    ]  # fmt: skip
-    non_negative = [
-        "disc_start", "disc_ramp_steps", "lr_warmup_steps", "num_validation_images", "adam_weight_decay",
-        "kl_weight", "perceptual_weight", "disc_factor", "disc_weight",
-    ]  # fmt: skip
-    for name in positive:
-        if not getattr(args, name) > 0:
-            bound = ">= 1" if isinstance(getattr(args, name), int) else "> 0"
-            raise InvalidArgumentError(f"--{name} must be {bound}, got {getattr(args, name)}")
-    for name in non_negative:
-        if getattr(args, name) < 0:
-            raise InvalidArgumentError(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if args.checkpoints_total_limit < 0:
-        raise InvalidArgumentError(
-            f"--checkpoints_total_limit must be >= 1, or 0 to keep all, got {args.checkpoints_total_limit}"
-        )
+    check_training_arguments(
+        args, parser,
+        positive=["scaling_factor_maps", "max_nonfinite_steps", "disc_num_layers", "disc_base_channels"],
+        non_negative=["disc_start", "disc_ramp_steps", "kl_weight", "perceptual_weight", "disc_factor", "disc_weight"],
+        hub_model_id_example=HUB_MODEL_ID_EXAMPLE,
+    )  # fmt: skip
     check_training_data_arguments(args, parser)
     if args.latent_channels is not None and args.pretrained_model_name_or_path is not None:
         raise InvalidArgumentError(
@@ -317,13 +243,6 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         )
     if args.latent_channels is not None and args.latent_channels < 1:
         raise InvalidArgumentError(f"--latent_channels must be >= 1 when given, got {args.latent_channels}")
-    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
-        raise InvalidArgumentError(
-            f"--seed must be between {SEED_RANGE[0]} and 2**32 - 1 = {SEED_RANGE[1]}, got {args.seed}"
-        )
-    for name in ["adam_beta1", "adam_beta2"]:
-        if not 0 <= getattr(args, name) < 1:
-            raise InvalidArgumentError(f"--{name} must be in [0, 1), got {getattr(args, name)}")
     if args.resolution is not None and args.pretrained_model_name_or_path is None:
         factor = 2 ** PRESETS[args.preset]["num_downsamples"]
         check_size_divisible(args.resolution, None, factor, "--resolution", owner=f"the {args.preset} preset's")
@@ -335,16 +254,6 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         )
     if args.disc_learning_rate is not None and not args.disc_learning_rate > 0:
         raise InvalidArgumentError(f"--disc_learning_rate must be > 0, got {args.disc_learning_rate}")
-    if not args.ema_decay < 1:
-        raise InvalidArgumentError(f"--ema_decay must be < 1, got {args.ema_decay}")
-    if args.max_grad_norm < 0:
-        raise InvalidArgumentError(f"--max_grad_norm must be >= 0 (0 disables clipping), got {args.max_grad_norm}")
-    # the discriminator's schedule ends at the same fraction of its own rate, so one check covers both
-    if args.lr_scheduler == "polynomial" and not 0 <= args.lr_end < args.learning_rate:
-        raise InvalidArgumentError(
-            f"--lr_end must be >= 0 and below the learning rate ({args.learning_rate}) for the polynomial schedule, "
-            f"got {args.lr_end}"
-        )
     if args.load_training_state and (
         args.pretrained_model_name_or_path is None or not os.path.isdir(args.pretrained_model_name_or_path)
     ):
@@ -352,24 +261,6 @@ def validate_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             "--load_training_state needs --pretrained_model_name_or_path to be a local folder (a converted "
             f"checkpoint), got {args.pretrained_model_name_or_path!r}"
         )
-    if args.push_to_hub and not args.hub_model_id:
-        raise InvalidArgumentError("--push_to_hub needs --hub_model_id (e.g. user/radiodiff-vae)")
-
-
-def check_paths(args: argparse.Namespace) -> None:
-    """Checks the folders a run reads and writes before anything is written: --output_dir writable and not in use,
-    the RadioMapSeer layout of --data_dir, and the --resume_from_checkpoint folder (complete, intact, and of the
-    architecture the flags build)."""
-    check_output_folder(args.output_dir, "--output_dir")
-    if is_rank_zero():  # the other processes of a launch may start after rank 0 took the lock
-        checkpointing.check_output_not_locked(args.output_dir)
-    if args.data_dir is not None:
-        from radiodiff_vae.data.radiomapseer import check_radiomapseer_folder
-
-        check_radiomapseer_folder(args.data_dir, args.simulation)
-    resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-    if resume_path is not None:
-        checkpointing.check_checkpoint_architecture(resume_path, expected_architecture(args))
 
 
 def expected_architecture(args: argparse.Namespace) -> Dict[str, Dict]:
@@ -470,31 +361,6 @@ def build_models(
     return vae, loss_fn
 
 
-def make_accelerator(args: argparse.Namespace) -> Accelerator:
-    """The run's accelerator (accumulation, precision, trackers, seedable data order), logging and seed."""
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
-        ),
-        # The shuffling of epoch e depends on (seed, e) only, which makes resuming mid-epoch exact.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    )
-    # Logs go to stdout: stderr is for what went wrong (one line for bad input) and the progress bar.
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
-    )
-    for noisy in ("diffusers", "datasets", "torch.distributed"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if accelerator.is_local_main_process else logging.ERROR)
-    logger.info(accelerator.state, main_process_only=False)
-    if args.allow_tf32 and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-    set_seed(args.seed)
-    return accelerator
-
-
 def build_optimizers(args: argparse.Namespace, num_processes: int, autoencoder_parameters, discriminator_parameters):
     """Adam for the autoencoder (+ logvar) and for the discriminator, and their learning-rate schedules."""
     adam = dict(betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.adam_weight_decay)
@@ -578,17 +444,10 @@ def main(args: argparse.Namespace) -> int:
             accelerator.register_for_checkpointing(ema)
 
         # ---- trackers
-        if accelerator.is_main_process:
-            accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
-            atomic_write_json(os.path.join(args.output_dir, "training_args.json"), vars(args))
+        start_trackers(accelerator, args)
 
         # ---- resume: the weights, optimizers, schedulers, RNG states and step of the checkpoint
-        if resume_path is not None:
-            logger.info(f"Resuming from {resume_path}")
-            checkpointing.load_checkpoint(accelerator, resume_path, progress)
-            if ema is not None:
-                ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
-        global_step = progress.global_step
+        global_step = resume_from(accelerator, resume_path, progress, ema)
         accumulation = args.gradient_accumulation_steps
         steps_per_epoch, num_epochs = epoch_length(len(train_dataloader), accumulation, args.max_train_steps)
         first_epoch, batches_to_skip = resume_position(global_step, steps_per_epoch, accumulation)

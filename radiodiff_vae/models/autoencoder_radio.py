@@ -26,7 +26,7 @@ from diffusers.models.autoencoders.vae import AutoencoderMixin, DecoderOutput, D
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
-from diffusers.models.unets.unet_2d_blocks import DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D
+from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, UpDecoderBlock2D
 from diffusers.models.upsampling import Upsample2D
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
@@ -39,6 +39,7 @@ from ..conversion.autoencoder_kl import (
 )
 from ..errors import InputError, InvalidArgumentError, ModelFileError, NotAFolderError, one_line
 from ..hub_id import local_path_or_hub_id
+from .blocks import down_encoder_blocks
 from .checks import check_architecture, check_size_divisible, check_tensor, warn_if_not_model_range
 from .normalization import GroupNormSiLU, fuse_group_norm_silu, unfuse_group_norm_silu
 from .presets import PRESETS
@@ -229,23 +230,10 @@ class RadioEncoder(_CheckpointedLevels):
     ):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
-        self.down_blocks = nn.ModuleList()
-        previous_channels = block_out_channels[0]
-        for level, channels in enumerate(block_out_channels):
-            self.down_blocks.append(
-                DownEncoderBlock2D(
-                    in_channels=previous_channels,
-                    out_channels=channels,
-                    num_layers=layers_per_block,
-                    resnet_eps=1e-6,
-                    resnet_act_fn=act_fn,
-                    resnet_groups=norm_num_groups,
-                    add_downsample=level < num_downsamples,
-                    # padding 0 pads (0, 1, 0, 1) before the stride-2 conv, as the CompVis encoder does
-                    downsample_padding=0,
-                )
-            )
-            previous_channels = channels
+        # padding 0 pads (0, 1, 0, 1) before each stride-2 conv, as the CompVis encoder does
+        self.down_blocks = down_encoder_blocks(
+            block_out_channels, layers_per_block, num_downsamples, norm_num_groups, act_fn, downsample_padding=0
+        )
         self.mid_block = UNetMidBlock2D(
             in_channels=block_out_channels[-1],
             resnet_eps=1e-6,

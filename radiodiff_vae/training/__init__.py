@@ -1,7 +1,10 @@
-"""Helpers of the training scripts (``examples/train_vae.py``): configuration files, atomic checkpoints and their
-model folders, the resume arithmetic, learning-rate schedule, the VAE-GAN step, its logging window, non-finite-step
+"""Helpers of the training scripts (``examples/train_vae.py``, ``examples/train_radiodiff.py``): the flags they
+share (:mod:`.arguments`), configuration files, atomic checkpoints and their model folders, the step counter, the
+training clock and the resume arithmetic, learning-rate schedule, the VAE-GAN step, its logging window, non-finite-step
 guard, repeatable step noise, throughput meter, validation; and, in :mod:`.script`, what a script does around its
-loop (one-line errors, trackers, the Hub, the final model)."""
+loop (one-line errors, the folders checked, the accelerator, trackers, the Hub, the final model)."""
+
+from .arguments import add_training_arguments, check_training_arguments, training_parser
 
 from .checkpointing import (
     find_latest_checkpoint,
@@ -19,7 +22,7 @@ from .lr_schedule import SCHEDULER_NAMES, build_lr_scheduler
 from .meter import ThroughputMeter, peak_memory_mib
 from .nonfinite import NonFiniteGuard, NonFiniteLossError
 from .seeding import step_generator
-from .state import TrainingProgress, epoch_length, resume_position
+from .state import TrainingClock, TrainingProgress, epoch_length, resume_position
 from .step import StepOutput, VAEGANStep
 from .validation import (
     Validator,
@@ -38,10 +41,13 @@ __all__ = [
     "SCHEDULER_NAMES",
     "ThroughputMeter",
     "StepOutput",
+    "TrainingClock",
     "TrainingProgress",
     "VAEGANStep",
     "Validator",
+    "add_training_arguments",
     "build_lr_scheduler",
+    "check_training_arguments",
     "clip_grad_norms",
     "compile_for_training",
     "epoch_length",
@@ -63,4 +69,5 @@ __all__ = [
     "spread_subset",
     "step_generator",
     "step_optimizers",
+    "training_parser",
 ]

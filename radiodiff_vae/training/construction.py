@@ -1,7 +1,6 @@
 """The pieces of the construction stage's training (``examples/train_radiodiff.py``): the frozen VAE's folder and the
 data it was trained on, the two objectives (latent diffusion, and the direct pixel-space baseline), the city features
-computed once per map, the training clock of ``--max_train_seconds``, and validation (RMSE in dB, PSNR, and an image
-grid city | truth | constructed | error).
+computed once per map, and validation (RMSE in dB, PSNR, and an image grid city | truth | constructed | error).
 
 The objectives take the modules that ``accelerator.prepare`` returned, not a pipeline: under DDP the forward must go
 through the wrappers or the gradients are not averaged over processes. ``RadioDiffPipeline.denoise`` and
@@ -13,7 +12,6 @@ import json
 import math
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -36,7 +34,6 @@ from .validation import GRID_PANEL_SIZE, log_image_to_trackers, save_png
 __all__ = [
     "CityFeatureMaps",
     "ConstructionValidator",
-    "TrainingClock",
     "diffusion_loss",
     "direct_loss",
     "evaluate_construction_maps",
@@ -211,37 +208,6 @@ def direct_loss(unet: torch.nn.Module, city_encoder: torch.nn.Module, batch: Map
     features = _condition(city_encoder, batch)  # (B, C_city, H, W)
     prediction = unet(features, DIRECT_TIMESTEP).sample  # (B, 1, H, W)
     return F.mse_loss(prediction.float(), batch["pixel_values"].float())
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# the clock of --max_train_seconds
-class TrainingClock:
-    """Seconds spent training (steps and data loading; not validation, checkpoints, or start-up), kept in the
-    checkpoints so that a resumed run goes on counting from where its checkpoint was taken.
-
-    ``start()`` before the loop and after every pause (validation, a checkpoint), ``lap()`` after each optimizer
-    step: the time between a pause and the next ``start()`` is not counted.
-    """
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._mark: Optional[float] = None
-
-    def start(self) -> None:
-        self._mark = time.perf_counter()
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        if self._mark is not None:
-            self.seconds += now - self._mark
-        self._mark = now
-        return self.seconds
-
-    def state_dict(self) -> Dict[str, float]:
-        return {"training_seconds": self.seconds}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.seconds = float(state["training_seconds"])
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -1,10 +1,17 @@
 """What every training script of the package does around its loop: run from the command line with bad input as one
-line, the trackers' configuration, the Hugging Face Hub repository and upload, the final model written atomically,
-and the one-line message of a CUDA out-of-memory error.
+line, the folders checked before any work, the accelerator with its logging and seed, the trackers' configuration,
+the Hugging Face Hub repository and upload, the final model written atomically, and the one-line message of a CUDA
+out-of-memory error.
 
-A script built on them (``examples/train_vae.py``)::
+A script built on them (``examples/train_vae.py``, ``examples/train_radiodiff.py``)::
+
+    def parse_args(input_args=None):
+        ...                                                     # radiodiff_vae.training.arguments
+        resume_path = check_paths(args)                         # then the script's own checks of the checkpoint
+        return args
 
     def main(args):                                             # returns the exit code
+        accelerator = make_accelerator(args)
         ...
         repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo) if args.push_to_hub else None
         accelerator.init_trackers("my-project", config=tracker_config(args))
@@ -17,13 +24,18 @@ A script built on them (``examples/train_vae.py``)::
 """
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..atomic import atomic_directory
-from ..errors import MapFileError, is_user_error, one_line, show_traceback
+from accelerate.logging import get_logger
+
+from ..atomic import atomic_directory, atomic_write_json
+from ..errors import MapFileError, check_output_folder, is_user_error, one_line, show_traceback
 from . import checkpointing
+
+logger = get_logger(__name__, log_level="INFO")
 
 # What a run writes into its output folder beside the model and is never uploaded: checkpoints, tracker logs,
 # validation grids, debug traces, staging folders, and the output folder's lock.
@@ -36,6 +48,71 @@ HUB_IGNORE_PATTERNS = [
 def is_rank_zero() -> bool:
     """Whether this is the first process of a launch, before any ``Accelerator`` exists (torchrun's ``RANK``)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_paths(args: argparse.Namespace) -> Optional[str]:
+    """Checks the folders a run reads and writes before anything is written: ``--output_dir`` writable and not in
+    use, the RadioMapSeer layout of ``--data_dir``, and the ``--resume_from_checkpoint`` folder (found, complete).
+
+    Returns:
+        The checkpoint the run resumes from, or None for a fresh start; the script then checks that it holds the
+        models its flags build (:func:`radiodiff_vae.training.checkpointing.check_checkpoint_architecture`).
+    """
+    check_output_folder(args.output_dir, "--output_dir")
+    if is_rank_zero():  # the other processes of a launch may start after rank 0 took the lock
+        checkpointing.check_output_not_locked(args.output_dir)
+    if args.data_dir is not None:
+        from ..data.radiomapseer import check_radiomapseer_folder
+
+        check_radiomapseer_folder(args.data_dir, args.simulation)
+    return checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+
+
+def make_accelerator(args: argparse.Namespace) -> Any:
+    """The run's ``Accelerator`` (accumulation, precision, trackers, and the seedable data order that makes a
+    mid-epoch resume exact), the log on stdout, TF32, and the seed."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, args.logging_dir)
+        ),
+        # The shuffling of epoch e depends on (seed, e) only, which makes resuming mid-epoch exact.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    # Logs go to stdout: stderr is for what went wrong (one line for bad input), warnings and the progress bar.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
+    for noisy in ("diffusers", "datasets", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if accelerator.is_local_main_process else logging.ERROR)
+    logger.info(accelerator.state, main_process_only=False)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+    set_seed(args.seed)
+    return accelerator
+
+
+def start_trackers(accelerator: Any, args: argparse.Namespace) -> None:
+    """The trackers of ``--report_to`` under ``--tracker_project_name``, and ``training_args.json`` in
+    ``--output_dir`` (the flags the run used, its resolved defaults included); main process only."""
+    if accelerator.is_main_process:
+        accelerator.init_trackers(args.tracker_project_name, config=tracker_config(args))
+        atomic_write_json(os.path.join(args.output_dir, "training_args.json"), vars(args))
+
+
+def resume_from(accelerator: Any, resume_path: Optional[str], progress: Any, ema: Any = None) -> int:
+    """Loads the checkpoint ``resume_path`` (the weights, optimizers, schedulers, random states, and the registered
+    ``progress`` and ``ema``); returns the step the run goes on from (0 for a fresh start, ``resume_path`` None)."""
+    if resume_path is not None:
+        logger.info(f"Resuming from {resume_path}")
+        checkpointing.load_checkpoint(accelerator, resume_path, progress)
+        if ema is not None:
+            ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
+    return progress.global_step
 
 
 def tracker_config(args: argparse.Namespace) -> Dict[str, Any]:
