@@ -391,7 +391,8 @@ def construction_vae(args: argparse.Namespace, out: Path) -> Tuple[Path, str]:
     if not args.dry_run:
         raise RuntimeError("the recipe part failed and no --vae_dir was given: the construction stage needs a VAE")
     vae = out / "construction_vae"
-    train(vae, phase_flags(4) + toy_flags(args), out / "construction_vae.log")
+    # phase 1 only (the discriminator starts after the last step): the construction stage needs a latent, not a GAN
+    train(vae, phase_flags(2) + toy_flags(args) + ["--disc_start", "1000"], out / "construction_vae.log")
     return vae, "a tiny VAE trained for the dry run"
 
 

@@ -66,13 +66,12 @@ from radiodiff_vae.training import (
     ThroughputMeter,
     TrainingClock,
     TrainingProgress,
+    add_auto_switch,
     add_training_arguments,
     build_lr_scheduler,
     check_training_arguments,
     checkpointing,
-    epoch_length,
     parse_args_with_config,
-    resume_position,
     save_png,
     step_generator,
     training_parser,
@@ -88,7 +87,7 @@ from radiodiff_vae.training.construction import (
 )
 from radiodiff_vae.training.script import (
     check_paths,
-    create_hub_repo,
+    hold_output_dir,
     make_accelerator,
     resume_from,
     run_command_line,
@@ -200,13 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"File of the maps' latents, computed once and reused while the VAE and maps are the same (default: "
         f"{LATENT_CACHE_NAME} in --output_dir).",
     )
-    data.add_argument(
+    add_auto_switch(
+        data,
         "--cache_city_features",
-        type=str,
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="Compute the city features of every training map once and keep them in memory (the ray sampling costs "
-        "more than a small UNet's step on a CPU); auto: on when they take at most 2 GiB and --random_flip is off.",
+        "Compute the city features of every training map once and keep them in memory (the ray sampling costs more "
+        "than a small UNet's step on a CPU); auto: on when they take at most 2 GiB and --random_flip is off.",
     )
 
     groups = add_training_arguments(
@@ -470,11 +467,7 @@ def save_final_pipeline(args, accelerator, pipeline, validate, data, global_step
 def main(args: argparse.Namespace) -> int:
     """Trains as ``args`` (:func:`parse_args`) say; returns 0, or 3 when a loss was not finite."""
     accelerator = make_accelerator(args)
-    with checkpointing.lock_output_dir(accelerator, args.output_dir):
-        resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-        pushes = args.push_to_hub and accelerator.is_main_process
-        hub_repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo) if pushes else None
-
+    with hold_output_dir(accelerator, args) as (resume_path, hub_repo_id):
         # ---- models (the frozen VAE first: the training maps' latents need it), then the data
         pipeline = build_pipeline(args, accelerator.device)
         unet, city_encoder = pipeline.unet.train(), pipeline.city_encoder.train()
@@ -509,11 +502,10 @@ def main(args: argparse.Namespace) -> int:
 
         start_trackers(accelerator, args)
 
-        global_step = resume_from(accelerator, resume_path, progress, ema)
-        accumulation = args.gradient_accumulation_steps
-        steps_per_epoch, num_epochs = epoch_length(len(train_dataloader), accumulation, args.max_train_steps)
-        first_epoch, batches_to_skip = resume_position(global_step, steps_per_epoch, accumulation)
-        maps_per_step = args.train_batch_size * accelerator.num_processes * accumulation
+        global_step, first_epoch, batches_to_skip, num_epochs = resume_from(
+            accelerator, resume_path, progress, len(train_dataloader), args.max_train_steps, ema
+        )
+        maps_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
         logger.info(
             f"{'direct predictor' if args.direct else 'latent diffusion (' + args.prediction_type + ')'} on "
             f"{data.source}: {len(train_maps)} training maps, {maps_per_step} per step; {args.max_train_steps} steps"

@@ -55,22 +55,21 @@ from radiodiff_vae.training import (
     TrainingProgress,
     Validator,
     VAEGANStep,
+    add_auto_switch,
     add_training_arguments,
     build_lr_scheduler,
     check_training_arguments,
     checkpointing,
     compile_for_training,
-    epoch_length,
     measure_scaling_factor,
     parse_args_with_config,
     peak_memory_mib,
-    resume_position,
     save_png,
     training_parser,
 )
 from radiodiff_vae.training.script import (
     check_paths,
-    create_hub_repo,
+    hold_output_dir,
     make_accelerator,
     out_of_memory_message,
     push_output_folder,
@@ -89,11 +88,6 @@ HUB_MODEL_ID_EXAMPLE = "user/radiodiff-vae"
 
 # ------------------------------------------------------------------------------------------------------------------
 # arguments
-def add_auto_switch(group: argparse._ArgumentGroup, flag: str, help: str) -> None:
-    """A switch that is ``on``, ``off`` or ``auto`` (decided at start-up by :func:`resolve_auto_switches`)."""
-    group.add_argument(flag, type=str, default="auto", choices=["auto", "on", "off"], help=help)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = training_parser("Train a RadioVAE (VAE-GAN, two phases) with accelerate.")
 
@@ -389,13 +383,9 @@ def main(args: argparse.Namespace) -> int:
     """Trains a RadioVAE as ``args`` (:func:`parse_args`) say; returns 0, or 3 after a streak of non-finite steps."""
     accelerator = make_accelerator(args)
 
-    # Everything the run writes happens while it holds the output folder; the lock's files go with the lock.
-    with checkpointing.lock_output_dir(accelerator, args.output_dir):
-        # Before any expensive work: a wrong --resume_from_checkpoint or Hub repository fails here.
-        resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
-        pushes = args.push_to_hub and accelerator.is_main_process
-        hub_repo_id = create_hub_repo(args.hub_model_id, args.hub_private_repo) if pushes else None
-
+    # Everything the run writes happens while it holds the output folder; a wrong checkpoint or Hub repository
+    # fails here, before any expensive work.
+    with hold_output_dir(accelerator, args) as (resume_path, hub_repo_id):
         # ---- data (the main process first: it fills the datasets cache the others then read)
         with accelerator.main_process_first():
             data = build_datasets(
@@ -447,11 +437,10 @@ def main(args: argparse.Namespace) -> int:
         start_trackers(accelerator, args)
 
         # ---- resume: the weights, optimizers, schedulers, RNG states and step of the checkpoint
-        global_step = resume_from(accelerator, resume_path, progress, ema)
-        accumulation = args.gradient_accumulation_steps
-        steps_per_epoch, num_epochs = epoch_length(len(train_dataloader), accumulation, args.max_train_steps)
-        first_epoch, batches_to_skip = resume_position(global_step, steps_per_epoch, accumulation)
-        images_per_step = args.train_batch_size * accelerator.num_processes * accumulation
+        global_step, first_epoch, batches_to_skip, num_epochs = resume_from(
+            accelerator, resume_path, progress, len(train_dataloader), args.max_train_steps, ema
+        )
+        images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
         logger.info(describe_run(args, data, accelerator.num_processes, global_step))
 
         # ---- loop

@@ -147,6 +147,7 @@ def launches(tmp_path):
         launcher.close()
 
 
+@pytest.mark.slow
 def test_a_rank_killed_mid_run_is_restarted_and_ends_with_the_uninterrupted_weights(launches):
     reference, reference_dir, reference_log = launches.start("reference", max_restarts=0)
     launches.wait(reference, reference_log, time.monotonic() + RUN_TIMEOUT)

@@ -308,6 +308,7 @@ def test_tiles_without_buildings_or_coverage_are_skipped_with_a_message(traced, 
     assert sorted(path.name for path in (root / "gain" / "sionna").iterdir()) == ["1_0.png", "1_1.png"]
 
 
+@pytest.mark.slow
 def test_training_script_trains_on_the_traced_folder(traced, tmp_path):
     from conftest import reset_accelerate_state
 

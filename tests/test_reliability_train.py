@@ -172,6 +172,7 @@ def test_truncated_map_in_training_names_the_file_and_the_checkpoint(runner, tmp
     checkpointing.verify_checkpoint(str(tmp_path / "out" / "checkpoint-1"))
 
 
+@pytest.mark.slow
 def test_accelerate_launch_prints_the_childs_line(tmp_path):
     """The real command line (no forkserver): under ``accelerate launch -q`` the child's line and nothing else."""
     accelerate = Path(sys.executable).with_name("accelerate")

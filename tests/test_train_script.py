@@ -217,6 +217,7 @@ def test_full_run_writes_model_card_checkpoints_logs_and_uploads(full_run):
     assert not set(os.listdir(output_dir)) & checkpointing.LOCK_FILES  # the finished folder holds no lock
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights(full_run, tmp_path):
     """Steps 0-2 (phase 1, then the discriminator joins at 2) come from the full run's checkpoint-3; steps 3-5 are
     trained again and must give bitwise the same weights, EMA, logvar and data order."""
@@ -282,6 +283,7 @@ def test_nonfinite_streak_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
         + ["--gan_loss", "vanilla", "--freeze_logvar"],
     ],
 )
+@pytest.mark.slow
 def test_precision_and_option_variants_train_both_phases(tmp_path, extra):
     arguments = TINY_RUN + ["--output_dir", str(tmp_path), "--max_train_steps", "3", "--disc_start", "1"]
     arguments += ["--checkpointing_steps", "100", "--validation_steps", "100", "--report_to", "none"]
@@ -330,6 +332,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_stay_identical_shard_the_data_and_write_once(tmp_path):
     environment = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     environment[debug.TRACE_VARIABLE] = "1"

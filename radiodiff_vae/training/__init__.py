@@ -4,7 +4,7 @@ training clock and the resume arithmetic, learning-rate schedule, the VAE-GAN st
 guard, repeatable step noise, throughput meter, validation; and, in :mod:`.script`, what a script does around its
 loop (one-line errors, the folders checked, the accelerator, trackers, the Hub, the final model)."""
 
-from .arguments import add_training_arguments, check_training_arguments, training_parser
+from .arguments import add_auto_switch, add_training_arguments, check_training_arguments, training_parser
 
 from .checkpointing import (
     find_latest_checkpoint,
@@ -45,6 +45,7 @@ __all__ = [
     "TrainingProgress",
     "VAEGANStep",
     "Validator",
+    "add_auto_switch",
     "add_training_arguments",
     "build_lr_scheduler",
     "check_training_arguments",

@@ -57,6 +57,11 @@ class TrainingGroups(NamedTuple):
     hub: argparse._ArgumentGroup
 
 
+def add_auto_switch(group: argparse._ArgumentGroup, flag: str, help: str) -> None:
+    """A switch that is ``on``, ``off`` or ``auto`` (the script decides at start-up, as ``help`` says)."""
+    group.add_argument(flag, type=str, default="auto", choices=["auto", "on", "off"], help=help)
+
+
 def training_parser(description: str) -> argparse.ArgumentParser:
     """A training script's parser: errors as one line, defaults in ``--help``, no abbreviated flags, ``--config``."""
     parser = OneLineArgumentParser(

@@ -24,16 +24,18 @@ A script built on them (``examples/train_vae.py``, ``examples/train_radiodiff.py
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 from accelerate.logging import get_logger
 
 from ..atomic import atomic_directory, atomic_write_json
 from ..errors import MapFileError, check_output_folder, is_user_error, one_line, show_traceback
 from . import checkpointing
+from .state import epoch_length, resume_position
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -104,15 +106,43 @@ def start_trackers(accelerator: Any, args: argparse.Namespace) -> None:
         atomic_write_json(os.path.join(args.output_dir, "training_args.json"), vars(args))
 
 
-def resume_from(accelerator: Any, resume_path: Optional[str], progress: Any, ema: Any = None) -> int:
+@contextlib.contextmanager
+def hold_output_dir(accelerator: Any, args: argparse.Namespace) -> Iterator[Tuple[Optional[str], Optional[str]]]:
+    """Holds the lock of ``--output_dir`` for the run (everything it writes happens inside; the lock's files go with
+    the lock) and yields ``(resume_path, hub_repo_id)``: the checkpoint to resume from (None for a fresh start) and,
+    on the main process with ``--push_to_hub``, the Hub repository, created now so that a wrong
+    ``--resume_from_checkpoint``, a missing login or a wrong name fails before any expensive work."""
+    with checkpointing.lock_output_dir(accelerator, args.output_dir):
+        resume_path = checkpointing.resolve_resume_checkpoint(args.resume_from_checkpoint, args.output_dir)
+        pushes = args.push_to_hub and accelerator.is_main_process
+        yield resume_path, create_hub_repo(args.hub_model_id, args.hub_private_repo) if pushes else None
+
+
+class LoopStart(NamedTuple):
+    """Where a run's loop starts: its optimizer step, the epoch and the micro-batches of it already trained on
+    (``accelerator.skip_first_batches``), and the epochs ``--max_train_steps`` needs."""
+
+    global_step: int
+    first_epoch: int
+    batches_to_skip: int
+    num_epochs: int
+
+
+def resume_from(
+    accelerator: Any, resume_path: Optional[str], progress: Any, num_batches: int, max_train_steps: int, ema: Any = None
+) -> LoopStart:
     """Loads the checkpoint ``resume_path`` (the weights, optimizers, schedulers, random states, and the registered
-    ``progress`` and ``ema``); returns the step the run goes on from (0 for a fresh start, ``resume_path`` None)."""
+    ``progress`` and ``ema``; nothing for a fresh start, ``resume_path`` None) and places the loop over a prepared
+    DataLoader of ``num_batches`` micro-batches after the step it holds."""
     if resume_path is not None:
         logger.info(f"Resuming from {resume_path}")
         checkpointing.load_checkpoint(accelerator, resume_path, progress)
         if ema is not None:
             ema.to(accelerator.device)  # accelerate loads registered objects onto the CPU
-    return progress.global_step
+    accumulation = accelerator.gradient_accumulation_steps
+    steps_per_epoch, num_epochs = epoch_length(num_batches, accumulation, max_train_steps)
+    first_epoch, batches_to_skip = resume_position(progress.global_step, steps_per_epoch, accumulation)
+    return LoopStart(progress.global_step, first_epoch, batches_to_skip, num_epochs)
 
 
 def tracker_config(args: argparse.Namespace) -> Dict[str, Any]:
