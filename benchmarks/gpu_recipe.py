@@ -133,6 +133,8 @@ def parse_args(input_args: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if "compare" in args.parts and args.bench_dir is None and not args.dry_run:
         parser.error("--parts compare needs --bench_dir (benchmark_gpu.py's output with the layouts' step times)")
+    if "recipe" in args.parts and "construction" in args.parts[: args.parts.index("recipe")]:
+        parser.error("--parts: recipe must come before construction (the construction stage trains on its VAE)")
     if "construction" in args.parts and not args.dry_run and "recipe" not in args.parts and args.vae_dir is None:
         parser.error("--parts construction needs a VAE: --parts recipe construction, or --vae_dir (train_vae.py's)")
     for name in ("vae_dir", "raytraced_dir"):
@@ -282,9 +284,8 @@ def run_recipe(args: argparse.Namespace, out: Path) -> Dict[str, object]:
     }  # fmt: skip
     result["unseen_cities"] = evaluate(run, out / "eval_unseen", unseen_cities(args, resolution), out / "eval.log")
     if args.raytraced_dir:
-        data = ["--data_dir", args.raytraced_dir, "--simulation", "sionna", "--resolution", str(resolution)] + (
-            ["--device", "cpu"] if args.dry_run else []
-        )
+        data = ["--data_dir", args.raytraced_dir, "--simulation", args.raytraced_simulation,
+                "--resolution", str(resolution)] + (["--device", "cpu"] if args.dry_run else [])  # fmt: skip
         result["raytraced"] = evaluate(run, out / "eval_raytraced", data, out / "eval_raytraced.log")
     curve = gap_curve(run)
     result["curve"] = curve
@@ -480,7 +481,7 @@ def construction_evaluations(args: argparse.Namespace, out: Path, pipeline: Path
 
 
 def run_construction(args: argparse.Namespace, out: Path) -> Dict[str, object]:
-    seconds = args.construction_seconds
+    seconds = 600.0 if args.dry_run else args.construction_seconds  # the dry run stops by steps
     vae, vae_source = construction_vae(args, out)
     result: Dict[str, object] = {
         "vae": str(vae), "vae_source": vae_source, "construction_seconds": seconds,
@@ -502,7 +503,7 @@ def run_construction(args: argparse.Namespace, out: Path) -> Dict[str, object]:
             shutil.rmtree(run)
         start = time.perf_counter()
         # the toy sizes and the direct flags come after the plan, the VAE last: later flags win
-        flags = construction_plan(steps, 600.0 if args.dry_run else seconds) + flags + ["--pretrained_vae", str(vae)]
+        flags = construction_plan(steps, seconds) + flags + ["--pretrained_vae", str(vae)]
         train(run, flags, out / f"construction_{name}.log", script="train_radiodiff.py", config=CONSTRUCTION_CONFIG)
         result[f"{name}_run"] = construction_run_record(run, steps, time.perf_counter() - start)
         runs[name] = run
@@ -559,8 +560,9 @@ def write_construction_md(result: Dict[str, object], path: Path) -> None:
     machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "the CPU"
     side = result["resolution"]
     lines = [f"# The construction stage at {side}x{side} on {machine}", ""]
-    lines += [f"VAE: {result['vae']} ({result['vae_source']}); training budget {result['construction_seconds']:g} s "
-              "each.", "", "| run | steps (planned) | stopped by | training s | s / step | final validation RMSE dB |",
+    lines += [f"VAE: {result['vae']} ({result['vae_source']}); at most {result['construction_seconds']:g} s of "
+              "training each.", "",
+              "| run | steps (planned) | stopped by | training s | s / step | final validation RMSE dB |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for name in ("pipeline", "direct"):
         record = result[f"{name}_run"]
