@@ -38,10 +38,8 @@ Usage::
 import argparse
 import contextlib
 import copy
-import os
 import platform
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -57,7 +55,7 @@ from torch.utils.flop_counter import flop_registry
 from radiodiff_vae import PRESETS, RadioVAE, RadioVAELoss
 from radiodiff_vae.atomic import atomic_write_json
 from radiodiff_vae.errors import InvalidArgumentError, OneLineArgumentParser, one_line
-from radiodiff_vae.losses.perceptual import vgg16_trunk_path
+from radiodiff_vae.losses.perceptual import vgg16_trunk_for_measuring
 from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype
 from radiodiff_vae.training import NonFiniteGuard, VAEGANStep
 
@@ -259,31 +257,6 @@ def attach_component_hooks(counter: StepCounter, components: Dict[str, torch.nn.
 
 # ----------------------------------------------------------------------------------------------------------------
 # the step
-@contextlib.contextmanager
-def vgg16_trunk_for_counting():
-    """The real VGG16 trunk if torch has it, else a random one in a temporary TORCH_HOME (same bytes and FLOPs)."""
-    if vgg16_trunk_path().is_file():
-        yield "torchvision VGG16 weights"
-        return
-    import torchvision
-
-    previous = os.environ.get("TORCH_HOME")
-    with tempfile.TemporaryDirectory() as home:
-        folder = os.path.join(home, "hub", "checkpoints")
-        os.makedirs(folder)
-        features = torchvision.models.vgg16(weights=None).features
-        state = {f"features.{key}": value for key, value in features.state_dict().items()}
-        torch.save(state, os.path.join(folder, vgg16_trunk_path().name))
-        os.environ["TORCH_HOME"] = home
-        try:
-            yield "a random VGG16 trunk (counting only)"
-        finally:
-            if previous is None:
-                os.environ.pop("TORCH_HOME", None)
-            else:
-                os.environ["TORCH_HOME"] = previous
-
-
 class RealModels:
     """The autoencoder and the loss (LPIPS, discriminator) with real weights on the CPU, built once; every count
     works on a copy (of fake tensors, or real ones for :func:`count_step`'s ``fake=False``)."""
@@ -291,7 +264,7 @@ class RealModels:
     def __init__(self, args: argparse.Namespace):
         torch.manual_seed(0)
         self.vae = RadioVAE.from_preset(args.preset, sample_size=args.resolution)
-        with vgg16_trunk_for_counting() as trunk:
+        with vgg16_trunk_for_measuring() as trunk:
             self.loss_fn = RadioVAELoss(
                 perceptual_weight=args.perceptual_weight, disc_start=1, disc_base_channels=args.disc_base_channels,
                 allow_download=False,

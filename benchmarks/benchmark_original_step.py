@@ -96,7 +96,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark_train_step as package_bench  # noqa: E402  (this folder's script: build, runner, timing helpers)
 
-from radiodiff_vae.losses.perceptual import vgg16_trunk_path  # noqa: E402
+from radiodiff_vae.losses.perceptual import vgg16_trunk_for_measuring, vgg16_trunk_path  # noqa: E402
 from radiodiff_vae.conversion.original import convert_vae_state_dict  # noqa: E402
 
 PRESET = "radiodiff-ldm-f4"
@@ -445,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
         perceptual_weight=1.0, disc_base_channels=64, gradient_checkpointing=False, channels_last=False,
         compile=False, batch_size=args.batch,
     )  # fmt: skip
-    with package_bench.vgg16_trunk_available():
+    with vgg16_trunk_for_measuring():
         vae, loss_fn, optimizer_ae, optimizer_disc = package_bench.build(package_args)
     model = build_original(original, args, whole_vgg16)
     maps = torch.rand(args.batch, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))

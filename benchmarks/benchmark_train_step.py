@@ -31,14 +31,12 @@ Usage::
 """
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from typing import Callable, Dict, Hashable, List, Optional
@@ -48,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from radiodiff_vae import PRESETS, RadioVAE, RadioVAELoss
 from radiodiff_vae.losses.adversarial import generator_gan_loss
-from radiodiff_vae.losses.perceptual import vgg16_trunk_path
+from radiodiff_vae.losses.perceptual import vgg16_trunk_for_measuring
 from radiodiff_vae.losses.reference import adaptive_weight_through_losses, generator_loss  # the loss before issue 13
 from radiodiff_vae.models.normalization import group_norm_in_autocast_dtype
 from radiodiff_vae.training import compile_for_training
@@ -144,31 +142,6 @@ def set_precision_switches(args: argparse.Namespace, device: torch.device) -> No
         torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on" or args.cudnn_benchmark == "auto"
     else:
         torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
-
-
-@contextlib.contextmanager
-def vgg16_trunk_available():
-    """The real VGG16 trunk if torch has it, else a random one in a temporary TORCH_HOME (same cost)."""
-    if vgg16_trunk_path().is_file():
-        yield "torchvision VGG16 weights"
-        return
-    import torchvision
-
-    previous = os.environ.get("TORCH_HOME")
-    with tempfile.TemporaryDirectory() as home:
-        folder = os.path.join(home, "hub", "checkpoints")
-        os.makedirs(folder)
-        features = torchvision.models.vgg16(weights=None).features
-        state = {f"features.{key}": value for key, value in features.state_dict().items()}
-        torch.save(state, os.path.join(folder, os.path.basename(str(vgg16_trunk_path()))))
-        os.environ["TORCH_HOME"] = home
-        try:
-            yield "a random VGG16 trunk"
-        finally:
-            if previous is None:
-                os.environ.pop("TORCH_HOME", None)
-            else:
-                os.environ["TORCH_HOME"] = previous
 
 
 def build(args: argparse.Namespace):
@@ -371,7 +344,7 @@ def main(input_args: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     set_precision_switches(args, device)
-    with vgg16_trunk_available() as trunk:
+    with vgg16_trunk_for_measuring() as trunk:
         vae, loss_fn, optimizer_ae, optimizer_disc = build(args)
     maps = torch.rand(args.batch_size, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0))
     maps = (maps * 2 - 1).to(device)

@@ -21,9 +21,9 @@ def benchmark():
 
 
 @pytest.fixture
-def random_trunk(benchmark, monkeypatch):
-    """The script's own random VGG16 trunk (it never looks for the real one here)."""
-    monkeypatch.setattr(benchmark, "vgg16_trunk_path", lambda: Path("/nonexistent/vgg16-397923af.pth"))
+def random_trunk(benchmark, monkeypatch, tmp_path):
+    """No VGG16 weights where torch looks: the benchmark counts with the package's random trunk."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
 
 
 def test_counts_every_mode_into_the_json(benchmark, random_trunk, fresh_accelerate_state, tmp_path, capsys):

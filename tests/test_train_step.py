@@ -176,7 +176,7 @@ def test_checkpointed_lpips_trunk_gives_the_same_distance_and_gradient(torch_hom
     torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-5, atol=1e-9)
 
 
-def test_benchmark_counts_fewer_flops_than_the_previous_and_the_original_step(capsys, monkeypatch):
+def test_benchmark_counts_fewer_flops_than_the_previous_and_the_original_step(capsys, monkeypatch, tmp_path):
     """benchmarks/benchmark_train_step.py on a small network: in phase 2 the package's step saves the second LPIPS and
     discriminator backwards of the previous step, and both beat the original trainer's computation."""
     import importlib.util
@@ -185,7 +185,7 @@ def test_benchmark_counts_fewer_flops_than_the_previous_and_the_original_step(ca
     spec = importlib.util.spec_from_file_location("benchmark_train_step_under_test", script)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    monkeypatch.setattr(benchmark, "vgg16_trunk_path", lambda: Path("/nonexistent/vgg16-397923af.pth"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))  # no VGG16 weights: the random trunk
     arguments = ["--preset", "tiny", "--resolution", "32", "--batch_size", "2", "--repeats", "1", "--threads", "1"]
     assert benchmark.main(arguments + ["--disc_base_channels", "16"]) == 0
     lines = capsys.readouterr().out.splitlines()

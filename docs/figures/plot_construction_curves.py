@@ -68,7 +68,8 @@ def main(input_args=None) -> None:
         times, values = zip(*rmse_against_seconds(folder))
         axis.plot(times, values, marker="o", color=f"C{index}", label=label)
     if args.ceiling is not None:
-        axis.axhline(args.ceiling, color="grey", linestyle="--", label=f"VAE ceiling on the test cities ({args.ceiling:.2f} dB)")
+        label = f"VAE ceiling on the test cities ({args.ceiling:.2f} dB)"
+        axis.axhline(args.ceiling, color="grey", linestyle="--", label=label)
     axis.set_xlabel("training time (s), steps and data loading")
     axis.set_ylabel("validation RMSE (dB of path gain)")
     axis.grid(alpha=0.3)

@@ -51,4 +51,9 @@ if TYPE_CHECKING:
     from .radiomapseer import RadioMapSeer
     from .sources import DataSource
     from .splits import SPLIT_SCHEMES, split_map_ids
-    from .simulation.synthetic import SyntheticCityConfig, SyntheticRadioMaps, generate_radio_maps, write_synthetic_folder
+    from .simulation.synthetic import (
+        SyntheticCityConfig,
+        SyntheticRadioMaps,
+        generate_radio_maps,
+        write_synthetic_folder,
+    )

@@ -6,12 +6,14 @@ where allowed, downloaded) *before* the network is built, and both parts are loa
 the file fails at once with a message that says what to put where, instead of training against random features.
 """
 
+import contextlib
 import os
 import re
+import tempfile
 import urllib.error
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import huggingface_hub.constants
 import torch
@@ -33,6 +35,33 @@ def vgg16_trunk_path() -> Path:
     was called.
     """
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG16_TRUNK_URL)
+
+
+@contextlib.contextmanager
+def vgg16_trunk_for_measuring() -> Iterator[str]:
+    """Makes sure LPIPS finds a VGG16 trunk, for measuring its cost (time, memory, FLOPs) only: the real one when torch
+    has it, else a randomly initialised one in a temporary ``TORCH_HOME`` (the same shapes, bytes and FLOPs). Yields
+    which. Never for training: a random trunk measures nothing perceptual."""
+    if vgg16_trunk_path().is_file():
+        yield "torchvision VGG16 weights"
+        return
+    import torchvision
+
+    previous = os.environ.get("TORCH_HOME")
+    with tempfile.TemporaryDirectory() as home:
+        folder = os.path.join(home, "hub", "checkpoints")
+        os.makedirs(folder)
+        features = torchvision.models.vgg16(weights=None).features
+        state = {f"features.{key}": value for key, value in features.state_dict().items()}
+        torch.save(state, os.path.join(folder, os.path.basename(VGG16_TRUNK_URL)))
+        os.environ["TORCH_HOME"] = home
+        try:
+            yield "a random VGG16 trunk (cost only)"
+        finally:
+            if previous is None:
+                os.environ.pop("TORCH_HOME", None)
+            else:
+                os.environ["TORCH_HOME"] = previous
 
 
 def _missing_trunk_message(path: Path, reason: str) -> str:

@@ -409,7 +409,8 @@ class RadioVAE(ModelMixin, AutoencoderMixin, ConfigMixin):
         self.use_slicing = False
         self.use_tiling = False
         # Tiles are `sample_size` pixels wide and overlap by a quarter, both rounded to the downsampling factor.
-        self.tile_sample_min_size = max(self.downsample_factor, sample_size // self.downsample_factor * self.downsample_factor)
+        factor = self.downsample_factor
+        self.tile_sample_min_size = max(factor, sample_size // factor * factor)
         self.tile_overlap_factor = 0.25
 
     # ----------------------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def walls_crossed(
 def walls_fraction(
     buildings: torch.Tensor, positions: torch.Tensor, ray_samples: Union[int, torch.Tensor] = 64
 ) -> torch.Tensor:
-    """`(B, 1, H, W)`: the fraction of each transmitter -> pixel segment inside buildings (see :func:`walls_crossed`)."""
+    """`(B, 1, H, W)`: the fraction of each transmitter -> pixel segment inside buildings (:func:`walls_crossed`)."""
     return walls_crossed(buildings, positions, ray_samples)[0]
 
 
