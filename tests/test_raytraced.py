@@ -277,7 +277,7 @@ def test_same_seed_gives_the_same_files_and_a_rerun_resumes(traced, tmp_path, ca
 
 
 def test_tiles_without_buildings_or_coverage_are_skipped_with_a_message(traced, tmp_path, monkeypatch):
-    from radiodiff_vae.data import raytraced
+    from radiodiff_vae.data.simulation import raytraced
 
     real_rasterize, real_trace = raytraced.SceneTracer.rasterize, raytraced.SceneTracer.trace
     calls = {"rasterize": 0, "trace": 0}
