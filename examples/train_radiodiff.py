@@ -438,7 +438,8 @@ def save_final_pipeline(args, accelerator, pipeline, validate, data, global_step
     if grid is not None:
         save_png(grid, sample)
     steps = None if args.direct else args.default_num_inference_steps
-    what = "the direct predictor" if args.direct else f"the pipeline at {steps} sampling steps"
+    plural = "" if steps == 1 else "s"
+    what = "the direct predictor" if args.direct else f"the pipeline at {steps} sampling step{plural}"
     card = dict(
         metrics=metrics, training_args=vars(args), sample_image=sample if grid is not None else None,
         description=(
