@@ -10,7 +10,7 @@ import torch
 
 from radiodiff_vae import RadioVAE
 from radiodiff_vae.data import DataSource, RadioMapSeer, SyntheticRadioMaps, load_radio_dataset, write_synthetic_folder
-from radiodiff_vae.data.latents import LatentRadioMaps, dataset_fingerprint, encode_maps, scale_latents, vae_fingerprint
+from radiodiff_vae.data.latents import LatentRadioMaps, dataset_fingerprint, encode_latents, scale_latents, vae_fingerprint
 from radiodiff_vae.data.simulation.raytraced import DEFAULT_SIMULATION
 from radiodiff_vae.errors import DataError, InvalidArgumentError, StaleLatentCacheError
 from radiodiff_vae.pipelines.inputs import prepare_city
@@ -89,7 +89,7 @@ def test_latents_equal_encoding_each_map_directly(maps, vae):
         assert item["latents"].dtype == torch.float32 and item["name"] == source["name"]
         for key in ("buildings", "transmitter", "pixel_values"):
             assert torch.equal(item[key], source[key])
-    torch.testing.assert_close(scale_latents(encode_maps(vae, maps[0]["pixel_values"][None]), vae.config)[0],
+    torch.testing.assert_close(scale_latents(encode_latents(vae, maps[0]["pixel_values"][None]), vae.config)[0],
                                latents[0]["latents"], atol=1e-5, rtol=1e-5)  # fmt: skip
 
     # Scaling is applied when items are read: a measured factor needs no second encoding.
@@ -160,7 +160,7 @@ def test_fingerprints_follow_weights_and_files(folder, vae):
 def test_flips_encode_the_flipped_maps(maps, vae):
     latents = LatentRadioMaps(maps, vae, flip=True, show_progress=False)
     flipped_map = torch.flip(maps[2]["pixel_values"], dims=(-1,))[None]
-    torch.testing.assert_close(latents.flipped_latents[2], encode_maps(vae, flipped_map)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(latents.flipped_latents[2], encode_latents(vae, flipped_map)[0], atol=1e-5, rtol=1e-5)
     random.seed(0)
     items = [latents[2] for _ in range(8)]
     flipped = [item for item in items if not torch.equal(item["buildings"], maps[2]["buildings"])]

@@ -18,7 +18,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors import safe_open
@@ -53,10 +53,26 @@ def unscale_latents(latents: torch.Tensor, config: Mapping[str, Any]) -> torch.T
 
 
 @torch.no_grad()
-def encode_maps(vae: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Posterior means `(B, C, h, w)` float32 of maps `(B, 1, H, W)` in [-1, 1] (unscaled), on the maps' device."""
-    z = vae.encode(pixel_values.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
-    return z.float().to(pixel_values.device)
+def encode_latents(
+    vae: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    sample_posterior: bool = False,
+    seeds: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
+    """Unscaled latents of maps: (B, C, H, W) in [-1, 1] -> (B, latent_channels, H / f, W / f).
+
+    ``sample_posterior=False`` takes the posterior mean. With ``sample_posterior=True`` map ``i`` draws its noise from
+    its own generator seeded by ``seeds[i]`` (``DiagonalGaussianDistribution.sample`` with a list of generators), so
+    a map's latent does not depend on which batch it landed in.
+    """
+    posterior = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist
+    if not sample_posterior:
+        return posterior.mode()
+    if seeds is None or len(seeds) != pixel_values.shape[0]:
+        raise InvalidArgumentError(
+            f"sample_posterior=True needs one seed per map ({pixel_values.shape[0]}), got {seeds}"
+        )
+    return posterior.sample(generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds])
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -216,9 +232,9 @@ class LatentRadioMaps(Dataset):
         try:
             for batch in tqdm(loader, desc="encoding maps", unit="batch", disable=not show_progress):
                 pixel_values = batch["pixel_values"].to(device)  # (B, 1, H, W)
-                latents.append(encode_maps(vae, pixel_values).cpu())  # (B, C, h, w)
+                latents.append(encode_latents(vae, pixel_values).float().cpu())  # (B, C, h, w)
                 if self.flip:
-                    flipped.append(encode_maps(vae, _flip(pixel_values)).cpu())
+                    flipped.append(encode_latents(vae, _flip(pixel_values)).float().cpu())
                 names.extend(str(name) for name in batch["name"])
         finally:
             vae.train(was_training)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..baseline import ResizeBaseline, baseline_for_model, resize_reconstruct
 from ..data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit
+from ..data.latents import encode_latents
 from ..errors import DataError, InvalidArgumentError
 from ..metrics import compute_metrics, summarize_metrics
 from .loading import batch_strings, check_maps_fit_model, subsample
@@ -102,29 +103,6 @@ class MapScores:
     def per_image(self, method: str) -> Dict[str, torch.Tensor]:
         """``{metric: (N,) float64}`` of ``method`` (empty when it scored nothing)."""
         return {name: torch.cat(chunks) for name, chunks in self._chunks.get(method, {}).items()}
-
-
-@torch.no_grad()
-def encode_latents(
-    vae: torch.nn.Module,
-    pixel_values: torch.Tensor,
-    sample_posterior: bool = False,
-    seeds: Optional[Sequence[int]] = None,
-) -> torch.Tensor:
-    """Unscaled latents of maps: (B, C, H, W) in [-1, 1] -> (B, latent_channels, H / f, W / f).
-
-    ``sample_posterior=False`` takes the posterior mean. With ``sample_posterior=True`` map ``i`` draws its noise from
-    its own generator seeded by ``seeds[i]`` (``DiagonalGaussianDistribution.sample`` with a list of generators), so
-    a map's latent does not depend on which batch it landed in.
-    """
-    posterior = vae.encode(pixel_values.to(vae.device, vae.dtype)).latent_dist
-    if not sample_posterior:
-        return posterior.mode()
-    if seeds is None or len(seeds) != pixel_values.shape[0]:
-        raise InvalidArgumentError(
-            f"sample_posterior=True needs one seed per map ({pixel_values.shape[0]}), got {seeds}"
-        )
-    return posterior.sample(generator=[torch.Generator().manual_seed(int(seed)) for seed in seeds])
 
 
 @torch.no_grad()
