@@ -26,7 +26,7 @@ from ..data.batches import collate_maps
 from ..data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit
 from ..errors import InputNotFoundError, ModelFileError
 from ..hub_id import hub_id_problem
-from ..metrics import compute_metrics
+from ..evaluation.scoring import score_maps
 from ..pipelines.direct import DIRECT_TIMESTEP
 from ..pipelines.radiodiff import diffusion_target
 from .validation import GRID_PANEL_SIZE, log_image_to_trackers, save_png
@@ -296,7 +296,7 @@ def evaluate_construction_maps(
         constructed = pipeline(batch["buildings"], batch["transmitter"], output_type="pt", **options).images
         constructed = constructed.float().cpu()  # (B, 1, H, W) in [0, 1]
         truth = model_to_unit(batch["pixel_values"]).clamp(0, 1)  # (B, 1, H, W)
-        for name, values in compute_metrics(constructed, truth, db_range=RADIOMAPSEER_DB_RANGE).items():
+        for name, values in score_maps(constructed, truth, db_range=RADIOMAPSEER_DB_RANGE).items():
             per_map.setdefault(name, []).append(values.double())
         if sum(len(part[0]) for part in shown) < num_images:
             room = num_images - sum(len(part[0]) for part in shown)
