@@ -24,8 +24,8 @@ from torchvision.utils import make_grid
 
 from ..data.batches import collate_maps
 from ..data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit
-from ..errors import InputNotFoundError, ModelFileError
-from ..hub_id import hub_id_problem
+from ..errors import ModelFileError
+from ..hub_id import local_path_or_hub_id
 from ..evaluation.scoring import score_maps
 from ..pipelines.direct import DIRECT_TIMESTEP
 from ..pipelines.radiodiff import diffusion_target
@@ -58,12 +58,8 @@ def _local_vae_folder(name: str, what: str) -> Optional[Path]:
         InputNotFoundError: ``name`` does not exist and is no Hub id.
         ModelFileError: ``name`` is a local folder without a VAE.
     """
-    path = Path(name)
-    if not (os.fspath(name) and path.exists()):
-        if hub_id_problem(os.fspath(name)) is not None:
-            raise InputNotFoundError(
-                f"{what} {os.fspath(name)!r} does not exist: no such folder, and not a Hub id ('user/name' or 'name')"
-            )
+    path = local_path_or_hub_id(name, what)
+    if path is None:
         return None
     for folder in (path, path / "vae"):
         if (folder / "config.json").is_file():
