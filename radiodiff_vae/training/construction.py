@@ -27,6 +27,7 @@ from ..data.conventions import RADIOMAPSEER_DB_RANGE, model_to_unit
 from ..errors import ModelFileError
 from ..hub_id import local_path_or_hub_id
 from ..evaluation.scoring import score_maps
+from ..models.city_encoder import transmitter_positions
 from ..pipelines.direct import DIRECT_TIMESTEP
 from ..pipelines.radiodiff import diffusion_target
 from .validation import GRID_PANEL_SIZE, log_image_to_trackers, save_png
@@ -214,10 +215,8 @@ def _city_panels(buildings: torch.Tensor, transmitter: torch.Tensor) -> torch.Te
     grey = 1.0 - 0.55 * buildings.float().clamp(0, 1)  # (B, 1, H, W)
     panels = grey.expand(-1, 3, -1, -1).clone()
     arm = max(1, round(max(height, width) / 32))
-    flat = transmitter.reshape(batch, -1).argmax(dim=1)
     red = torch.tensor([0.85, 0.05, 0.05])
-    for index, position in enumerate(flat.tolist()):
-        row, col = divmod(position, width)
+    for index, (row, col) in enumerate(transmitter_positions(transmitter).tolist()):
         rows = slice(max(0, row - arm), row + arm + 1)
         cols = slice(max(0, col - arm), col + arm + 1)
         panels[index, :, rows, col] = red.view(3, 1)
